@@ -1,0 +1,1 @@
+//! The data segment and its userspace decryptor.
