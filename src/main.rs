@@ -1,2 +1,293 @@
-//! tazpod: cryptsetup-style verbs over a pure LUKS2 reader, and ghost mode.
-fn main() {}
+//! tazpod: cryptsetup-style verbs over the pure `luks2` reader.
+//!
+//! `dump`, `open --test-passphrase` and `decrypt` only read: the device and the header file
+//! are opened read-only and never written.
+
+mod device;
+mod dump;
+mod error;
+mod kernel;
+mod passphrase;
+
+use clap::{Args, Parser, Subcommand};
+use error::{code, CliError};
+use luks2::kdf::KdfLimits;
+use luks2::unlock::{unlock, UnlockOptions, Unlocked};
+use luks2::volume::{DataSegment, Decryptor};
+use passphrase::{with_passphrase, KeyArgs};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tazpod",
+    version,
+    about = "Open LUKS2/LUKS1 volumes without cryptsetup, and keep credentials in a ghost-mode vault"
+)]
+struct Cli {
+    /// Print more about what happens (which keyslot opened)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the LUKS header (like cryptsetup luksDump)
+    Dump(DumpArgs),
+    /// Check a passphrase (--test-passphrase)
+    Open(OpenArgs),
+    /// Decrypt the data area in userspace to OUTPUT (- for standard output)
+    Decrypt(DecryptArgs),
+}
+
+/// Options shared by the verbs that read a header.
+#[derive(Args, Debug, Clone)]
+struct HeaderArgs {
+    /// Read the LUKS header (and keyslots) from FILE instead of DEVICE (detached header)
+    #[arg(long, value_name = "FILE")]
+    header: Option<PathBuf>,
+    /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
+    #[arg(long = "max-kdf-memory", value_name = "KiB")]
+    max_kdf_memory: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct DumpArgs {
+    #[command(flatten)]
+    header: HeaderArgs,
+    /// Print the JSON metadata
+    #[arg(long, conflicts_with = "dump_volume_key")]
+    json: bool,
+    /// Print the volume key (asks for a passphrase)
+    #[arg(long = "dump-volume-key")]
+    dump_volume_key: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'q', long = "batch-mode")]
+    batch_mode: bool,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The LUKS device or image file
+    device: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct OpenArgs {
+    #[command(flatten)]
+    header: HeaderArgs,
+    /// Only check that the passphrase opens a keyslot; map nothing
+    #[arg(long = "test-passphrase")]
+    test_passphrase: bool,
+    /// Try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    key_slot: Option<u32>,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The LUKS device or image file
+    device: PathBuf,
+    /// The mapping name
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DecryptArgs {
+    #[command(flatten)]
+    header: HeaderArgs,
+    /// Try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    key_slot: Option<u32>,
+    /// Overwrite OUTPUT if it is an existing non-empty regular file
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The LUKS device or image file
+    device: PathBuf,
+    /// Where to write the plaintext (- for standard output)
+    output: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                code::INVALID
+            } else {
+                code::OK
+            });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::from(code::OK),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let verbose = cli.verbose;
+    match cli.command {
+        Command::Dump(a) => cmd_dump(a, verbose),
+        Command::Open(a) => cmd_open(a, verbose),
+        Command::Decrypt(a) => cmd_decrypt(a, verbose),
+    }
+}
+
+/// KDF limits from `--max-kdf-memory` or from the memory this machine has available.
+fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
+    let mut limits = KdfLimits::for_available_memory(device::mem_available());
+    if let Some(kib) = h.max_kdf_memory {
+        limits.max_memory_kib = kib;
+    }
+    limits
+}
+
+/// Opens the header source (the `--header` file, or the device).
+fn open_header(
+    device: &PathBuf,
+    h: &HeaderArgs,
+) -> Result<(device::ReadOnly, luks2::Header), CliError> {
+    let path = h.header.as_ref().unwrap_or(device);
+    let mut f = device::ReadOnly::open(path)?;
+    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&f.name, e))?;
+    Ok((f, header))
+}
+
+/// Unlocks with passphrases from the key options.
+fn unlock_with(
+    hdr_file: &mut device::ReadOnly,
+    header: &luks2::Header,
+    key: &KeyArgs,
+    device_name: &str,
+    opts: &UnlockOptions,
+    verbose: bool,
+) -> Result<Unlocked, CliError> {
+    let u = with_passphrase(key, device_name, |p| {
+        unlock(header, hdr_file, p.as_bytes(), opts)
+    })?;
+    if verbose {
+        eprintln!("Key slot {} unlocked.", u.keyslot);
+    }
+    Ok(u)
+}
+
+fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, header) = open_header(&a.device, &a.header)?;
+    let shown = f.name.clone();
+    let out = if a.json {
+        let mut s = dump::json(&header);
+        if matches!(header, luks2::Header::Luks1(_)) {
+            s.push('\n');
+        }
+        s
+    } else if a.dump_volume_key {
+        let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+        if !a.batch_mode && kernel::tty::stdin_is_tty() && a.key.key_file.is_none() {
+            confirm_volume_key_dump()?;
+        }
+        let opts = UnlockOptions {
+            keyslot: None,
+            limits: kdf_limits(&a.header),
+        };
+        let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+        dump::volume_key(&header, &shown, &seg, &u.volume_key)
+    } else {
+        dump::human(&header, &shown)
+    };
+    print_out(&out)
+}
+
+fn confirm_volume_key_dump() -> Result<(), CliError> {
+    eprint!(
+        "The header dump with volume key is sensitive information\n\
+         that allows access to encrypted partition without a passphrase.\n\
+         This dump should be stored encrypted in a safe place.\n\
+         Are you sure? (Type 'yes' in capital letters): "
+    );
+    let answer = kernel::tty::read_line_secret(64)
+        .map_err(|e| CliError::new(code::INVALID, format!("cannot read the answer: {e}")))?;
+    match answer {
+        Some(a) if a.as_bytes() == b"YES" => Ok(()),
+        _ => Err(CliError::new(code::PERMISSION, "operation aborted")),
+    }
+}
+
+fn print_out(s: &str) -> Result<(), CliError> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(|e| {
+            CliError::new(
+                code::INVALID,
+                format!("cannot write to standard output: {e}"),
+            )
+        })
+}
+
+fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
+    if !a.test_passphrase {
+        return Err(CliError::new(
+            code::INVALID,
+            "mapping a volume needs device-mapper support, which this build does not have yet",
+        )
+        .hint(
+            "use --test-passphrase to check a passphrase, or `tazpod decrypt` to read the data",
+        ));
+    }
+    let (mut f, header) = open_header(&a.device, &a.header)?;
+    let shown = f.name.clone();
+    let opts = UnlockOptions {
+        keyslot: a.key_slot,
+        limits: kdf_limits(&a.header),
+    };
+    // The data segment must be usable too: cryptsetup refuses requirements here.
+    DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+    if verbose {
+        eprintln!("Command successful.");
+    }
+    Ok(())
+}
+
+fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut hf, header) = open_header(&a.device, &a.header)?;
+    let shown = hf.name.clone();
+    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    // With a detached header, the data is on DEVICE; otherwise it is the same file.
+    let mut data = if a.header.header.is_some() {
+        Some(device::ReadOnly::open(&a.device)?)
+    } else {
+        None
+    };
+    let data_name = data.as_ref().map_or(shown.clone(), |d| d.name.clone());
+    let size = match &mut data {
+        Some(d) => d.size()?,
+        None => hf.size()?,
+    };
+    seg.length_on(size)
+        .map_err(|e| CliError::luks(&data_name, e))?;
+    device::Output::check(&a.output, a.force, data.as_ref().unwrap_or(&hf))?;
+    let opts = UnlockOptions {
+        keyslot: a.key_slot,
+        limits: kdf_limits(&a.header),
+    };
+    let u = unlock_with(&mut hf, &header, &a.key, &shown, &opts, verbose)?;
+    let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| CliError::luks(&shown, e))?;
+    drop(u);
+    let mut out = device::Output::create(&a.output)?;
+    let src = data.as_mut().unwrap_or(&mut hf);
+    let n = dec
+        .copy(src, size, &mut out)
+        .map_err(|e| CliError::luks(&data_name, e))?;
+    out.finish()?;
+    if verbose {
+        eprintln!("Decrypted {n} bytes.");
+    }
+    Ok(())
+}

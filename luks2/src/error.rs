@@ -9,6 +9,7 @@ pub use crate::header::HeaderError;
 pub use crate::kdf::KdfError;
 pub use crate::metadata::MetadataError;
 pub use crate::unlock::UnlockError;
+pub use crate::volume::VolumeError;
 
 /// Every error the library returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub enum Error {
     Af(AfError),
     /// No keyslot could be unlocked, or activation is refused.
     Unlock(UnlockError),
+    /// The data segment cannot be mapped or decrypted.
+    Volume(VolumeError),
 }
 
 /// An I/O failure, with what was being read and where.
@@ -51,6 +54,18 @@ impl IoError {
             offset,
             kind: e.kind(),
             message: e.to_string(),
+        }
+    }
+}
+
+impl IoError {
+    /// An `UnexpectedEof` error: the source ends before `what` at `offset`.
+    pub fn short(what: impl Into<String>, offset: u64) -> Self {
+        IoError {
+            what: what.into(),
+            offset,
+            kind: std::io::ErrorKind::UnexpectedEof,
+            message: "unexpected end of file".into(),
         }
     }
 }
@@ -83,6 +98,7 @@ impl fmt::Display for Error {
             Error::Cipher(e) => e.fmt(f),
             Error::Af(e) => e.fmt(f),
             Error::Unlock(e) => e.fmt(f),
+            Error::Volume(e) => e.fmt(f),
         }
     }
 }
@@ -99,7 +115,7 @@ macro_rules! from_sub {
     };
 }
 from_sub!(IoError => Io, HeaderError => Header, MetadataError => Metadata, KdfError => Kdf,
-          CipherError => Cipher, AfError => Af, UnlockError => Unlock);
+          CipherError => Cipher, AfError => Af, UnlockError => Unlock, VolumeError => Volume);
 
 /// Reads exactly `buf.len()` bytes at `offset`, mapping failures to [`IoError`] naming `what`.
 pub fn read_exact_at<R: std::io::Read + std::io::Seek>(

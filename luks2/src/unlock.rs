@@ -1,17 +1,494 @@
 //! Keyslot → volume key: KDF, keyslot area decryption, AF merge, digest check.
+//!
+//! [`unlock`] tries keyslots in cryptsetup's order (priority high, then normal, each by id;
+//! priority-ignore keyslots only when named) and returns the first volume key whose digest
+//! matches. A keyslot that cannot be used (an unsupported cipher or hash, a KDF over the cost
+//! limits) does not stop the others from being tried; if no keyslot opens, the error says why:
+//! the passphrase matched none of the usable keyslots, or no keyslot was usable at all.
 
+use crate::af;
+use crate::cipher::{CipherSpec, SectorCipher};
+use crate::error::{read_exact_at, Error};
+use crate::hash::HashAlg;
+use crate::header::{Header, Luks2Header};
+use crate::kdf::{KdfError, KdfLimits, KdfParams};
+use crate::luks1::Luks1Header;
+use crate::metadata::{Digest, Keyslot, KeyslotKdf, Priority};
+use crate::secret::{SecretBuf, VolumeKey};
 use std::fmt;
+use std::io::{Read, Seek};
+use subtle::ConstantTimeEq;
 
 /// Why no volume key came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UnlockError {
-    /// No keyslot accepted the passphrase.
+    /// No usable keyslot accepted the passphrase.
     WrongPassphrase,
+    /// The header has no active keyslot at all.
+    NoKeyslots,
+    /// The keyslot named with `--key-slot` does not exist or is inactive.
+    KeyslotNotFound(u32),
+    /// The named keyslot is not assigned to the data segment's digest (an unbound key).
+    KeyslotNotBound(u32),
+    /// No keyslot could even be tried; each entry says which keyslot and why.
+    NoUsableKeyslot(Vec<(u32, String)>),
+    /// A keyslot's KDF costs more than the limits allow, and no other keyslot opened.
+    KdfOverLimit {
+        /// The keyslot.
+        keyslot: u32,
+        /// What the KDF asked for.
+        error: KdfError,
+    },
+    /// The header carries mandatory requirements this implementation does not support.
+    RequirementRefused(Vec<String>),
 }
 
 impl fmt::Display for UnlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            UnlockError::WrongPassphrase => write!(f, "no key available with this passphrase"),
+            UnlockError::NoKeyslots => write!(f, "the header has no active keyslot"),
+            UnlockError::KeyslotNotFound(id) => {
+                write!(f, "keyslot {id} is not active (see the Keyslots section of `tazpod dump`)")
+            }
+            UnlockError::KeyslotNotBound(id) => {
+                write!(f, "keyslot {id} holds a key not assigned to the data segment")
+            }
+            UnlockError::NoUsableKeyslot(reasons) => {
+                write!(f, "no usable keyslot is available")?;
+                for (id, why) in reasons {
+                    write!(f, "; keyslot {id}: {why}")?;
+                }
+                Ok(())
+            }
+            UnlockError::KdfOverLimit { keyslot, error } => write!(
+                f,
+                "keyslot {keyslot}: {error} (raise the limit with --max-kdf-memory if this machine has the memory)"
+            ),
+            UnlockError::RequirementRefused(reqs) => write!(
+                f,
+                "the header carries unsupported mandatory requirement(s): {} (finish or roll back that operation with cryptsetup first)",
+                reqs.join(", ")
+            ),
+        }
     }
+}
+
+/// How to unlock.
+#[derive(Debug, Clone)]
+pub struct UnlockOptions {
+    /// Try only this keyslot (also allowed when its priority is "ignore").
+    pub keyslot: Option<u32>,
+    /// Cost limits checked before each KDF runs.
+    pub limits: KdfLimits,
+}
+
+impl Default for UnlockOptions {
+    fn default() -> Self {
+        UnlockOptions {
+            keyslot: None,
+            limits: KdfLimits::default(),
+        }
+    }
+}
+
+/// A successfully recovered volume key.
+#[derive(Debug)]
+pub struct Unlocked {
+    /// The volume key.
+    pub volume_key: VolumeKey,
+    /// The keyslot that opened.
+    pub keyslot: u32,
+    /// The digest that verified it (LUKS2; 0 for LUKS1).
+    pub digest: u32,
+}
+
+/// Recovers the volume key with `passphrase`. `r` reads the header device (with a detached
+/// header, the header file: the keyslot areas live there).
+pub fn unlock<R: Read + Seek>(
+    header: &Header,
+    r: &mut R,
+    passphrase: &[u8],
+    opts: &UnlockOptions,
+) -> Result<Unlocked, Error> {
+    match header {
+        Header::Luks2(h) => unlock_luks2(h, r, passphrase, opts),
+        Header::Luks1(h) => unlock_luks1(h, r, passphrase, opts),
+    }
+}
+
+/// Outcome of trying one keyslot.
+enum Attempt {
+    Opened(VolumeKey),
+    Mismatch,
+    Unusable(String),
+    OverLimit(KdfError),
+}
+
+/// Collects attempt outcomes and turns them into the final error.
+#[derive(Default)]
+struct Tally {
+    mismatched: bool,
+    unusable: Vec<(u32, String)>,
+    over_limit: Option<(u32, KdfError)>,
+}
+
+impl Tally {
+    fn record(&mut self, id: u32, a: Attempt) -> Option<VolumeKey> {
+        match a {
+            Attempt::Opened(k) => return Some(k),
+            Attempt::Mismatch => self.mismatched = true,
+            Attempt::Unusable(why) => self.unusable.push((id, why)),
+            Attempt::OverLimit(e) => {
+                if self.over_limit.is_none() {
+                    self.over_limit = Some((id, e));
+                }
+            }
+        }
+        None
+    }
+
+    fn into_error(self) -> Error {
+        if let Some((keyslot, error)) = self.over_limit {
+            return UnlockError::KdfOverLimit { keyslot, error }.into();
+        }
+        if self.mismatched {
+            return UnlockError::WrongPassphrase.into();
+        }
+        if self.unusable.is_empty() {
+            UnlockError::NoKeyslots.into()
+        } else {
+            UnlockError::NoUsableKeyslot(self.unusable).into()
+        }
+    }
+}
+
+fn unlock_luks2<R: Read + Seek>(
+    h: &Luks2Header,
+    r: &mut R,
+    passphrase: &[u8],
+    opts: &UnlockOptions,
+) -> Result<Unlocked, Error> {
+    let md = &h.metadata;
+    if !md.config.requirements_mandatory.is_empty() {
+        return Err(
+            UnlockError::RequirementRefused(md.config.requirements_mandatory.clone()).into(),
+        );
+    }
+    // Keyslots whose digest covers a segment can open the volume.
+    let bound = |id: u32| -> Option<(u32, &Digest)> {
+        md.digests
+            .iter()
+            .find(|(_, d)| d.keyslots.contains(&id) && !d.segments.is_empty())
+            .map(|(did, d)| (*did, d))
+    };
+    let order: Vec<u32> = match opts.keyslot {
+        Some(id) => {
+            if !md.keyslots.contains_key(&id) {
+                return Err(UnlockError::KeyslotNotFound(id).into());
+            }
+            if bound(id).is_none() {
+                return Err(UnlockError::KeyslotNotBound(id).into());
+            }
+            vec![id]
+        }
+        None => {
+            let mut ids: Vec<(Priority, u32)> = md
+                .keyslots
+                .iter()
+                .filter(|(id, k)| k.priority != Priority::Ignore && bound(**id).is_some())
+                .map(|(id, k)| (k.priority, *id))
+                .collect();
+            // High before normal; by id within a priority.
+            ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            ids.into_iter().map(|(_, id)| id).collect()
+        }
+    };
+    let mut tally = Tally::default();
+    for id in order {
+        let (Some(ks), Some((did, digest))) = (md.keyslots.get(&id), bound(id)) else {
+            continue;
+        };
+        let attempt = try_luks2_keyslot(id, ks, digest, r, passphrase, &opts.limits)?;
+        if let Some(volume_key) = tally.record(id, attempt) {
+            return Ok(Unlocked {
+                volume_key,
+                keyslot: id,
+                digest: did,
+            });
+        }
+    }
+    Err(tally.into_error())
+}
+
+/// Converts the stored KDF of a keyslot into parameters and salt.
+fn luks2_kdf(kdf: &KeyslotKdf) -> Result<(KdfParams, &[u8]), String> {
+    match kdf {
+        KeyslotKdf::Pbkdf2 {
+            hash,
+            iterations,
+            salt,
+        } => {
+            let hash = HashAlg::from_name(hash)
+                .ok_or_else(|| format!("unsupported PBKDF2 hash '{hash}'"))?;
+            Ok((
+                KdfParams::Pbkdf2 {
+                    hash,
+                    iterations: *iterations,
+                },
+                salt,
+            ))
+        }
+        KeyslotKdf::Argon2 {
+            variant,
+            time,
+            memory_kib,
+            cpus,
+            salt,
+        } => Ok((
+            KdfParams::Argon2 {
+                variant: *variant,
+                time: *time,
+                memory_kib: *memory_kib,
+                cpus: *cpus,
+            },
+            salt,
+        )),
+        KeyslotKdf::Unknown { type_name } => Err(format!("unsupported KDF type '{type_name}'")),
+    }
+}
+
+fn try_luks2_keyslot<R: Read + Seek>(
+    id: u32,
+    ks: &Keyslot,
+    digest: &Digest,
+    r: &mut R,
+    passphrase: &[u8],
+    limits: &KdfLimits,
+) -> Result<Attempt, Error> {
+    if ks.type_name != "luks2" {
+        return Ok(Attempt::Unusable(format!(
+            "keyslot type '{}' cannot be opened",
+            ks.type_name
+        )));
+    }
+    let (Some(area), Some(kdf), Some(afs)) = (&ks.area, &ks.kdf, &ks.af) else {
+        return Ok(Attempt::Unusable("keyslot lacks area, kdf or af".into()));
+    };
+    if area.type_name != "raw" {
+        return Ok(Attempt::Unusable(format!(
+            "area type '{}' is not supported",
+            area.type_name
+        )));
+    }
+    if afs.type_name != "luks1" {
+        return Ok(Attempt::Unusable(format!(
+            "af type '{}' is not supported",
+            afs.type_name
+        )));
+    }
+    if digest.type_name != "pbkdf2" {
+        return Ok(Attempt::Unusable(format!(
+            "digest type '{}' is not supported",
+            digest.type_name
+        )));
+    }
+    let (params, salt) = match luks2_kdf(kdf) {
+        Ok(p) => p,
+        Err(why) => return Ok(Attempt::Unusable(why)),
+    };
+    let Some(af_hash) = HashAlg::from_name(&afs.hash) else {
+        return Ok(Attempt::Unusable(format!(
+            "unsupported AF hash '{}'",
+            afs.hash
+        )));
+    };
+    let Some(digest_hash) = HashAlg::from_name(&digest.hash) else {
+        return Ok(Attempt::Unusable(format!(
+            "unsupported digest hash '{}'",
+            digest.hash
+        )));
+    };
+    let Ok(area_key_size) = usize::try_from(area.key_size) else {
+        return Ok(Attempt::Unusable("area key size too large".into()));
+    };
+    let spec = match CipherSpec::parse(&area.encryption, area_key_size) {
+        Ok(s) => s,
+        Err(e) => return Ok(Attempt::Unusable(e.to_string())),
+    };
+    let Ok(key_size) = usize::try_from(ks.key_size) else {
+        return Ok(Attempt::Unusable("key size too large".into()));
+    };
+    let digest_params = KdfParams::Pbkdf2 {
+        hash: digest_hash,
+        iterations: digest.iterations,
+    };
+    if let Err(e) = params
+        .check(limits)
+        .and_then(|()| digest_params.check(limits))
+    {
+        return Ok(Attempt::OverLimit(e));
+    }
+    let Some(split_len) = af::split_area_len(key_size, afs.stripes) else {
+        return Ok(Attempt::Unusable("AF size overflows".into()));
+    };
+    if u64::try_from(split_len).map_or(true, |l| l > area.size) {
+        return Ok(Attempt::Unusable(format!(
+            "AF material ({split_len} bytes) is larger than the area ({} bytes)",
+            area.size
+        )));
+    }
+    let candidate = open_area(
+        &params,
+        passphrase,
+        salt,
+        &spec,
+        area_key_size,
+        r,
+        area.offset,
+        split_len,
+        af_hash,
+        key_size,
+        afs.stripes,
+        &format!("keyslot {id} area"),
+    )?;
+    verify_digest(&digest_params, candidate, &digest.salt, &digest.digest)
+}
+
+/// Derives the area key, reads and decrypts the keyslot area, and merges the AF stripes.
+#[allow(clippy::too_many_arguments)]
+fn open_area<R: Read + Seek>(
+    params: &KdfParams,
+    passphrase: &[u8],
+    salt: &[u8],
+    spec: &CipherSpec,
+    area_key_size: usize,
+    r: &mut R,
+    offset: u64,
+    split_len: usize,
+    af_hash: HashAlg,
+    key_size: usize,
+    stripes: u32,
+    what: &str,
+) -> Result<SecretBuf, Error> {
+    let mut area_key = SecretBuf::zeroed(area_key_size);
+    params.derive(passphrase, salt, area_key.as_mut_bytes())?;
+    let mut material = SecretBuf::zeroed(split_len);
+    read_exact_at(r, offset, material.as_mut_bytes(), what)?;
+    let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
+    drop(area_key);
+    cipher.decrypt(material.as_mut_bytes(), 512, 0)?;
+    drop(cipher);
+    let mut candidate = SecretBuf::zeroed(key_size);
+    af::merge(
+        af_hash,
+        material.as_bytes(),
+        key_size,
+        stripes,
+        candidate.as_mut_bytes(),
+    )?;
+    Ok(candidate)
+}
+
+/// Checks a candidate volume key against a PBKDF2 digest in constant time.
+fn verify_digest(
+    params: &KdfParams,
+    candidate: SecretBuf,
+    salt: &[u8],
+    expected: &[u8],
+) -> Result<Attempt, Error> {
+    let mut got = SecretBuf::zeroed(expected.len());
+    params.derive(candidate.as_bytes(), salt, got.as_mut_bytes())?;
+    if bool::from(got.as_bytes().ct_eq(expected)) {
+        Ok(Attempt::Opened(VolumeKey::new(candidate)))
+    } else {
+        Ok(Attempt::Mismatch)
+    }
+}
+
+fn unlock_luks1<R: Read + Seek>(
+    h: &Luks1Header,
+    r: &mut R,
+    passphrase: &[u8],
+    opts: &UnlockOptions,
+) -> Result<Unlocked, Error> {
+    let order: Vec<u32> = match opts.keyslot {
+        Some(id) => {
+            let active = usize::try_from(id)
+                .ok()
+                .and_then(|i| h.keyslots.get(i))
+                .is_some_and(|k| k.active);
+            if !active {
+                return Err(UnlockError::KeyslotNotFound(id).into());
+            }
+            vec![id]
+        }
+        None => (0u32..8)
+            .filter(|i| h.keyslots.get(*i as usize).is_some_and(|k| k.active))
+            .collect(),
+    };
+    let Some(hash) = HashAlg::from_name(&h.hash_spec) else {
+        return Err(UnlockError::NoUsableKeyslot(
+            order
+                .iter()
+                .map(|id| (*id, format!("unsupported hash '{}'", h.hash_spec)))
+                .collect(),
+        )
+        .into());
+    };
+    let key_size = usize::try_from(h.key_bytes).unwrap_or(usize::MAX);
+    let spec = CipherSpec::from_luks1(&h.cipher_name, &h.cipher_mode, key_size);
+    let digest_params = KdfParams::Pbkdf2 {
+        hash,
+        iterations: h.mk_digest_iterations,
+    };
+    let mut tally = Tally::default();
+    for id in order {
+        let Some(ks) = h.keyslots.get(id as usize) else {
+            continue;
+        };
+        let attempt = (|| -> Result<Attempt, Error> {
+            let spec = match &spec {
+                Ok(s) => s,
+                Err(e) => return Ok(Attempt::Unusable(e.to_string())),
+            };
+            let params = KdfParams::Pbkdf2 {
+                hash,
+                iterations: ks.iterations,
+            };
+            if let Err(e) = params
+                .check(&opts.limits)
+                .and_then(|()| digest_params.check(&opts.limits))
+            {
+                return Ok(Attempt::OverLimit(e));
+            }
+            let Some(split_len) = af::split_area_len(key_size, ks.stripes) else {
+                return Ok(Attempt::Unusable("AF size overflows".into()));
+            };
+            let candidate = open_area(
+                &params,
+                passphrase,
+                &ks.salt,
+                spec,
+                key_size,
+                r,
+                u64::from(ks.key_material_offset) * 512,
+                split_len,
+                hash,
+                key_size,
+                ks.stripes,
+                &format!("keyslot {id} key material"),
+            )?;
+            verify_digest(&digest_params, candidate, &h.mk_digest_salt, &h.mk_digest)
+        })()?;
+        if let Some(volume_key) = tally.record(id, attempt) {
+            return Ok(Unlocked {
+                volume_key,
+                keyslot: id,
+                digest: 0,
+            });
+        }
+    }
+    Err(tally.into_error())
 }

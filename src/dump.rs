@@ -1,0 +1,399 @@
+//! `tazpod dump`: the header in cryptsetup `luksDump`'s layout, the metadata as JSON, and the
+//! volume key dump.
+
+use luks2::header::{Header, Luks2Header};
+use luks2::luks1::Luks1Header;
+use luks2::metadata::{KeyslotKdf, Priority, SegmentSize};
+use luks2::volume::DataSegment;
+use luks2::VolumeKey;
+use std::fmt::Write as _;
+
+/// Appends `bytes` as lowercase hex, each byte followed by `sep`, breaking after every `wrap`
+/// bytes (except after the last) with `wrap_sep` (cryptsetup's `crypt_log_hex`).
+fn hex_wrapped(out: &mut String, bytes: &[u8], sep: &str, wrap: usize, wrap_sep: &str) {
+    for (i, b) in bytes.iter().enumerate() {
+        let _ = write!(out, "{b:02x}{sep}");
+        if wrap > 0 && (i + 1) % wrap == 0 && i + 1 < bytes.len() {
+            out.push_str(wrap_sep);
+        }
+    }
+}
+
+/// The human-readable dump, byte for byte as `cryptsetup luksDump` prints it.
+pub fn human(header: &Header, device: &str) -> String {
+    match header {
+        Header::Luks2(h) => luks2_human(h),
+        Header::Luks1(h) => luks1_human(h, device),
+    }
+}
+
+fn luks2_human(h: &Luks2Header) -> String {
+    let b = &h.binary;
+    let md = &h.metadata;
+    let mut o = String::new();
+    o.push_str("LUKS header information\n");
+    let _ = writeln!(o, "Version:       \t{}", b.version);
+    let _ = writeln!(o, "Epoch:         \t{}", b.seqid);
+    let _ = writeln!(o, "Metadata area: \t{} [bytes]", b.hdr_size);
+    let _ = writeln!(o, "Keyslots area: \t{} [bytes]", md.config.keyslots_size);
+    let or = |s: &str, none: &str| {
+        if s.is_empty() {
+            none.to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let _ = writeln!(o, "UUID:          \t{}", or(&b.uuid, "(no UUID)"));
+    let _ = writeln!(o, "Label:         \t{}", or(&b.label, "(no label)"));
+    let _ = writeln!(o, "Subsystem:     \t{}", or(&b.subsystem, "(no subsystem)"));
+
+    // Config: flags and requirements.
+    o.push_str("Flags:       \t");
+    for f in &md.config.flags {
+        let _ = write!(o, "{f} ");
+    }
+    let reqs = &md.config.requirements_mandatory;
+    let _ = write!(
+        o,
+        "{}\n{}",
+        if md.config.flags.is_empty() {
+            "(no flags)"
+        } else {
+            ""
+        },
+        if reqs.is_empty() { "\n" } else { "" }
+    );
+    if !reqs.is_empty() {
+        o.push_str("Requirements:\t");
+        for r in reqs {
+            let _ = write!(o, "{r} ");
+        }
+        o.push_str("\n\n");
+    }
+
+    o.push_str("Data segments:\n");
+    for (id, s) in &md.segments {
+        let _ = writeln!(o, "  {id}: {}", s.type_name);
+        let _ = writeln!(o, "\toffset: {} [bytes]", s.offset);
+        match s.size {
+            SegmentSize::Dynamic => o.push_str("\tlength: (whole device)\n"),
+            SegmentSize::Fixed(n) => {
+                let _ = writeln!(o, "\tlength: {n} [bytes]");
+            }
+        }
+        if s.type_name == "crypt" {
+            let _ = writeln!(o, "\tcipher: {}", s.encryption);
+            let _ = writeln!(o, "\tsector: {} [bytes]", s.sector_size);
+        } else {
+            o.push_str("\tcipher: (no SW encryption)\n");
+        }
+        if let Some(i) = &s.integrity {
+            let _ = writeln!(o, "\tintegrity: {i}");
+        }
+        if !s.flags.is_empty() {
+            let _ = writeln!(o, "\tflags : {}", s.flags.join(", "));
+        }
+        o.push('\n');
+    }
+
+    o.push_str("Keyslots:\n");
+    for (id, k) in &md.keyslots {
+        let bound = md
+            .digests
+            .values()
+            .any(|d| d.keyslots.contains(id) && !d.segments.is_empty());
+        let _ = writeln!(
+            o,
+            "  {id}: {}{}",
+            k.type_name,
+            if bound { "" } else { " (unbound)" }
+        );
+        let _ = writeln!(o, "\tKey:        {} bits", u64::from(k.key_size) * 8);
+        let prio = match k.priority {
+            Priority::Ignore => "ignored",
+            Priority::Normal => "normal",
+            Priority::High => "preferred",
+        };
+        let _ = writeln!(o, "\tPriority:   {prio}");
+        if k.type_name == "luks2" {
+            if let Some(a) = &k.area {
+                let _ = writeln!(o, "\tCipher:     {}", a.encryption);
+                let _ = writeln!(o, "\tCipher key: {} bits", u64::from(a.key_size) * 8);
+            }
+            match &k.kdf {
+                Some(KeyslotKdf::Pbkdf2 {
+                    hash,
+                    iterations,
+                    salt,
+                }) => {
+                    o.push_str("\tPBKDF:      pbkdf2\n");
+                    let _ = writeln!(o, "\tHash:       {hash}");
+                    let _ = writeln!(o, "\tIterations: {iterations}");
+                    salt_line(&mut o, "\tSalt:       ", salt);
+                }
+                Some(KeyslotKdf::Argon2 {
+                    variant,
+                    time,
+                    memory_kib,
+                    cpus,
+                    salt,
+                }) => {
+                    let name = match variant {
+                        luks2::kdf::Argon2Variant::I => "argon2i",
+                        luks2::kdf::Argon2Variant::Id => "argon2id",
+                    };
+                    let _ = writeln!(o, "\tPBKDF:      {name}");
+                    let _ = writeln!(o, "\tTime cost:  {time}");
+                    let _ = writeln!(o, "\tMemory:     {memory_kib}");
+                    let _ = writeln!(o, "\tThreads:    {cpus}");
+                    salt_line(&mut o, "\tSalt:       ", salt);
+                }
+                Some(KeyslotKdf::Unknown { type_name }) => {
+                    let _ = writeln!(o, "\tPBKDF:      {type_name}");
+                }
+                None => {}
+            }
+            if let Some(af) = &k.af {
+                let _ = writeln!(o, "\tAF stripes: {}", af.stripes);
+                let _ = writeln!(o, "\tAF hash:    {}", af.hash);
+            }
+            if let Some(a) = &k.area {
+                let _ = writeln!(o, "\tArea offset:{} [bytes]", a.offset);
+                let _ = writeln!(o, "\tArea length:{} [bytes]", a.size);
+            }
+        }
+        for (did, d) in &md.digests {
+            if d.keyslots.contains(id) {
+                let _ = writeln!(o, "\tDigest ID:  {did}");
+            }
+        }
+    }
+
+    o.push_str("Tokens:\n");
+    for (id, t) in &md.tokens {
+        let _ = writeln!(o, "  {id}: {}", t.type_name);
+        if t.type_name == "luks2-keyring" {
+            if let Some(desc) = serde_json::from_str::<serde_json::Value>(&t.json)
+                .ok()
+                .and_then(|v| {
+                    v.get("key_description")
+                        .and_then(|d| d.as_str().map(String::from))
+                })
+            {
+                let _ = writeln!(o, "\tKey description: {desc}");
+            }
+        }
+        for k in &t.keyslots {
+            let _ = writeln!(o, "\tKeyslot:    {k}");
+        }
+    }
+
+    o.push_str("Digests:\n");
+    for (id, d) in &md.digests {
+        let _ = writeln!(o, "  {id}: {}", d.type_name);
+        if d.type_name == "pbkdf2" {
+            let _ = writeln!(o, "\tHash:       {}", d.hash);
+            let _ = writeln!(o, "\tIterations: {}", d.iterations);
+            salt_line(&mut o, "\tSalt:       ", &d.salt);
+            salt_line(&mut o, "\tDigest:     ", &d.digest);
+        }
+    }
+    o
+}
+
+/// A labelled hex block with 16 bytes a line, continuation lines aligned under the first.
+fn salt_line(o: &mut String, label: &str, bytes: &[u8]) {
+    o.push_str(label);
+    hex_wrapped(o, bytes, " ", 16, "\n\t            ");
+    o.push('\n');
+}
+
+fn luks1_human(h: &Luks1Header, device: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "LUKS header information for {device}\n");
+    let _ = writeln!(o, "Version:       \t1");
+    let _ = writeln!(o, "Cipher name:   \t{}", h.cipher_name);
+    let _ = writeln!(o, "Cipher mode:   \t{}", h.cipher_mode);
+    let _ = writeln!(o, "Hash spec:     \t{}", h.hash_spec);
+    let _ = writeln!(o, "Payload offset:\t{}", h.payload_offset);
+    let _ = writeln!(o, "MK bits:       \t{}", u64::from(h.key_bytes) * 8);
+    o.push_str("MK digest:     \t");
+    hex_wrapped(&mut o, &h.mk_digest, " ", 0, "");
+    o.push('\n');
+    o.push_str("MK salt:       \t");
+    hex_wrapped(&mut o, &h.mk_digest_salt, " ", 16, "\n               \t");
+    o.push('\n');
+    let _ = writeln!(o, "MK iterations: \t{}", h.mk_digest_iterations);
+    let _ = writeln!(o, "UUID:          \t{}\n", h.uuid);
+    for (i, k) in h.keyslots.iter().enumerate() {
+        if k.active {
+            let _ = writeln!(o, "Key Slot {i}: ENABLED");
+            let _ = writeln!(o, "\tIterations:         \t{}", k.iterations);
+            o.push_str("\tSalt:               \t");
+            hex_wrapped(&mut o, &k.salt, " ", 16, "\n\t                      \t");
+            o.push('\n');
+            let _ = writeln!(o, "\tKey material offset:\t{}", k.key_material_offset);
+            let _ = writeln!(o, "\tAF stripes:            \t{}", k.stripes);
+        } else {
+            let _ = writeln!(o, "Key Slot {i}: DISABLED");
+        }
+    }
+    o
+}
+
+/// Re-indents compact JSON text the way json-c's `JSON_C_TO_STRING_PRETTY` prints it (two
+/// spaces, no space after a colon), keeping the stored key order and string escapes, so the
+/// output matches `cryptsetup luksDump --dump-json-metadata`.
+pub fn json_c_pretty(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    let indent = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                while let Some(s) = chars.next() {
+                    out.push(s);
+                    if s == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if s == '"' {
+                        break;
+                    }
+                }
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.peek().is_some_and(|p| p.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}') | Some(']')) {
+                    indent(&mut out, depth);
+                    if let Some(close) = chars.next() {
+                        out.push(close);
+                    }
+                } else {
+                    depth += 1;
+                    indent(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                indent(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                indent(&mut out, depth);
+            }
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The metadata as JSON: LUKS2 as stored (json-c's pretty layout, like `cryptsetup luksDump
+/// --dump-json-metadata`); LUKS1 as an equivalent JSON object.
+pub fn json(header: &Header) -> String {
+    match header {
+        Header::Luks2(h) => json_c_pretty(&h.json_text),
+        Header::Luks1(h) => {
+            let keyslots: serde_json::Map<String, serde_json::Value> = h
+                .keyslots
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.active)
+                .map(|(i, k)| {
+                    (
+                        i.to_string(),
+                        serde_json::json!({
+                            "type": "luks1",
+                            "key_size": h.key_bytes,
+                            "iterations": k.iterations,
+                            "salt": hex(&k.salt),
+                            "key_material_offset": u64::from(k.key_material_offset) * 512,
+                            "stripes": k.stripes,
+                        }),
+                    )
+                })
+                .collect();
+            let v = serde_json::json!({
+                "version": 1,
+                "uuid": h.uuid,
+                "cipher_name": h.cipher_name,
+                "cipher_mode": h.cipher_mode,
+                "hash_spec": h.hash_spec,
+                "payload_offset": u64::from(h.payload_offset) * 512,
+                "key_bytes": h.key_bytes,
+                "mk_digest": hex(&h.mk_digest),
+                "mk_digest_salt": hex(&h.mk_digest_salt),
+                "mk_digest_iterations": h.mk_digest_iterations,
+                "keyslots": keyslots,
+            });
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The volume key dump, as `cryptsetup luksDump --dump-volume-key` prints it.
+pub fn volume_key(header: &Header, device: &str, seg: &DataSegment, key: &VolumeKey) -> String {
+    let (name, mode) = seg
+        .encryption
+        .split_once('-')
+        .unwrap_or((seg.encryption.as_str(), ""));
+    let uuid = match header {
+        Header::Luks2(h) => h.binary.uuid.clone(),
+        Header::Luks1(h) => h.uuid.clone(),
+    };
+    let mut o = String::new();
+    let _ = writeln!(o, "LUKS header information for {device}");
+    let _ = writeln!(o, "Cipher name:   \t{name}");
+    let _ = writeln!(o, "Cipher mode:   \t{mode}");
+    let _ = writeln!(o, "Payload offset:\t{}", seg.offset / 512);
+    let _ = writeln!(o, "UUID:          \t{uuid}");
+    let _ = writeln!(o, "MK bits:       \t{}", key.len() * 8);
+    o.push_str("MK dump:\t");
+    hex_wrapped(&mut o, key.as_bytes(), " ", 16, "\n\t\t");
+    o.push('\n');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_c_pretty_matches_cryptsetup_layout() {
+        let compact =
+            r#"{"keyslots":{},"tokens":{"0":{"type":"x","keyslots":["0"],"n":1}},"a":[]}"#;
+        let want = "{\n  \"keyslots\":{\n  },\n  \"tokens\":{\n    \"0\":{\n      \"type\":\"x\",\n      \"keyslots\":[\n        \"0\"\n      ],\n      \"n\":1\n    }\n  },\n  \"a\":[\n  ]\n}";
+        assert_eq!(json_c_pretty(compact), want);
+    }
+
+    #[test]
+    fn json_c_pretty_keeps_escapes_and_structural_chars_in_strings() {
+        assert_eq!(
+            json_c_pretty(r#"{"a":"x\"{,}[]\\"}"#),
+            "{\n  \"a\":\"x\\\"{,}[]\\\\\"\n}"
+        );
+    }
+
+    #[test]
+    fn hex_wrap_like_crypt_log_hex() {
+        let mut s = String::new();
+        hex_wrapped(&mut s, &[0u8; 17], " ", 16, "|");
+        assert_eq!(s, format!("{}|00 ", "00 ".repeat(16)));
+    }
+}

@@ -1,0 +1,86 @@
+//! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
+
+use luks2::error::{Error, KdfError, UnlockError};
+use std::fmt;
+
+/// cryptsetup's exit codes, which tazpod uses too.
+pub mod code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Wrong parameters, invalid or unsupported header, refused requirement.
+    pub const INVALID: u8 = 1;
+    /// No permission (wrong passphrase).
+    pub const PERMISSION: u8 = 2;
+    /// Out of memory, or a KDF over the memory limit.
+    pub const NOMEM: u8 = 3;
+    /// Wrong device specified (missing, unreadable).
+    pub const DEVICE: u8 = 4;
+    /// Device already exists or is busy.
+    pub const BUSY: u8 = 5;
+}
+
+/// An error the CLI reports and exits with.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code (cryptsetup's meaning).
+    pub code: u8,
+    /// What failed, lowercase, no trailing period.
+    pub message: String,
+    /// What to do next, when there is something useful to say.
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    /// An error with an exit code and a message.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Wraps a library error met while working on `device`.
+    pub fn luks(device: &str, e: Error) -> Self {
+        let code = exit_code(&e);
+        let hint = match &e {
+            Error::Unlock(UnlockError::WrongPassphrase) => None,
+            Error::Header(_) | Error::Metadata(_) => Some(
+                "check that this is the right device; `tazpod dump` shows which header copy is damaged".to_string(),
+            ),
+            Error::Kdf(KdfError::OutOfMemory) => Some("free memory or use another keyslot".into()),
+            _ => None,
+        };
+        CliError {
+            code,
+            message: format!("{device}: {e}"),
+            hint,
+        }
+    }
+}
+
+/// The exit code for a library error.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Unlock(UnlockError::WrongPassphrase) => code::PERMISSION,
+        Error::Unlock(UnlockError::KdfOverLimit { .. }) => code::NOMEM,
+        Error::Kdf(KdfError::OutOfMemory) => code::NOMEM,
+        _ => code::INVALID,
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tazpod: {}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
