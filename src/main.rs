@@ -8,6 +8,8 @@ mod dump;
 mod error;
 mod kernel;
 mod passphrase;
+#[allow(dead_code)] // used by `open` once the dm layer lands
+mod table;
 
 use clap::{Args, Parser, Subcommand};
 use error::{code, CliError};
