@@ -1833,9 +1833,9 @@ mod tests {
     }
 
     /// Full round trip on a kernel with device-mapper, as root: create, load
-    /// a `zero` table, resume, query, list, remove. Skipped elsewhere.
+    /// an `error` table (built into dm-mod), resume, query, list, remove. Skipped elsewhere.
     #[test]
-    fn round_trip_with_zero_target() {
+    fn round_trip_with_error_target() {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: device-mapper needs root");
@@ -1855,7 +1855,7 @@ mod tests {
         let result = (|| -> Result<(), DmError> {
             let e = ctl.create(&name, "").unwrap_err();
             assert!(e.is_busy(), "{e}");
-            let t = [target(0, 16, "zero", "")];
+            let t = [target(0, 16, "error", "")];
             let info = ctl.load_table(&name, &t, true, true)?;
             assert!(info.inactive_table());
             let info = ctl.resume(&name)?;
@@ -1865,10 +1865,10 @@ mod tests {
             let (info, targets) = ctl.table_status(&name, true)?;
             assert_eq!(info.target_count, 1);
             assert_eq!(targets.len(), 1);
-            assert_eq!(targets[0].target_type, "zero");
+            assert_eq!(targets[0].target_type, "error");
             assert_eq!(targets[0].length, 16);
             assert!(ctl.list_devices()?.contains(&(name.clone(), dev)));
-            assert!(ctl.target_versions()?.iter().any(|t| t.name == "zero"));
+            assert!(ctl.target_versions()?.iter().any(|t| t.name == "error"));
             let _ = ctl.crypt_target_version()?;
             Ok(())
         })();
@@ -1876,5 +1876,126 @@ mod tests {
         result.unwrap();
         assert_eq!(removed.unwrap(), RemoveOutcome::Removed);
         assert!(ctl.info(&name).unwrap_err().is_not_found());
+    }
+
+    /// A real dm-crypt mapping over a loop device with the key in the thread
+    /// keyring, as `cryptsetup open` does it; then a deferred remove while the
+    /// device is open. Needs root and a kernel with dm-crypt (the QEMU guest).
+    #[test]
+    fn crypt_mapping_through_keyring_and_deferred_remove() {
+        use crate::kernel::{keyring, loopdev};
+        use std::io::{Read, Seek, SeekFrom, Write};
+
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: device-mapper needs root");
+            return;
+        }
+        let ctl = match Control::open() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let crypt = ctl.crypt_target_version().unwrap();
+        let Some(crypt) = crypt else {
+            eprintln!("skipped: no crypt target");
+            return;
+        };
+        assert!(
+            crypt >= [1, 15, 0],
+            "crypt target {crypt:?} lacks keyring keys"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("crypt.img");
+        std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+        let lo = loopdev::attach(&img, false).unwrap();
+
+        let pid = std::process::id();
+        let name = format!("tazpod-crypt-{pid}");
+        let desc = format!("cryptsetup:tazpod-test-{pid}-d0");
+        let volume_key: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        let key = keyring::LogonKey::add_to_thread(&desc, &volume_key).unwrap();
+        let params = format!(
+            "aes-xts-plain64 {} 0 {} 0",
+            key.dm_key_string(volume_key.len()),
+            lo.dev()
+        );
+        let table = [Target::new(
+            0,
+            8192,
+            "crypt",
+            Zeroizing::new(params.clone().into_bytes()),
+        )];
+        let dev = ctl
+            .create(&name, &format!("CRYPT-TEST-{pid}-{name}"))
+            .unwrap();
+        let loaded = ctl.load_table(&name, &table, false, true);
+        // The key is only needed while the table is built.
+        key.drop_key().unwrap();
+        if let Err(e) = loaded {
+            let _ = ctl.remove(&name, false);
+            panic!("{e}");
+        }
+        ctl.resume(&name).unwrap();
+        // dm holds the loop device now: our handle may go.
+        let lo_dev = lo.dev();
+        lo.release();
+
+        let (info, targets) = ctl.table_status(&name, true).unwrap();
+        assert!(info.active_table() && !info.readonly());
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].target_type, "crypt");
+        let line = targets[0].params_str().unwrap().to_owned();
+        assert!(line.contains(&format!(":64:logon:{desc}")), "{line}");
+
+        assert_eq!(create_node(&name, dev).unwrap(), NodeOutcome::Created);
+        let node = mapper_path(&name);
+        let plain = b"tazpod through dm-crypt, sector 8".repeat(16);
+        {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&node)
+                .unwrap();
+            f.seek(SeekFrom::Start(8 * 512)).unwrap();
+            f.write_all(&plain).unwrap();
+            f.sync_all().unwrap();
+        }
+        // Fresh open: read back through the mapping.
+        let mut f = OpenOptions::new().read(true).open(&node).unwrap();
+        f.seek(SeekFrom::Start(8 * 512)).unwrap();
+        let mut back = vec![0u8; plain.len()];
+        f.read_exact(&mut back).unwrap();
+        assert_eq!(back, plain);
+        // The file holds ciphertext, not the plaintext.
+        let raw = std::fs::read(&img).unwrap();
+        assert_ne!(&raw[8 * 512..8 * 512 + plain.len()], &plain[..]);
+        assert!(!raw.windows(16).any(|w| w == &plain[..16]));
+
+        // Deferred remove while `f` keeps the device open.
+        let info = ctl.info(&name).unwrap();
+        assert!(info.open_count >= 1);
+        assert_eq!(
+            ctl.remove(&name, false).unwrap_err().errno(),
+            Some(libc::EBUSY)
+        );
+        assert_eq!(ctl.remove(&name, true).unwrap(), RemoveOutcome::Deferred);
+        assert!(ctl.info(&name).unwrap().deferred_remove());
+        drop(f);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ctl.info(&name).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(ctl.info(&name).unwrap_err().is_not_found());
+        remove_node(&name, dev).unwrap();
+        // The loop device went with the mapping (autoclear).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while loopdev::find_backing_file(lo_dev).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(loopdev::find_backing_file(lo_dev), None);
     }
 }
