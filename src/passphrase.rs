@@ -91,10 +91,7 @@ fn read_key_file(args: &KeyArgs, path: &PathBuf) -> Result<Passphrase, CliError>
     // Read one byte more than allowed to detect an oversized file.
     let mut buf = SecretBuf::zeroed(cap + 1);
     let mut len = 0usize;
-    loop {
-        let Some(dst) = buf.as_mut_bytes().get_mut(len..) else {
-            break;
-        };
+    while let Some(dst) = buf.as_mut_bytes().get_mut(len..) {
         if dst.is_empty() {
             break;
         }
@@ -153,7 +150,7 @@ pub fn with_passphrase<T>(
                     format!("cannot read passphrase from standard input: {e}"),
                 )
             })?
-            .ok_or_else(|| too_long())?;
+            .ok_or_else(too_long)?;
         return attempt(&Passphrase::new(pass)).map_err(|e| CliError::luks(device, e));
     }
     let tries = args.tries.max(1);

@@ -76,21 +76,12 @@ impl fmt::Display for UnlockError {
 }
 
 /// How to unlock.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UnlockOptions {
     /// Try only this keyslot (also allowed when its priority is "ignore").
     pub keyslot: Option<u32>,
     /// Cost limits checked before each KDF runs.
     pub limits: KdfLimits,
-}
-
-impl Default for UnlockOptions {
-    fn default() -> Self {
-        UnlockOptions {
-            keyslot: None,
-            limits: KdfLimits::default(),
-        }
-    }
 }
 
 /// A successfully recovered volume key.
@@ -379,7 +370,6 @@ fn open_area<R: Read + Seek>(
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
     drop(area_key);
     cipher.decrypt(material.as_mut_bytes(), 512, 0)?;
-    drop(cipher);
     let mut candidate = SecretBuf::zeroed(key_size);
     af::merge(
         af_hash,
