@@ -16,7 +16,6 @@ pub mod code {
     /// Wrong device specified (missing, unreadable).
     pub const DEVICE: u8 = 4;
     /// Device already exists or is busy.
-    #[allow(dead_code)] // used by the mapping verbs
     pub const BUSY: u8 = 5;
 }
 

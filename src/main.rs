@@ -7,8 +7,8 @@ mod device;
 mod dump;
 mod error;
 mod kernel;
+mod mapping;
 mod passphrase;
-#[allow(dead_code)] // used by `open` once the dm layer lands
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -39,8 +39,12 @@ struct Cli {
 enum Command {
     /// Show the LUKS header (like cryptsetup luksDump)
     Dump(DumpArgs),
-    /// Check a passphrase (--test-passphrase)
+    /// Map DEVICE as /dev/mapper/NAME through dm-crypt (or only check a passphrase)
     Open(OpenArgs),
+    /// Remove the mapping NAME
+    Close(CloseArgs),
+    /// Show the mapping NAME (like cryptsetup status)
+    Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
 }
@@ -85,12 +89,51 @@ struct OpenArgs {
     /// Try only this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     key_slot: Option<u32>,
+    /// Map read-only
+    #[arg(short = 'r', long)]
+    readonly: bool,
+    /// Allow discards (TRIM) through the mapping
+    #[arg(long = "allow-discards")]
+    allow_discards: bool,
+    /// dm-crypt same_cpu_crypt
+    #[arg(long = "perf-same_cpu_crypt")]
+    perf_same_cpu_crypt: bool,
+    /// dm-crypt submit_from_crypt_cpus
+    #[arg(long = "perf-submit_from_crypt_cpus")]
+    perf_submit_from_crypt_cpus: bool,
+    /// dm-crypt no_read_workqueue
+    #[arg(long = "perf-no_read_workqueue")]
+    perf_no_read_workqueue: bool,
+    /// dm-crypt no_write_workqueue
+    #[arg(long = "perf-no_write_workqueue")]
+    perf_no_write_workqueue: bool,
+    /// Put the volume key into the table as hex instead of the kernel keyring
+    #[arg(long = "disable-keyring", conflicts_with = "no_hex_key")]
+    disable_keyring: bool,
+    /// Fail rather than fall back to a hex key when the keyring is refused
+    #[arg(long = "no-hex-key")]
+    no_hex_key: bool,
     #[command(flatten)]
     key: KeyArgs,
     /// The LUKS device or image file
     device: PathBuf,
-    /// The mapping name
+    /// The mapping name (required unless --test-passphrase)
     name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CloseArgs {
+    /// If the mapping is in use, remove it when its last user closes it
+    #[arg(long)]
+    deferred: bool,
+    /// The mapping name
+    name: String,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The mapping name
+    name: String,
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +180,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Dump(a) => cmd_dump(a, verbose),
         Command::Open(a) => cmd_open(a, verbose),
+        Command::Close(a) => mapping::close(&a.name, a.deferred),
+        Command::Status(a) => print_out(&mapping::status(&a.name)?),
         Command::Decrypt(a) => cmd_decrypt(a, verbose),
     }
 }
@@ -249,8 +294,68 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         limits: kdf_limits(&a.header),
     };
     // The data segment must be usable too: cryptsetup refuses requirements here.
-    DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
-    unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
+        // Refuse a taken name before asking for the passphrase.
+        if let Ok(ctl) = mapping::control() {
+            if ctl.info(name).is_ok() {
+                return Err(CliError::new(
+                    code::BUSY,
+                    format!("device {name} already exists"),
+                ));
+            }
+        }
+    }
+    let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+    if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
+        let (version, uuid, persistent) = match &header {
+            luks2::Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
+            luks2::Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
+        };
+        let mut flags = table::CryptFlags {
+            allow_discards: a.allow_discards,
+            same_cpu_crypt: a.perf_same_cpu_crypt,
+            submit_from_crypt_cpus: a.perf_submit_from_crypt_cpus,
+            no_read_workqueue: a.perf_no_read_workqueue,
+            no_write_workqueue: a.perf_no_write_workqueue,
+        };
+        flags.add_persistent(&persistent);
+        let key_mode = if a.disable_keyring {
+            mapping::KeyMode::Hex
+        } else if a.no_hex_key {
+            mapping::KeyMode::KeyringOnly
+        } else {
+            mapping::KeyMode::KeyringOrHex
+        };
+        let m = mapping::activate(&mapping::MapRequest {
+            name,
+            data: &a.device,
+            version,
+            uuid: &uuid,
+            digest: u.digest,
+            segment: &seg,
+            key: &u.volume_key,
+            readonly: a.readonly,
+            flags,
+            key_mode,
+            make_node: true,
+        })?;
+        if verbose {
+            eprintln!(
+                "Mapped {} (dm {}:{}), key through the {}.",
+                m.node
+                    .map_or_else(|| name.to_string(), |p| p.display().to_string()),
+                m.dev.major,
+                m.dev.minor,
+                if m.keyring {
+                    "kernel keyring"
+                } else {
+                    "table (hex)"
+                }
+            );
+        }
+    }
+    drop(u);
     if verbose {
         eprintln!("Command successful.");
     }
