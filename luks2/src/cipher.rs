@@ -553,30 +553,30 @@ impl IvGen<'_> {
     }
 }
 
-/// Per-call work buffers, wiped on drop (tweaks and ESSIV IVs derive from the key).
+/// Per-call work buffers that hold key-derived values (XTS tweaks, ESSIV-encrypted IVs),
+/// wiped on drop. Only the parts a call used are wiped, so that small calls stay cheap.
 struct Scratch {
     tweaks: [u128; CHUNK_BLOCKS],
+    tweaks_used: bool,
     ivs: [Block; MAX_SECTORS_PER_CHUNK],
-    copy: [Block; CHUNK_BLOCKS],
 }
 
 impl Scratch {
     fn new() -> Scratch {
         Scratch {
             tweaks: [0; CHUNK_BLOCKS],
+            tweaks_used: false,
             ivs: [Block::default(); MAX_SECTORS_PER_CHUNK],
-            copy: [Block::default(); CHUNK_BLOCKS],
         }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        self.tweaks.zeroize();
-        for b in self.ivs.iter_mut() {
-            b.as_mut_slice().zeroize();
+        if self.tweaks_used {
+            self.tweaks.zeroize();
         }
-        for b in self.copy.iter_mut() {
+        for b in self.ivs.iter_mut() {
             b.as_mut_slice().zeroize();
         }
     }
@@ -614,6 +614,7 @@ fn xts<C: Aes16>(
         .step
         .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
     let mut iv_num = first_iv;
+    scratch.tweaks_used = true;
     for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
         let n_sectors = chunk.len() / sector_size;
         let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
@@ -659,6 +660,8 @@ fn cbc<C: Aes16>(
         .step
         .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
     let mut iv_num = first_iv;
+    // Ciphertext copy for decryption; ciphertext is public, so it is not wiped.
+    let mut copy_buf = [Block::default(); CHUNK_BLOCKS];
     for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
         let n_sectors = chunk.len() / sector_size;
         let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
@@ -667,7 +670,7 @@ fn cbc<C: Aes16>(
         match dir {
             Dir::Decrypt => {
                 // Keep the ciphertext: block j of a sector is XORed with ciphertext j - 1.
-                let copy = scratch.copy.get_mut(..blocks.len()).unwrap_or_default();
+                let copy = copy_buf.get_mut(..blocks.len()).unwrap_or_default();
                 copy.copy_from_slice(blocks);
                 k.decrypt_blocks(blocks);
                 for ((sector, ct), iv) in blocks
