@@ -54,7 +54,7 @@ impl CliError {
             Error::Header(_) | Error::Metadata(_) => Some(
                 "check that this is the right device; `tazpod dump` shows which header copy is damaged".to_string(),
             ),
-            Error::Kdf(KdfError::OutOfMemory) => Some("free memory or use another keyslot".into()),
+            Error::Kdf(KdfError::OutOfMemory { .. }) => Some("free memory or use another keyslot".into()),
             _ => None,
         };
         CliError {
@@ -70,7 +70,7 @@ pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Unlock(UnlockError::WrongPassphrase) => code::PERMISSION,
         Error::Unlock(UnlockError::KdfOverLimit { .. }) => code::NOMEM,
-        Error::Kdf(KdfError::OutOfMemory) => code::NOMEM,
+        Error::Kdf(KdfError::OutOfMemory { .. }) => code::NOMEM,
         _ => code::INVALID,
     }
 }
