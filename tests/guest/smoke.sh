@@ -120,6 +120,12 @@ mkdir -p /mnt/ns
 t_check mount-namespace busybox unshare -m sh -c \
     'mount --make-rprivate / && mount -t tmpfs ns /mnt/ns && touch /mnt/ns/inside && test -e /mnt/ns/inside'
 t_check_fails mount-namespace-isolated test -e /mnt/ns/inside
+# pivot_root works because / is a real tmpfs mount, not the initramfs rootfs.
+mkdir -p /mnt/pr /mnt/pr-old
+# shellcheck disable=SC2016 # expanded by the inner shell
+t_check pivot-root busybox unshare -m sh -c \
+    'mount --make-rprivate / && mount --bind / /mnt/pr && cd /mnt/pr && pivot_root . mnt/pr-old &&
+     test -e /mnt/pr-old/init && umount -l /mnt/pr-old && ! test -e /mnt/pr-old/init'
 # shellcheck disable=SC2016 # expanded by the inner shell
 t_check_output setpriv-drop 1000:1000 setpriv --reuid 1000 --regid 1000 --clear-groups sh -c 'echo "$(id -u):$(id -g)"'
 t_check_output tester-home 1000 stat -c %u /home/tester
