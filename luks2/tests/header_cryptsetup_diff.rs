@@ -1,7 +1,7 @@
 //! Differential check against the host's cryptsetup: every corpus image loads with
 //! `cryptsetup luksDump` exactly when the corpus says it does, and `read_header` agrees except
 //! for the documented stricter id rule. Needs cryptsetup; run with `cargo test -- --ignored`.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod header_support;
 
@@ -171,6 +171,64 @@ fn binary_variants_match_cryptsetup() {
     for (i, (name, img)) in binary_variants().into_iter().enumerate() {
         let ours = luks2::read_header(&mut std::io::Cursor::new(&img)).is_ok();
         let theirs = cryptsetup_loads(&img, &format!("bin{i}"));
+        if ours != theirs {
+            failures.push(format!("{name}: ours {ours}, cryptsetup {theirs}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+#[ignore = "needs cryptsetup on the host"]
+fn luks1_variants_match_cryptsetup() {
+    let base = || {
+        let mut img = header_support::cryptsetup_luks1::header();
+        img.resize(2 << 20, 0);
+        img
+    };
+    let slot = |img: &mut Vec<u8>, i: usize, off: usize, v: u32| {
+        let at = 208 + 48 * i + off;
+        img[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    };
+    let hash = |img: &mut Vec<u8>, name: &str| {
+        img[72..104].fill(0);
+        img[72..72 + name.len()].copy_from_slice(name.as_bytes());
+    };
+    let mut v: Vec<(&str, Vec<u8>)> = vec![("good", base())];
+    let mut i = base();
+    hash(&mut i, "md5");
+    v.push(("md5", i));
+    let mut i = base();
+    hash(&mut i, "SHA1");
+    v.push(("SHA1", i));
+    let mut i = base();
+    slot(&mut i, 3, 44, 3999);
+    v.push(("stripes", i));
+    let mut i = base();
+    slot(&mut i, 0, 40, 0x0080_0000);
+    v.push(("offset wraps", i));
+    let mut i = base();
+    slot(&mut i, 7, 40, 3900);
+    v.push(("runs into payload", i));
+    let mut i = base();
+    slot(&mut i, 1, 40, 100);
+    v.push(("overlap", i));
+    let mut i = base();
+    i[108..112].fill(0);
+    v.push(("key bytes 0", i));
+    let mut i = base();
+    slot(&mut i, 2, 0, 0x1234_5678);
+    v.push(("invalid active", i));
+    let mut i = base();
+    i[104..108].fill(0);
+    v.push(("payload 0", i));
+    let i = base();
+    v.push(("too small", i[..(2050 * 512) - 1].to_vec()));
+    v.push(("just large enough", i[..2050 * 512].to_vec()));
+    let mut failures = Vec::new();
+    for (n, (name, img)) in v.into_iter().enumerate() {
+        let ours = luks2::read_header(&mut std::io::Cursor::new(&img)).is_ok();
+        let theirs = cryptsetup_loads(&img, &format!("l1-{n}"));
         if ours != theirs {
             failures.push(format!("{name}: ours {ours}, cryptsetup {theirs}"));
         }

@@ -1,5 +1,5 @@
 //! Every corpus variant (one rule broken or bent at a time) gives exactly the expected result.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod header_support;
 

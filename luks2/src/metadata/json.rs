@@ -35,14 +35,14 @@ pub(crate) enum JVal {
         /// The value.
         value: f64,
         /// The text as written (serialized back verbatim); `None` for `NaN`/`Infinity`.
-        text: Option<String>,
+        text: Option<Box<str>>,
     },
     /// A string: raw bytes (json-c neither validates UTF-8 nor stops at an escaped NUL).
     Str(Vec<u8>),
     /// An array.
     Array(Vec<JVal>),
-    /// An object.
-    Object(JObject),
+    /// An object (boxed: keeps every value small, since a 4 MiB JSON area can hold millions).
+    Object(Box<JObject>),
 }
 
 /// The json-c type of a value, for error messages.
@@ -79,12 +79,16 @@ impl fmt::Display for JsonType {
 }
 
 /// An object: entries in insertion order, keys as C strings (cut at the first NUL, as json-c's
-/// `strdup` does), a repeated key replacing the value in place.
+/// `strdup` does), a repeated key replacing the value in place. Objects with many keys get a
+/// hash index so that lookups and duplicate detection stay linear overall.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JObject {
-    entries: Vec<(Vec<u8>, JVal)>,
-    index: HashMap<Vec<u8>, usize>,
+    entries: Vec<(Box<[u8]>, JVal)>,
+    index: Option<HashMap<Box<[u8]>, usize>>,
 }
+
+/// Objects with more keys than this get a hash index.
+const INDEX_FROM: usize = 16;
 
 impl PartialEq for JObject {
     fn eq(&self, other: &Self) -> bool {
@@ -93,16 +97,41 @@ impl PartialEq for JObject {
 }
 
 impl JObject {
+    /// Position of `key` among the entries.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(key).copied(),
+            None => self.entries.iter().position(|(k, _)| &**k == key),
+        }
+    }
+
     /// Inserts like `json_object_object_add`: a new key goes last, a known key keeps its place.
     fn insert(&mut self, key: Vec<u8>, value: JVal) {
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.find(&key) {
             if let Some(slot) = self.entries.get_mut(i) {
                 slot.1 = value;
             }
             return;
         }
-        self.index.insert(key.clone(), self.entries.len());
+        let key: Box<[u8]> = key.into_boxed_slice();
+        let pos = self.entries.len();
+        if let Some(ix) = &mut self.index {
+            ix.insert(key.clone(), pos);
+        }
         self.entries.push((key, value));
+        if self.index.is_none() && self.entries.len() > INDEX_FROM {
+            self.rebuild_index();
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = (self.entries.len() > INDEX_FROM).then(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect()
+        });
     }
 
     /// The value of `key`, if present (`json_object_object_get_ex`).
@@ -112,16 +141,13 @@ impl JObject {
 
     /// The value of a key given as bytes (a C string: cut at the first NUL before lookup).
     pub(crate) fn get_bytes(&self, key: &[u8]) -> Option<&JVal> {
-        let key = cstr(key);
-        self.index
-            .get(key)
-            .and_then(|&i| self.entries.get(i))
-            .map(|e| &e.1)
+        let i = self.find(cstr(key))?;
+        self.entries.get(i).map(|e| &e.1)
     }
 
     /// Entries in json-c iteration order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &JVal)> {
-        self.entries.iter().map(|(k, v)| (k.as_slice(), v))
+        self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Number of distinct keys.
@@ -132,17 +158,12 @@ impl JObject {
     /// Removes the keys for which `keep` returns false (used by cryptsetup's keyslot repair).
     pub(crate) fn retain_keys(&mut self, keep: impl Fn(&[u8]) -> bool) {
         self.entries.retain(|(k, _)| keep(k));
-        self.index = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
+        self.rebuild_index();
     }
 
     /// Mutable access to a value.
     pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut JVal> {
-        let i = *self.index.get(key.as_bytes())?;
+        let i = self.find(key.as_bytes())?;
         self.entries.get_mut(i).map(|e| &mut e.1)
     }
 }
@@ -636,7 +657,7 @@ impl Parser<'_> {
             match c {
                 b'}' => {
                     self.pos += 1;
-                    return Ok(JVal::Object(obj));
+                    return Ok(JVal::Object(Box::new(obj)));
                 }
                 b'"' | b'\'' => {
                     self.pos += 1;
@@ -659,7 +680,7 @@ impl Parser<'_> {
                     match c {
                         b'}' => {
                             self.pos += 1;
-                            return Ok(JVal::Object(obj));
+                            return Ok(JVal::Object(Box::new(obj)));
                         }
                         b',' => {
                             self.pos += 1;
@@ -948,11 +969,11 @@ impl Parser<'_> {
                     offset: start,
                 });
             }
-            let t = String::from_utf8_lossy(text).into_owned();
+            let t = String::from_utf8_lossy(text);
             let value = rust_parse_f64(&t);
             return Ok(JVal::Double {
                 value,
-                text: Some(t),
+                text: Some(t.into()),
             });
         }
         if text.first() == Some(&b'-') {
@@ -1075,7 +1096,7 @@ mod tests {
 
     fn obj(s: &str) -> JObject {
         match p(s).unwrap().0 {
-            JVal::Object(o) => o,
+            JVal::Object(o) => *o,
             other => panic!("not an object: {other:?}"),
         }
     }
