@@ -235,3 +235,194 @@ fn luks1_variants_match_cryptsetup() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Random JSON-ish token payloads (numbers, literals, strings, escapes, comments, nesting):
+/// `read_header` accepts exactly the images cryptsetup accepts.
+#[test]
+#[ignore = "needs cryptsetup on the host"]
+fn random_json_syntax_matches_cryptsetup() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, TestRunner};
+    let strategies = [
+        "[-+0-9.eE]{1,8}",
+        "[-a-zA-Z]{1,10}",
+        "[\"'a\\\\/bnrtfu0-9dDcC]{1,14}",
+        "[\\[\\]{}\",:'0-9 /*\n]{1,14}",
+        "\"(\\\\u[0-9a-fA-F]{4}|[a-z\\\\]){0,6}\"",
+    ];
+    let mut runner = TestRunner::new(Config::default());
+    let base = header_support::base_json();
+    let mut failures = Vec::new();
+    let mut accepted = 0;
+    for (s, pattern) in strategies.iter().enumerate() {
+        let strat = proptest::string::string_regex(pattern).unwrap();
+        for n in 0..120 {
+            let payload = strat.new_tree(&mut runner).unwrap().current();
+            let text = base.replacen(
+                "\"tokens\":{}",
+                &format!("\"tokens\":{{\"0\":{{\"type\":\"t\",\"keyslots\":[],\"x\":{payload}}}}}"),
+                1,
+            );
+            let img = header_support::image(
+                &header_support::CopySpec::new(text.into_bytes()),
+                header_support::DEV_SIZE,
+            );
+            let ours = luks2::read_header(&mut std::io::Cursor::new(&img)).is_ok();
+            let theirs = cryptsetup_loads(&img, &format!("fz{s}-{n}"));
+            accepted += usize::from(theirs);
+            if ours != theirs {
+                failures.push(format!("{payload:?}: ours {ours}, cryptsetup {theirs}"));
+            }
+        }
+    }
+    eprintln!(
+        "cryptsetup accepted {accepted} of {} payloads",
+        120 * strategies.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Random structural mutations (1 to 3 fields set to values from a pool of edge cases):
+/// `read_header` accepts exactly the images cryptsetup accepts (apart from ids that are not
+/// canonical, which the pool avoids).
+#[test]
+#[ignore = "needs cryptsetup on the host"]
+fn random_field_mutations_match_cryptsetup() {
+    use proptest::test_runner::{Config, TestRunner};
+    use rand_like::pick;
+    use serde_json::json;
+    let paths = [
+        "/keyslots/0/type",
+        "/keyslots/0/key_size",
+        "/keyslots/0/priority",
+        "/keyslots/0/af/type",
+        "/keyslots/0/af/stripes",
+        "/keyslots/0/af/hash",
+        "/keyslots/0/area/type",
+        "/keyslots/0/area/offset",
+        "/keyslots/0/area/size",
+        "/keyslots/0/area/encryption",
+        "/keyslots/0/area/key_size",
+        "/keyslots/0/kdf/type",
+        "/keyslots/0/kdf/hash",
+        "/keyslots/0/kdf/iterations",
+        "/keyslots/0/kdf/salt",
+        "/keyslots/0/kdf/time",
+        "/keyslots/0/kdf/memory",
+        "/keyslots/0/kdf/cpus",
+        "/keyslots/1",
+        "/tokens/0",
+        "/tokens/1",
+        "/segments/0/type",
+        "/segments/0/offset",
+        "/segments/0/size",
+        "/segments/0/iv_tweak",
+        "/segments/0/encryption",
+        "/segments/0/sector_size",
+        "/segments/0/flags",
+        "/segments/0/integrity",
+        "/segments/1",
+        "/digests/0/type",
+        "/digests/0/keyslots",
+        "/digests/0/segments",
+        "/digests/0/hash",
+        "/digests/0/salt",
+        "/digests/1",
+        "/config/json_size",
+        "/config/keyslots_size",
+        "/config/flags",
+        "/config/requirements",
+    ];
+    let values = [
+        json!(0),
+        json!(1),
+        json!(2),
+        json!(512),
+        json!(1536),
+        json!(4096),
+        json!(-1),
+        json!(4294967296u64),
+        json!(1.5),
+        json!(true),
+        json!(null),
+        json!([]),
+        json!({}),
+        json!(""),
+        json!("0"),
+        json!("512"),
+        json!("4096"),
+        json!("32768"),
+        json!("36864"),
+        json!("61440"),
+        json!("65536"),
+        json!("12288"),
+        json!("+12288"),
+        json!(" 512"),
+        json!("dynamic"),
+        json!("abc"),
+        json!("18446744073709551615"),
+        json!("luks1"),
+        json!("luks2"),
+        json!("raw"),
+        json!("crypt"),
+        json!("linear"),
+        json!("pbkdf2"),
+        json!("argon2id"),
+        json!("sha256"),
+        json!(["0"]),
+        json!(["1"]),
+        json!([0]),
+        json!(["backup-final"]),
+        json!(["in-reencryption"]),
+        json!({"mandatory":["online-reencrypt"]}),
+        json!({"mandatory":["x"]}),
+        json!({"type":"t","keyslots":["0"]}),
+        json!({"type":"t","keyslots":[]}),
+        json!({"type":"crypt","offset":"69632","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512}),
+        json!({"type":"x","key_size":1,"area":{"type":"raw","offset":"40960","size":"4096"}}),
+        json!({"type":"pbkdf2","keyslots":["0"],"segments":["0"]}),
+        json!({"type":"hmac(sha256)","journal_encryption":"none","journal_integrity":"none"}),
+    ];
+    let mut rng = TestRunner::new(Config::default());
+    let mut failures = Vec::new();
+    let mut accepted = 0;
+    let total = 800;
+    for n in 0..total {
+        let mut v = header_support::base_value();
+        let count = 1 + pick(&mut rng, 3);
+        let mut desc = Vec::new();
+        for _ in 0..count {
+            let p = paths[pick(&mut rng, paths.len())];
+            let val = values[pick(&mut rng, values.len())].clone();
+            desc.push(format!("{p}={val}"));
+            let (parent, _) = p.rsplit_once('/').unwrap();
+            if v.pointer(parent).is_some_and(serde_json::Value::is_object) {
+                header_support::set(&mut v, p, val);
+            }
+        }
+        let img = header_support::image(
+            &header_support::CopySpec::new(v.to_string().into_bytes()),
+            header_support::DEV_SIZE,
+        );
+        let ours = luks2::read_header(&mut std::io::Cursor::new(&img));
+        let theirs = cryptsetup_loads(&img, &format!("fm{n}"));
+        accepted += usize::from(theirs);
+        if ours.is_ok() != theirs {
+            failures.push(format!(
+                "{desc:?}: ours {:?}, cryptsetup {theirs}",
+                ours.err()
+            ));
+        }
+    }
+    eprintln!("cryptsetup accepted {accepted} of {total} mutations");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+mod rand_like {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    /// A uniform index below `n`.
+    pub fn pick(runner: &mut TestRunner, n: usize) -> usize {
+        (0..n).new_tree(runner).unwrap().current()
+    }
+}
