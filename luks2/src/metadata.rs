@@ -1600,13 +1600,6 @@ fn validate_crypt_segment(s: &JObject, at: Location, size: u64, seg: &mut Segmen
             alignment: 512,
         });
     }
-    if !iv.iter().all(u8::is_ascii_digit) {
-        return Err(MetadataError::NotANumber {
-            at,
-            field: "iv_tweak",
-            value: lossy(iv),
-        });
-    }
     let iv_tweak = digits_u64(iv, at, "iv_tweak")?;
     if size % u64::from(sector_size) != 0 {
         return Err(MetadataError::Misaligned {
