@@ -73,6 +73,9 @@ struct DumpArgs {
     /// Do not ask for confirmation
     #[arg(short = 'q', long = "batch-mode")]
     batch_mode: bool,
+    /// With --dump-volume-key: try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    key_slot: Option<u32>,
     #[command(flatten)]
     key: KeyArgs,
     /// The LUKS device or image file
@@ -239,7 +242,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
             confirm_volume_key_dump()?;
         }
         let opts = UnlockOptions {
-            keyslot: None,
+            keyslot: a.key_slot,
             limits: kdf_limits(&a.header),
         };
         let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
