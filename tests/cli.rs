@@ -109,7 +109,7 @@ fn case(c: &Value) -> Case<'_> {
         c,
         name,
         image,
-        key,
+        _key: key,
         extra,
     }
 }
