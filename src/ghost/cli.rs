@@ -186,7 +186,7 @@ fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
         .hint("run it as root, install sudo, or name another tool with --sudo-command")
     } else {
         CliError::new(code::PERMISSION, format!("cannot run `{tool}`: {e}"))
-            .hint("run it as root, or name another tool with --sudo-command")
+            .hint("run it as root, or name an installed tool on PATH with --sudo-command")
     }
 }
 
