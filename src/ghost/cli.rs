@@ -293,7 +293,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
                 key: unlocked.volume_key,
             };
             let report = run_holder(&mut host, &plan, &shell, key);
-            finish(report, verbose)
+            finish(report)
         }
         Acquired::Joiner { lock, record, pid } => {
             drop(unlocked);
@@ -326,13 +326,13 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
                 ns_ino: record.ns.ino,
             };
             let report = run_joiner(&mut host, target, &shell);
-            finish(report, verbose)
+            finish(report)
         }
     }
 }
 
 /// Turns a session report into messages and the exit status.
-fn finish(report: Report, verbose: bool) -> Result<u8, CliError> {
+fn finish(report: Report) -> Result<u8, CliError> {
     for e in &report.cleanup_errors {
         eprintln!("tazpod: warning: could not {e}");
     }
@@ -357,9 +357,10 @@ fn finish(report: Report, verbose: bool) -> Result<u8, CliError> {
         SessionEnd::Shell(st) => {
             if report.torn_down {
                 locked_msg();
-            } else if verbose {
+            } else {
                 eprintln!(
-                    "tazpod: shell ended; the vault locks when the session's last shell exits"
+                    "tazpod: the vault stays unlocked for the other shells of this session; \
+                     it locks when the last one exits"
                 );
             }
             Ok(u8::try_from(st.code()).unwrap_or(255))

@@ -347,21 +347,28 @@ impl Host for RealHost {
         }
         let me = privs::getpid();
         let mut killed = 0;
-        // Twice, for processes forked while we were killing.
-        for _ in 0..2 {
+        // Kill until none is left (processes may fork meanwhile), for at most about 2 s: a
+        // process that exited has left the namespace and released its mounts.
+        for _ in 0..100 {
             let pids: Vec<u32> = std::fs::read_dir("/proc")
                 .map_err(fail)?
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|&p| p != me)
                 .filter(|&p| mount::mount_ns_of(Some(p)).ok() == Some(mine))
                 .collect();
+            if pids.is_empty() {
+                return Ok(killed);
+            }
             for p in pids {
                 if privs::kill(p, libc::SIGKILL).is_ok() {
                     killed += 1;
                 }
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Ok(killed)
+        Err(fail(io::Error::other(
+            "processes are still in the session's namespace after SIGKILL",
+        )))
     }
 
     fn umount(&mut self, target: &Path) -> HostResult<()> {
