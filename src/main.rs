@@ -8,6 +8,9 @@ mod dump;
 mod error;
 mod kernel;
 mod mapping;
+// Ghost mode (issue 4).
+mod config;
+mod ghost;
 mod passphrase;
 mod table;
 
@@ -47,6 +50,15 @@ enum Command {
     Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
+    // --- ghost mode (src/ghost) ---
+    /// Open the vault in a ghost session: a shell that alone sees it, locked when it exits
+    Unlock(ghost::cli::UnlockArgs),
+    /// Inside a ghost session: end it
+    Lock,
+    /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
+    Env,
+    /// Print the shell functions for ~/.bashrc or ~/.zshrc
+    ShellInit(ghost::cli::ShellInitArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -170,7 +182,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::from(code::OK),
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(e.code)
@@ -178,14 +190,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<u8, CliError> {
     let verbose = cli.verbose;
     match cli.command {
-        Command::Dump(a) => cmd_dump(a, verbose),
-        Command::Open(a) => cmd_open(a, verbose),
-        Command::Close(a) => mapping::close(&a.name, a.deferred),
-        Command::Status(a) => print_out(&mapping::status(&a.name)?),
-        Command::Decrypt(a) => cmd_decrypt(a, verbose),
+        Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
+        Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),
+        Command::Close(a) => mapping::close(&a.name, a.deferred).map(|()| code::OK),
+        Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
+        Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
+        // Ghost mode (src/ghost): these return the session's exit status.
+        Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
+        Command::Lock => ghost::cli::cmd_lock(),
+        Command::Env => ghost::cli::cmd_env(),
+        Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
     }
 }
 

@@ -12,6 +12,8 @@
 pub mod dm;
 pub mod keyring;
 pub mod loopdev;
+pub mod mount;
+pub mod privs;
 pub mod tty;
 
 use std::ffi::CString;
