@@ -410,7 +410,16 @@ pub fn thread_count() -> io::Result<usize> {
 /// `fork()`, refused unless the process is single-threaded (the child runs Rust code that
 /// allocates before it execs).
 pub fn fork() -> io::Result<Forked> {
-    let n = thread_count()?;
+    // Worker threads of a finished computation (the KDF's lanes) exit on their own shortly
+    // after their pool is dropped: give them up to two seconds.
+    let mut n = thread_count()?;
+    for _ in 0..200 {
+        if n == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        n = thread_count()?;
+    }
     if n != 1 {
         return Err(io::Error::other(format!(
             "refusing to fork a process with {n} threads"
