@@ -9,6 +9,7 @@ mod error;
 mod kernel;
 mod mapping;
 mod passphrase;
+mod rootless;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +48,12 @@ enum Command {
     Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
+    /// List a directory of the vault (rootless: decrypts and reads it in memory)
+    Ls(rootless::LsArgs),
+    /// Write files of the vault to standard output (rootless)
+    Cat(rootless::CatArgs),
+    /// Run COMMAND with secrets of the vault in its environment (rootless)
+    Run(rootless::RunArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -183,6 +190,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Close(a) => mapping::close(&a.name, a.deferred),
         Command::Status(a) => print_out(&mapping::status(&a.name)?),
         Command::Decrypt(a) => cmd_decrypt(a, verbose),
+        Command::Ls(a) => rootless::ls(a, verbose),
+        Command::Cat(a) => rootless::cat(a, verbose),
+        Command::Run(a) => rootless::run(a, verbose),
     }
 }
 
