@@ -30,6 +30,7 @@ use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Once;
 
 /// Where the vault lives when `--vault` is not given (the ghost-mode default).
 pub const DEFAULT_VAULT: &str = "/workspace/.tazpod-vault/vault.img";
@@ -94,35 +95,64 @@ pub fn open_vault(v: &VaultArgs, key: &KeyArgs, verbose: bool) -> Result<Vault, 
 }
 
 thread_local! {
-    /// Where and why the last guarded panic happened.
+    /// How many [`guarded`] calls are running on this thread.
+    static GUARDS: Cell<u32> = const { Cell::new(0) };
+    /// Where and why the last guarded panic of this thread happened.
     static PANIC_NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that, inside [`guarded`], records the panic
+/// instead of printing it, and otherwise defers to the hook that was there before.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if GUARDS.with(Cell::get) > 0 {
+                let payload = info.payload();
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
+                let note = match info.location() {
+                    Some(l) => {
+                        // The crate and file, not the whole registry path.
+                        let parts: Vec<&str> = l.file().rsplitn(4, '/').take(3).collect();
+                        let file: Vec<&str> = parts.into_iter().rev().collect();
+                        format!("{what}, at {}:{}", file.join("/"), l.line())
+                    }
+                    None => what.to_string(),
+                };
+                PANIC_NOTE.with(|p| *p.borrow_mut() = Some(note));
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Runs `f`, turning a panic inside it (in the ext4 reader, on data nobody foresaw) into an
 /// error that names the vault, without the default panic report.
 pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(|info| {
-        let note = info.to_string().replace('\n', " ");
-        PANIC_NOTE.with(|p| *p.borrow_mut() = Some(note));
-    }));
+    install_panic_hook();
+    GUARDS.with(|g| g.set(g.get() + 1));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
-    panic::set_hook(previous);
+    GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
     r.unwrap_or_else(|_| {
         let note = PANIC_NOTE
             .with(|p| p.borrow_mut().take())
             .unwrap_or_else(|| "no detail".into());
         Err(CliError::new(
             code::INVALID,
-            format!("{vault}: the ext4 reader stopped on unexpected data ({note})"),
+            format!("{vault}: the ext4 reader stopped on unexpected data, the filesystem in the vault is probably corrupt ({note})"),
         )
         .hint(corrupt_hint()))
     })
 }
 
 fn corrupt_hint() -> String {
-    "the filesystem in the vault is probably damaged; check a decrypted copy with \
-     `tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` (as its owner, then remove fs.img)"
+    "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage (remove fs.img after)"
         .into()
 }
 
@@ -192,7 +222,13 @@ pub fn fs_error(vault: &str, path: Option<&[u8]>, e: Ext4Error) -> CliError {
         .hint("open the vault with `tazpod open` or ghost mode instead (they need root)"),
         Ext4Error::Corrupt(c) => CliError::new(
             code::INVALID,
-            format!("{vault}: the filesystem in the vault is corrupt ({at}): {c}"),
+            match path {
+                Some(p) => format!(
+                    "{vault}: the filesystem in the vault is corrupt (reading {}): {c}",
+                    shown(p)
+                ),
+                None => format!("{vault}: the filesystem in the vault is corrupt: {c}"),
+            },
         )
         .hint(corrupt_hint()),
         other => CliError::new(code::INVALID, format!("{vault}: {at}: {other}")),
