@@ -8,6 +8,9 @@ mod dump;
 mod error;
 mod kernel;
 mod mapping;
+// Ghost mode (issue 4).
+mod config;
+mod ghost;
 mod passphrase;
 mod rootless;
 mod table;
@@ -48,6 +51,16 @@ enum Command {
     Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
+    // --- ghost mode (src/ghost) ---
+    /// Open the vault in a ghost session: a shell that alone sees it, locked when it exits
+    Unlock(ghost::cli::UnlockArgs),
+    /// Inside a ghost session: end it
+    Lock,
+    /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
+    Env,
+    /// Print the shell functions for ~/.bashrc or ~/.zshrc
+    ShellInit(ghost::cli::ShellInitArgs),
+    // --- rootless access (src/rootless) ---
     /// List a directory of the vault (rootless: decrypts and reads it in memory)
     Ls(rootless::LsArgs),
     /// Write files of the vault to standard output (rootless)
@@ -80,6 +93,9 @@ struct DumpArgs {
     /// Do not ask for confirmation
     #[arg(short = 'q', long = "batch-mode")]
     batch_mode: bool,
+    /// With --dump-volume-key: try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    key_slot: Option<u32>,
     #[command(flatten)]
     key: KeyArgs,
     /// The LUKS device or image file
@@ -174,7 +190,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::from(code::OK),
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(e.code)
@@ -182,17 +198,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<u8, CliError> {
     let verbose = cli.verbose;
     match cli.command {
-        Command::Dump(a) => cmd_dump(a, verbose),
-        Command::Open(a) => cmd_open(a, verbose),
-        Command::Close(a) => mapping::close(&a.name, a.deferred),
-        Command::Status(a) => print_out(&mapping::status(&a.name)?),
-        Command::Decrypt(a) => cmd_decrypt(a, verbose),
-        Command::Ls(a) => rootless::ls(a, verbose),
-        Command::Cat(a) => rootless::cat(a, verbose),
-        Command::Run(a) => rootless::run(a, verbose),
+        Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
+        Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),
+        Command::Close(a) => mapping::close(&a.name, a.deferred).map(|()| code::OK),
+        Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
+        Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
+        // Ghost mode (src/ghost): these return the session's exit status.
+        Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
+        Command::Lock => ghost::cli::cmd_lock(),
+        Command::Env => ghost::cli::cmd_env(),
+        Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
+        // Rootless access (src/rootless).
+        Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
+        Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
+        Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
     }
 }
 
@@ -249,7 +271,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
             confirm_volume_key_dump()?;
         }
         let opts = UnlockOptions {
-            keyslot: None,
+            keyslot: a.key_slot,
             limits: kdf_limits(&a.header),
         };
         let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
@@ -288,14 +310,9 @@ fn print_out(s: &str) -> Result<(), CliError> {
 }
 
 fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
-    if !a.test_passphrase {
-        return Err(CliError::new(
-            code::INVALID,
-            "mapping a volume needs device-mapper support, which this build does not have yet",
-        )
-        .hint(
-            "use --test-passphrase to check a passphrase, or `tazpod decrypt` to read the data",
-        ));
+    if !a.test_passphrase && a.name.is_none() {
+        return Err(CliError::new(code::INVALID, "open needs a mapping NAME")
+            .hint("tazpod open DEVICE NAME, or --test-passphrase to only check a passphrase"));
     }
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();

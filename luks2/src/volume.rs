@@ -38,6 +38,8 @@ pub enum VolumeError {
         /// Sector size.
         sector_size: u32,
     },
+    /// The sector size is not a power of two from 512 to 4096.
+    SectorSize(u32),
     /// Writing the plaintext failed.
     Write(String),
 }
@@ -66,6 +68,10 @@ impl fmt::Display for VolumeError {
                 f,
                 "the data length ({length} bytes) is not a multiple of the {sector_size}-byte sector size"
             ),
+            VolumeError::SectorSize(n) => write!(
+                f,
+                "the data segment's sector size {n} is not a power of two from 512 to 4096"
+            ),
             VolumeError::Write(e) => write!(f, "cannot write the plaintext: {e}"),
         }
     }
@@ -84,7 +90,8 @@ pub struct DataSegment {
     pub key_size: usize,
     /// Encryption sector size in bytes.
     pub sector_size: u32,
-    /// IV offset in 512-byte units.
+    /// IV offset in 512-byte units used for mapping and decryption: 0 for LUKS1 and for a
+    /// LUKS2 data segment (as cryptsetup maps it; the stored `iv_tweak` is not used).
     pub iv_tweak: u64,
 }
 
@@ -151,6 +158,9 @@ impl DataSegment {
                     .next()
                     .ok_or(Error::Volume(VolumeError::NoDataSegment))?;
                 let key_size = usize::try_from(key_size).unwrap_or(usize::MAX);
+                if !(seg.sector_size.is_power_of_two() && (512..=4096).contains(&seg.sector_size)) {
+                    return Err(Error::Volume(VolumeError::SectorSize(seg.sector_size)));
+                }
                 CipherSpec::parse(&seg.encryption, key_size)?;
                 Ok(DataSegment {
                     offset: seg.offset,
@@ -161,7 +171,11 @@ impl DataSegment {
                     encryption: seg.encryption.clone(),
                     key_size,
                     sector_size: seg.sector_size,
-                    iv_tweak: seg.iv_tweak,
+                    // cryptsetup activates a LUKS2 data segment with IV offset 0 whatever its
+                    // `iv_tweak` says (`crypt_get_iv_offset()` is 0 for LUKS2; only the
+                    // multi-segment tables of a reencryption use `iv_tweak`). We map and
+                    // decrypt the same plaintext as cryptsetup on the same volume.
+                    iv_tweak: 0,
                 })
             }
         }

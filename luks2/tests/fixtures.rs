@@ -1,6 +1,10 @@
 //! Every cryptsetup-made fixture in `fixtures/manifest.json`, through the library: the expected
 //! outcome, keyslot, volume key and plaintext (sha256 of the decrypted data area).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use luks2::error::{Error, UnlockError};
 use luks2::kdf::KdfLimits;
@@ -51,6 +55,13 @@ fn check(c: &Value) -> Result<(), String> {
         keyslot: c["key_slot"].as_u64().map(|s| s as u32),
         limits: KdfLimits::default(),
     };
+    if expect == "unsupported_cipher" {
+        // The keyslot opens (its area cipher is AES) but the data segment cannot be used.
+        return match DataSegment::of(&header) {
+            Err(Error::Cipher(_)) => Ok(()),
+            other => Err(format!("{name}: expected a cipher error, got {other:?}")),
+        };
+    }
     let result = unlock(&header, &mut hf, &passphrase(c), &opts);
     match (expect, result) {
         ("ok", Ok(u)) => {
@@ -79,11 +90,15 @@ fn check(c: &Value) -> Result<(), String> {
             }
         }
         ("wrong_passphrase", Err(Error::Unlock(UnlockError::WrongPassphrase))) => {}
-        ("wrong_passphrase", Err(Error::Unlock(UnlockError::KeyslotNotFound(_))))
-            if c["cryptsetup_exit"] == 1 => {}
+        ("keyslot_inactive", Err(Error::Unlock(UnlockError::KeyslotNotFound(_)))) => {}
         ("requirement", Err(Error::Unlock(UnlockError::RequirementRefused(_)))) => {}
         ("unsupported_cipher", Err(Error::Unlock(UnlockError::NoUsableKeyslot(_)))) => {}
-        (e, r) => return Err(format!("{name}: expected {e}, got {:?}", r.map(|u| u.keyslot))),
+        (e, r) => {
+            return Err(format!(
+                "{name}: expected {e}, got {:?}",
+                r.map(|u| u.keyslot)
+            ))
+        }
     }
     if std::fs::read(&image).unwrap() != before {
         return Err(format!("{name}: the image changed"));
@@ -98,5 +113,11 @@ fn every_fixture_gives_its_expected_outcome() {
             .unwrap();
     assert!(m.len() > 40, "manifest has {} cases", m.len());
     let failures: Vec<String> = m.iter().filter_map(|c| check(c).err()).collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), m.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        m.len(),
+        failures.join("\n")
+    );
 }

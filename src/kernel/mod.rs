@@ -13,6 +13,8 @@ pub mod dm;
 pub mod keyring;
 pub mod loopdev;
 pub mod memfd;
+pub mod mount;
+pub mod privs;
 pub mod tty;
 
 use std::ffi::CString;
