@@ -45,7 +45,9 @@ fn sha256(data: &[u8]) -> String {
 /// `--key-file -` and `args`, the passphrase on stdin. Fails the test if tazpod panicked.
 fn tazpod_as(runner: &[&str], vault: &Path, pass: &str, verb: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(runner[0]);
-    cmd.args(&runner[1..])
+    // No user configuration: the tests give everything on the command line.
+    cmd.env("HOME", "/nonexistent")
+        .args(&runner[1..])
         .arg(verb)
         .arg("--vault")
         .arg(vault)
@@ -320,6 +322,56 @@ fn run_sees_the_variables() {
         kube.len().to_string(),
         "a grandchild reads it too"
     );
+}
+
+#[test]
+fn run_reads_the_secrets_map_and_the_vault_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let vault = Path::new(DIR).join("luks2-xts-4k.img");
+    std::fs::write(
+        &cfg,
+        format!(
+            "vault = \"{}\"\n\
+             [[secret]]\nenv = \"TOKEN\"\nfile = \"env/TOKEN\"\n\
+             [[secret]]\nenv = \"KCFG\"\nfile = \".kube/config\"\nas = \"path\"\n\
+             [[secret]]\nenv = \"OVER\"\nfile = \"README\"\n",
+            vault.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .env("HOME", "/nonexistent")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--key-file", "-", "--env", "OVER=a/b/c/d/deep.txt", "--"])
+        .args([
+            "sh",
+            "-c",
+            r#"printf '%s|%s|' "$TOKEN" "$OVER"; head -1 "$KCFG""#,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(b"rootless-test");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(ok(&out), b"s3cr3t-token|deep inside|apiVersion: v1\n");
+    // ls and cat find the vault through the config too.
+    let mut child = Command::new(BIN)
+        .env("HOME", "/nonexistent")
+        .args(["cat", "--config"])
+        .arg(&cfg)
+        .args(["--key-file", "-", "README"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(b"rootless-test");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(ok(&out), b"hello from a tazpod rootless fixture\n");
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod walk;
 pub use run::{run, RunArgs};
 pub use walk::{cat, ls, CatArgs, LsArgs};
 
+use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
@@ -32,15 +33,15 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Once;
 
-/// Where the vault lives when `--vault` is not given (the ghost-mode default).
-pub const DEFAULT_VAULT: &str = "/workspace/.tazpod-vault/vault.img";
-
 /// The options that say which vault to open and how.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VaultArgs {
-    /// The vault image (a LUKS2 or LUKS1 file holding an ext4 filesystem)
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_VAULT)]
-    pub vault: PathBuf,
+    /// The vault image, a LUKS file holding ext4 [default: the config's, else /workspace/.tazpod-vault/vault.img]
+    #[arg(long, value_name = "FILE")]
+    pub vault: Option<PathBuf>,
+    /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Try only this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     pub key_slot: Option<u32>,
@@ -59,14 +60,43 @@ pub struct Vault {
     pub stats: Rc<Cell<Stats>>,
 }
 
+/// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
+/// `~/.config/tazpod/config.toml`), read when `always` or when it decides something: the
+/// vault when `--vault` is absent, or an explicit `--config`.
+pub fn load_config(v: &VaultArgs, always: bool) -> Result<ConfigFile, CliError> {
+    if always || v.vault.is_none() || v.config.is_some() {
+        crate::ghost::cli::load_config(v.config.as_deref(), None)
+    } else {
+        Ok(ConfigFile::default())
+    }
+}
+
+/// The vault path: `--vault`, else the config's `vault` (`~` is `$HOME`), else the default.
+pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
+    if let Some(p) = &v.vault {
+        return p.clone();
+    }
+    match (&config.vault, std::env::var_os("HOME")) {
+        (Some(p), Some(home)) => crate::config::expand_home(p, std::path::Path::new(&home)),
+        (Some(p), None) => p.clone(),
+        (None, _) => PathBuf::from(DEFAULT_VAULT),
+    }
+}
+
 /// Opens the vault read-only, asks for the passphrase, recovers the volume key and loads the
 /// ext4 superblock and group descriptors. The volume key itself is wiped before this returns:
 /// only the expanded cipher key schedule lives on, inside the reader (wiped on drop).
-pub fn open_vault(v: &VaultArgs, key: &KeyArgs, verbose: bool) -> Result<Vault, CliError> {
-    let mut f = device::ReadOnly::open(&v.vault).map_err(|mut e| {
+pub fn open_vault(
+    v: &VaultArgs,
+    config: &ConfigFile,
+    key: &KeyArgs,
+    verbose: bool,
+) -> Result<Vault, CliError> {
+    let path = vault_file(v, config);
+    let mut f = device::ReadOnly::open(&path).map_err(|mut e| {
         e.message = e.message.replacen("device ", "vault ", 1);
-        if v.vault.as_os_str() == DEFAULT_VAULT {
-            e.hint = Some("no vault at the default path; pass --vault FILE".into());
+        if v.vault.is_none() {
+            e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
         }
         e
     })?;

@@ -1,18 +1,23 @@
 //! `tazpod run`: start a command with secrets of the vault in its environment.
 //!
-//! Each secret is a file of the vault, served one of two ways:
-//! - `--env NAME=PATH`: the variable's value is the file's content (trailing newlines removed,
-//!   as `$(cat FILE)` does); at most [`ENV_VALUE_MAX`] bytes, no NUL byte;
-//! - `--env-file NAME=PATH`: the content goes into a sealed memfd inherited by the command, and
-//!   the variable holds its path `/proc/self/fd/N` (for tools that want a file, like
-//!   `KUBECONFIG` or `GOOGLE_APPLICATION_CREDENTIALS`). Nothing touches a disk.
+//! The secrets map is ghost mode's: the `[[secret]]` entries of the configuration
+//! (`/etc/tazpod/config.toml`, then `--config FILE` or `~/.config/tazpod/config.toml`), to
+//! which `--env` and `--env-file` add entries or replace those of the same variable. Each
+//! secret is a file of the vault, served one of two ways:
+//! - `as = "value"` / `--env NAME=PATH`: the variable's value is the file's content (trailing
+//!   newlines and carriage returns removed, as `tazpod env` does); at most [`ENV_VALUE_MAX`]
+//!   bytes, no NUL byte;
+//! - `as = "path"` / `--env-file NAME=PATH`: the content goes into a sealed memfd inherited by
+//!   the command, and the variable holds its path `/proc/self/fd/N` (for tools that want a
+//!   file, like `KUBECONFIG` or `GOOGLE_APPLICATION_CREDENTIALS`). Nothing touches a disk.
 //!
 //! Every secret is read before the command starts (a missing file stops everything), then
 //! tazpod wipes the reader and `exec`s the command in its own place: no tazpod process stays
 //! around holding plaintext, and the command's exit status is the one the caller sees.
 
 use super::walk::stream;
-use super::{fs_error, guarded, open_vault, shown, vault_path, VaultArgs};
+use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
+use crate::config::{ConfigFile, SecretKind};
 use crate::error::{code, CliError};
 use crate::kernel::memfd::Memfd;
 use crate::passphrase::KeyArgs;
@@ -38,10 +43,12 @@ const NOT_EXECUTABLE: u8 = 126;
 pub struct RunArgs {
     #[command(flatten)]
     vault: VaultArgs,
-    /// Set variable NAME to the content of the vault file PATH (trailing newlines removed)
+    /// Set variable NAME to the content of the vault file PATH (trailing newlines removed);
+    /// adds to the config's [[secret]] map, or replaces its entry for NAME
     #[arg(long = "env", value_name = "NAME=PATH", value_parser = parse_assignment)]
     env: Vec<(String, OsString)>,
-    /// Serve the vault file PATH through an in-memory file; NAME is set to its /proc/self/fd path
+    /// Serve the vault file PATH through an in-memory file; NAME is set to its /proc/self/fd
+    /// path (the config's `as = "path"`)
     #[arg(long = "env-file", value_name = "NAME=PATH", value_parser = parse_assignment)]
     env_file: Vec<(String, OsString)>,
     #[command(flatten)]
@@ -83,13 +90,9 @@ fn parse_assignment(s: &str) -> Result<(String, OsString), String> {
     Ok((name.to_string(), OsString::from(path)))
 }
 
-/// Checks an environment variable name.
+/// Checks an environment variable name (the rule of ghost mode's secrets map).
 pub fn check_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if crate::ghost::shell::valid_env_name(name) {
         Ok(())
     } else {
         Err(format!(
@@ -98,12 +101,24 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The secrets map of the command line, in order, refusing a variable set twice.
-fn secrets_of(a: &RunArgs) -> Result<Vec<Secret>, CliError> {
+/// The secrets map: the config's entries, then the command line's, which replace a config
+/// entry of the same variable; a variable given twice on the command line is refused.
+fn secrets_of(a: &RunArgs, config: &ConfigFile) -> Result<Vec<Secret>, CliError> {
+    let mut out: Vec<Secret> = config
+        .secret
+        .iter()
+        .map(|s| Secret {
+            name: s.env.clone(),
+            path: s.file.clone().into_os_string(),
+            serve: match s.kind {
+                SecretKind::Value => Serve::Value,
+                SecretKind::Path => Serve::File,
+            },
+        })
+        .collect();
     let mut seen = BTreeSet::new();
     let values = a.env.iter().map(|(n, p)| (n, p, Serve::Value));
     let files = a.env_file.iter().map(|(n, p)| (n, p, Serve::File));
-    let mut out = Vec::new();
     for (name, path, serve) in values.chain(files) {
         if !seen.insert(name.clone()) {
             return Err(CliError::new(
@@ -111,15 +126,21 @@ fn secrets_of(a: &RunArgs) -> Result<Vec<Secret>, CliError> {
                 format!("variable {name} is given more than once"),
             ));
         }
-        out.push(Secret {
+        let s = Secret {
             name: name.clone(),
             path: path.clone(),
             serve,
-        });
+        };
+        match out.iter_mut().find(|x| x.name == *name) {
+            Some(x) => *x = s,
+            None => out.push(s),
+        }
     }
     if out.is_empty() {
-        return Err(CliError::new(code::INVALID, "no secrets to serve")
-            .hint("give --env NAME=PATH or --env-file NAME=PATH (paths inside the vault)"));
+        return Err(CliError::new(code::INVALID, "no secrets to serve").hint(
+            "give --env NAME=PATH or --env-file NAME=PATH (paths inside the vault), \
+             or [[secret]] entries in the config",
+        ));
     }
     Ok(out)
 }
@@ -172,7 +193,7 @@ fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretB
     let mut chunk = SecretBuf::zeroed(len.clamp(1, 64 * 1024));
     let n = stream(fs, vault, path, &mut chunk, &mut sink)?;
     let mut n = usize::try_from(n).unwrap_or(len).min(len);
-    while n > 0 && buf.as_bytes().get(n - 1) == Some(&b'\n') {
+    while n > 0 && matches!(buf.as_bytes().get(n - 1), Some(b'\n' | b'\r')) {
         n -= 1;
     }
     buf.truncate(n);
@@ -246,8 +267,9 @@ impl std::io::Write for MemfdWriter<'_> {
 
 /// Runs the command with the secrets map applied. Returns only on failure.
 pub fn run(a: RunArgs, verbose: bool) -> Result<(), CliError> {
-    let secrets = secrets_of(&a)?;
-    let vault = open_vault(&a.vault, &a.key, verbose)?;
+    let config = load_config(&a.vault, true)?;
+    let secrets = secrets_of(&a, &config)?;
+    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
     let name = vault.name.clone();
     let served = guarded(&name, || collect(&vault.fs, &name, &secrets))?;
     // Wipe the cache and the key schedule before the command starts.

@@ -1,6 +1,6 @@
 //! `tazpod ls` and `tazpod cat`: listing and streaming files of the vault's filesystem.
 
-use super::{fs_error, guarded, open_vault, shown, vault_path, VaultArgs};
+use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
 use ext4_view::{Ext4, FileType, Metadata};
@@ -57,7 +57,8 @@ struct Format {
 /// Lists `a.path` of the vault.
 pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
     let path = vault_path(&a.path);
-    let vault = open_vault(&a.vault, &a.key, verbose)?;
+    let config = load_config(&a.vault, false)?;
+    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
     let fmt = Format {
         long: a.long,
         end: if a.zero { 0 } else { b'\n' },
@@ -277,7 +278,8 @@ pub fn mode_string(ft: FileType, mode: u16) -> String {
 /// cannot be read is reported and the next one is tried; the last failure is returned (and
 /// sets the exit code). A write error stops at once; a closed pipe stops quietly.
 pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
-    let vault = open_vault(&a.vault, &a.key, verbose)?;
+    let config = load_config(&a.vault, false)?;
+    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
     let name = vault.name.clone();
     let out = io::stdout();
     let mut out = out.lock();
