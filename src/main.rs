@@ -12,6 +12,7 @@ mod mapping;
 mod config;
 mod ghost;
 mod passphrase;
+mod rootless;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +60,13 @@ enum Command {
     Env,
     /// Print the shell functions for ~/.bashrc or ~/.zshrc
     ShellInit(ghost::cli::ShellInitArgs),
+    // --- rootless access (src/rootless) ---
+    /// List a directory of the vault (rootless: decrypts and reads it in memory)
+    Ls(rootless::LsArgs),
+    /// Write files of the vault to standard output (rootless)
+    Cat(rootless::CatArgs),
+    /// Run COMMAND with secrets of the vault in its environment (rootless)
+    Run(rootless::RunArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -203,6 +211,10 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Lock => ghost::cli::cmd_lock(),
         Command::Env => ghost::cli::cmd_env(),
         Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
+        // Rootless access (src/rootless).
+        Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
+        Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
+        Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
     }
 }
 
