@@ -17,13 +17,28 @@ BEFORE=$(t_state)
 t_log "state before: $BEFORE"
 
 unlock() { tazpod unlock --vault /tmp/vault.img --mount "$MNT" --user tester --key-file /tmp/pass "$@"; }
+# In the background, as the tazpod process itself (so that $! is tazpod's pid, to kill it).
+unlock_bg() { (exec tazpod unlock --vault /tmp/vault.img --mount "$MNT" --user tester --key-file /tmp/pass "$@") & }
+# Whether a process with exactly this command line runs.
+running() {
+    for f in /proc/[0-9]*/cmdline; do
+        [ "$(tr '\0' ' ' <"$f" 2>/dev/null)" = "$* " ] && return 0
+    done
+    return 1
+}
 
 # Nothing of a session is left: no dm device, loop device or key, no mount, no lock file.
 leftovers() {
     s=$(t_state)
     [ "$s" = "$BEFORE" ] || { echo "state: $s"; return 1; }
     if grep -q " $MNT " /proc/self/mountinfo; then echo "mounted"; return 1; fi
-    if ls /run/tazpod/*.lock >/dev/null 2>&1; then echo "lock file: $(ls /run/tazpod)"; return 1; fi
+    # A lock file whose holder was SIGKILLed stays (nothing can remove it then), but its
+    # flock is gone with the process: the next unlock takes it over as stale. A held one is
+    # a leftover.
+    for f in /run/tazpod/*.lock; do
+        [ -e "$f" ] || continue
+        flock -n "$f" true || { echo "lock held: $f"; return 1; }
+    done
     return 0
 }
 # Polls (up to $1 seconds) until nothing is left.
@@ -71,7 +86,7 @@ echo "$caps" | grep -qv ':	0000000000000000$' && t_fail no-capabilities "$caps" 
 
 # --- invisible from outside during the session; the key is in no table ---------------------------
 rm -f /tmp/ready /tmp/go
-unlock -- sh -c 'touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.1; done; ls ~/secrets' >/tmp/inside 2>/dev/null &
+unlock_bg -- sh -c 'touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.1; done; ls ~/secrets' >/tmp/inside 2>/dev/null
 T=$!
 if wait_file /tmp/ready; then
     t_check outside-mountpoint-empty sh -c "[ -z \"\$(ls -A $MNT)\" ]"
@@ -99,13 +114,13 @@ t_check isolation-nothing-left settles 10
 
 # --- SIGKILL of tazpod during the session -------------------------------------------------------
 rm -f /tmp/ready
-unlock -- sh -c 'touch /tmp/ready; exec sleep 61' >/dev/null 2>&1 &
+unlock_bg -- sh -c 'touch /tmp/ready; exec sleep 61' >/dev/null 2>&1
 T=$!
 if wait_file /tmp/ready; then
     kill -9 "$T"
     wait "$T" 2>/dev/null
     t_check kill-session-nothing-left settles 15
-    gone() { ! ps -o args 2>/dev/null | grep -q '^sleep 61' && ! grep -qs 'sleep.61' /proc/[0-9]*/cmdline; }
+    gone() { n=0; while running sleep 61 && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done; ! running sleep 61; }
     t_check kill-session-inner-command-gone gone
 else
     t_fail kill-session-started "no ready file"
@@ -113,13 +128,13 @@ fi
 
 # --- SIGKILL at several points of the setup -----------------------------------------------------
 for d in 0.2 0.5 1 1.5 2 3 4 6; do
-    unlock -- sh -c 'exec sleep 62' >/dev/null 2>&1 &
+    unlock_bg -- sh -c 'exec sleep 62' >/dev/null 2>&1
     T=$!
     sleep "$d"
     kill -9 "$T" 2>/dev/null
     wait "$T" 2>/dev/null
     t_check "kill-setup-after-${d}s-nothing-left" settles 15
-    gone62() { ! grep -qs 'sleep.62' /proc/[0-9]*/cmdline; }
+    gone62() { n=0; while running sleep 62 && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done; ! running sleep 62; }
     t_check "kill-setup-after-${d}s-no-inner-command" gone62
     # A mapping a kill caught between DEV_CREATE and the deferred removal: say so, then clean.
     for n in $(t_dm_names); do t_log "left by kill at ${d}s: $n"; tazpod close "$n" 2>/dev/null; done
@@ -127,7 +142,7 @@ done
 
 # --- two sessions share one vault; teardown after the last -------------------------------------
 rm -f /tmp/a-ready /tmp/a-go
-unlock -- sh -c 'touch /tmp/a-ready; while [ ! -e /tmp/a-go ]; do sleep 0.1; done; cat ~/secrets/from-b' >/tmp/a.out 2>/tmp/a.err &
+unlock_bg -- sh -c 'touch /tmp/a-ready; while [ ! -e /tmp/a-go ]; do sleep 0.1; done; cat ~/secrets/from-b' >/tmp/a.out 2>/tmp/a.err
 A=$!
 if wait_file /tmp/a-ready; then
     out=$(unlock -- sh -c 'echo hello-b >~/secrets/from-b; cat ~/secrets/README' 2>/tmp/b.err)
@@ -173,11 +188,15 @@ t_check bind-nothing-left settles 10
 
 # --- `tazpod lock` ends the session --------------------------------------------------------------
 start=$(date +%s)
-out=$(unlock -- sh -c 'tazpod lock; sleep 20; echo still-here' 2>/tmp/err)
+out=$(unlock -- sh -c 'tazpod lock; sleep 90; echo still-here' 2>/tmp/err)
 rc=$?
 took=$(($(date +%s) - start))
+# A whole session (Argon2 64 MiB under emulation included) takes 15-30 s here: well under 90.
 case "$out" in *still-here*) t_fail lock-ends-session "rc=$rc out=[$out]" ;;
-    *) [ "$took" -lt 15 ] && t_pass lock-ends-session || t_fail lock-ends-session "took ${took}s" ;; esac
+    *) [ "$took" -lt 80 ] && [ "$rc" = 129 ] && t_pass lock-ends-session \
+        || t_fail lock-ends-session "rc=$rc took ${took}s" ;; esac
+t_log "lock: session with tazpod lock took ${took}s, exit $rc"
+t_check lock-said-vault-locked grep -q "vault locked" /tmp/err
 t_check lock-nothing-left settles 10
 tazpod lock 2>/dev/null
 rc=$?; [ "$rc" = 1 ] && t_pass lock-outside-session-exit-1 || t_fail lock-outside-session-exit-1 "rc=$rc"
