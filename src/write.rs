@@ -475,9 +475,8 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
             format!("cipher {} with a {key_bits}-bit key: {e}", a.cipher),
         )
     })?;
-    let hash = HashAlg::from_name(&a.kdf.hash).ok_or_else(|| {
-        CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash))
-    })?;
+    let hash = HashAlg::from_name(&a.kdf.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
     let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.header.is_some())
         .map_err(|e| fmt_err("layout", e))?;
     let shown = a.device.display().to_string();
@@ -503,9 +502,9 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
     }
     let mut hdr = match &a.header {
         Some(h) => open_rw(h, true)?,
-        None => dev.try_clone().map_err(|e| {
-            CliError::new(code::DEVICE, format!("{shown}: {e}"))
-        })?,
+        None => dev
+            .try_clone()
+            .map_err(|e| CliError::new(code::DEVICE, format!("{shown}: {e}")))?,
     };
     let hdr_name = a
         .header
@@ -513,7 +512,8 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
         .map_or(shown.clone(), |h| h.display().to_string());
     // Refuse to overwrite a LUKS header without confirmation.
     let mut magic = [0u8; 6];
-    let has_luks = hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY;
+    let has_luks =
+        hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY;
     if !a.batch_mode {
         if has_luks {
             confirm(&format!(
@@ -563,7 +563,10 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
 }
 
 /// Opens the header read-write and loads it (LUKS2 only).
-fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<(File, String, Luks2Header), CliError> {
+fn load_rw(
+    device: &Path,
+    header: Option<&PathBuf>,
+) -> Result<(File, String, Luks2Header), CliError> {
     let path = header.map_or(device, |h| h.as_path());
     let shown = path.display().to_string();
     let mut f = open_rw(path, false)?;
@@ -585,16 +588,17 @@ pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
         keyslot: None,
         limits: luks2::kdf::KdfLimits::for_available_memory(device::mem_available()),
     };
-    let u = with_passphrase(&a.key, &shown, |p| unlock(&header, &mut f, p.as_bytes(), &opts))?;
+    let u = with_passphrase(&a.key, &shown, |p| {
+        unlock(&header, &mut f, p.as_bytes(), &opts)
+    })?;
     if verbose {
         eprintln!("Key slot {} unlocked.", u.keyslot);
     }
     let vk = u.volume_key;
     let new = new_passphrase(a.new_keyfile.as_ref(), None, &shown)?;
     let kdf = choose_kdf(&a.kdf, vk.len(), verbose)?;
-    let hash = HashAlg::from_name(&a.kdf.hash).ok_or_else(|| {
-        CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash))
-    })?;
+    let hash = HashAlg::from_name(&a.kdf.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
     let encryption = h
         .metadata
         .keyslots
@@ -634,7 +638,9 @@ pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
         keyslot: None,
         limits: luks2::kdf::KdfLimits::for_available_memory(device::mem_available()),
     };
-    let u = with_passphrase(&a.key, &shown, |p| unlock(&header, &mut f, p.as_bytes(), &opts))?;
+    let u = with_passphrase(&a.key, &shown, |p| {
+        unlock(&header, &mut f, p.as_bytes(), &opts)
+    })?;
     drop(u.volume_key);
     kill(&mut f, &shown, &h, u.keyslot, a.batch_mode)?;
     if verbose {
@@ -643,7 +649,13 @@ pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn kill(f: &mut File, shown: &str, h: &Luks2Header, slot: u32, batch: bool) -> Result<(), CliError> {
+fn kill(
+    f: &mut File,
+    shown: &str,
+    h: &Luks2Header,
+    slot: u32,
+    batch: bool,
+) -> Result<(), CliError> {
     if !h.metadata.keyslots.contains_key(&slot) {
         return Err(CliError::new(
             code::INVALID,
@@ -685,9 +697,9 @@ pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
                     ))
                 }
             };
-            let slot = a.key_slot.ok_or_else(|| {
-                CliError::new(code::INVALID, "--priority needs --key-slot")
-            })?;
+            let slot = a
+                .key_slot
+                .ok_or_else(|| CliError::new(code::INVALID, "--priority needs --key-slot"))?;
             Some((slot, p))
         }
     };

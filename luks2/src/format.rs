@@ -266,12 +266,12 @@ impl Layout {
                     size: k,
                     reason: "too large",
                 })?;
-                let data = end
-                    .checked_next_multiple_of(DATA_ALIGNMENT)
-                    .ok_or(FormatError::BadKeyslotsSize {
+                let data = end.checked_next_multiple_of(DATA_ALIGNMENT).ok_or(
+                    FormatError::BadKeyslotsSize {
                         size: k,
                         reason: "too large",
-                    })?;
+                    },
+                )?;
                 (k, data)
             }
             None => {
@@ -447,9 +447,8 @@ fn build_keyslot(
     drop(random);
     cipher.encrypt(split.as_mut_bytes(), af::AF_SECTOR_SIZE, 0)?;
 
-    let area_len = usize::try_from(area_size).map_err(|_| FormatError::NoSpace {
-        needed: area_size,
-    })?;
+    let area_len =
+        usize::try_from(area_size).map_err(|_| FormatError::NoSpace { needed: area_size })?;
     let mut area = vec![0u8; area_len];
     fill(rng, &mut area)?;
     if let Some(dst) = area.get_mut(..split_len) {
@@ -581,7 +580,9 @@ pub fn format(
     if area_size > l.keyslots_size {
         return Err(FormatError::NoSpace { needed: area_size });
     }
-    let (ks, area) = build_keyslot(volume_key, passphrase, &p.keyslot, area_start, area_size, rng)?;
+    let (ks, area) = build_keyslot(
+        volume_key, passphrase, &p.keyslot, area_start, area_size, rng,
+    )?;
     let digest = build_digest(
         volume_key,
         p.digest_hash,
@@ -703,7 +704,11 @@ pub fn header_copies(json: &str, f: &HeaderFields<'_>) -> Result<(Vec<u8>, Vec<u
         put(&mut b, 24, f.label.as_bytes());
         put(&mut b, 72, b"sha256");
         put(&mut b, 104, salt);
-        put(&mut b, 168, f.uuid.as_bytes().get(..39).unwrap_or(f.uuid.as_bytes()));
+        put(
+            &mut b,
+            168,
+            f.uuid.as_bytes().get(..39).unwrap_or(f.uuid.as_bytes()),
+        );
         put(&mut b, 208, f.subsystem.as_bytes());
         put(&mut b, 256, &offset.to_be_bytes());
         put(&mut b, 4096, json.as_bytes());
@@ -719,10 +724,7 @@ pub fn header_copies(json: &str, f: &HeaderFields<'_>) -> Result<(Vec<u8>, Vec<u
 }
 
 fn put(b: &mut [u8], at: usize, src: &[u8]) {
-    if let Some(dst) = at
-        .checked_add(src.len())
-        .and_then(|end| b.get_mut(at..end))
-    {
+    if let Some(dst) = at.checked_add(src.len()).and_then(|end| b.get_mut(at..end)) {
         dst.copy_from_slice(src);
     }
 }
@@ -1034,7 +1036,11 @@ fn write_value(v: &Value, ctx: Ctx, out: &mut String) {
             keys.sort_by_key(|k| {
                 let known = order.iter().position(|o| *o == k.as_str());
                 let id = k.parse::<u64>().ok();
-                (known.unwrap_or(usize::MAX), id.unwrap_or(u64::MAX), (*k).clone())
+                (
+                    known.unwrap_or(usize::MAX),
+                    id.unwrap_or(u64::MAX),
+                    (*k).clone(),
+                )
             });
             out.push('{');
             for (i, k) in keys.iter().enumerate() {

@@ -34,7 +34,11 @@ fn check(p: &FormatParams, name: &str) {
 fn check_key(p: &FormatParams, name: &str, key_len: usize) {
     let (image, vk) = build(p, 7, key_len);
     // Our reader.
-    assert_eq!(our_unlock(&image, PASS).as_deref(), Some(vk.as_slice()), "{name}");
+    assert_eq!(
+        our_unlock(&image, PASS).as_deref(),
+        Some(vk.as_slice()),
+        "{name}"
+    );
     assert_eq!(our_unlock(&image, b"wrong"), None, "{name}");
     if !have_cryptsetup() {
         return;
@@ -86,7 +90,10 @@ fn json_is_cryptsetup_compact_order() {
 fn regex_like(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
-    while let Some(i) = rest.find("\"salt\":\"").or_else(|| rest.find("\"digest\":\"")) {
+    while let Some(i) = rest
+        .find("\"salt\":\"")
+        .or_else(|| rest.find("\"digest\":\""))
+    {
         let j = rest[i..].find(":\"").unwrap() + i + 2;
         out.push_str(&rest[..j]);
         out.push('S');
@@ -218,7 +225,10 @@ fn add_remove_config_roundtrip() {
     let file = dir.path().join("v.img");
     std::fs::write(&file, &image).unwrap();
     let dump = cs_dump(&file);
-    assert!(dump.contains("relabelled") && dump.contains("Priority:   preferred"), "{dump}");
+    assert!(
+        dump.contains("relabelled") && dump.contains("Priority:   preferred"),
+        "{dump}"
+    );
     assert!(cs_accepts(&file, None, b"second"));
     assert!(!cs_accepts(&file, None, PASS));
     cs_repair_is_noop(&file);
@@ -260,6 +270,12 @@ fn add_keyslot_fills_gaps_and_refuses_used_ids() {
     }
     assert_eq!(n, 4);
     let h = luks2::read_header(&mut Cursor::new(&image)).unwrap();
-    let u = unlock(&h, &mut Cursor::new(&image), b"x", &UnlockOptions::default()).unwrap();
+    let u = unlock(
+        &h,
+        &mut Cursor::new(&image),
+        b"x",
+        &UnlockOptions::default(),
+    )
+    .unwrap();
     assert_eq!(u.volume_key.as_bytes(), &vk[..]);
 }

@@ -91,7 +91,9 @@ pub fn have_cryptsetup() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("!!!!!! cryptsetup is not installed: SKIPPING the cryptsetup oracle checks !!!!!!");
+        eprintln!(
+            "!!!!!! cryptsetup is not installed: SKIPPING the cryptsetup oracle checks !!!!!!"
+        );
     }
     ok
 }
@@ -138,7 +140,10 @@ pub fn cs_dump(file: &Path) -> String {
     let f = file.display().to_string();
     let (code, out, err) = cs(&["luksDump", &f], b"");
     assert_eq!(code, 0, "cryptsetup luksDump failed: {err}");
-    assert!(!err.contains("WARNING") || err.contains("keyslots area"), "{err}");
+    assert!(
+        !err.contains("WARNING") || err.contains("keyslots area"),
+        "{err}"
+    );
     out
 }
 
@@ -183,5 +188,8 @@ pub fn cs_repair_is_noop(file: &Path) {
     let (code, out, err) = cs(&["repair", "-q", &c], b"");
     assert_eq!(code, 0, "cryptsetup repair failed: {out}{err}");
     let after = std::fs::read(&copy).unwrap();
-    assert!(before == after, "cryptsetup repair changed the header: {err}");
+    assert!(
+        before == after,
+        "cryptsetup repair changed the header: {err}"
+    );
 }
