@@ -74,6 +74,8 @@ enum Command {
     Format(write::FormatArgs),
     /// Add a passphrase or key file in a new keyslot (like cryptsetup luksAddKey)
     AddKey(write::AddKeyArgs),
+    /// Change the passphrase of the keyslot the old one opens (like cryptsetup luksChangeKey)
+    ChangeKey(write::ChangeKeyArgs),
     /// Remove the keyslot the given passphrase opens (like cryptsetup luksRemoveKey)
     RemoveKey(write::RemoveKeyArgs),
     /// Wipe keyslot N (like cryptsetup luksKillSlot)
@@ -231,6 +233,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         // Writing headers (src/write.rs).
         Command::Format(a) => write::cmd_format(a, verbose).map(|()| code::OK),
         Command::AddKey(a) => write::cmd_add_key(a, verbose).map(|()| code::OK),
+        Command::ChangeKey(a) => write::cmd_change_key(a, verbose).map(|()| code::OK),
         Command::RemoveKey(a) => write::cmd_remove_key(a, verbose).map(|()| code::OK),
         Command::KillSlot(a) => write::cmd_kill_slot(a, verbose).map(|()| code::OK),
         Command::Config(a) => write::cmd_config(a, verbose).map(|()| code::OK),

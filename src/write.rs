@@ -112,6 +112,26 @@ pub struct AddKeyArgs {
     pub device: PathBuf,
 }
 
+/// `tazpod change-key`.
+#[derive(Args, Debug)]
+pub struct ChangeKeyArgs {
+    /// Change only the passphrase of this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Read the new key from FILE instead of asking for it
+    #[arg(long = "new-keyfile", value_name = "FILE")]
+    pub new_keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+}
+
 /// `tazpod remove-key`.
 #[derive(Args, Debug)]
 pub struct RemoveKeyArgs {
@@ -580,25 +600,31 @@ fn load_rw(
     }
 }
 
-/// `tazpod add-key`.
-pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+/// Unlocks (optionally only `slot`), asks for the new key, and builds the new keyslot's spec.
+#[allow(clippy::too_many_arguments)]
+fn unlock_for_new_key(
+    f: &mut File,
+    shown: &str,
+    h: &Luks2Header,
+    key: &KeyArgs,
+    slot: Option<u32>,
+    new_keyfile: Option<&PathBuf>,
+    kdf: &KdfArgs,
+    verbose: bool,
+) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
     let opts = UnlockOptions {
-        keyslot: None,
+        keyslot: slot,
         limits: luks2::kdf::KdfLimits::for_available_memory(device::mem_available()),
     };
-    let u = with_passphrase(&a.key, &shown, |p| {
-        unlock(&header, &mut f, p.as_bytes(), &opts)
-    })?;
+    let u = with_passphrase(key, shown, |p| unlock(&header, f, p.as_bytes(), &opts))?;
     if verbose {
         eprintln!("Key slot {} unlocked.", u.keyslot);
     }
-    let vk = u.volume_key;
-    let new = new_passphrase(a.new_keyfile.as_ref(), None, &shown)?;
-    let kdf = choose_kdf(&a.kdf, vk.len(), verbose)?;
-    let hash = HashAlg::from_name(&a.kdf.hash)
-        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
+    let new = new_passphrase(new_keyfile, None, shown)?;
+    let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
+    let hash = HashAlg::from_name(&kdf.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", kdf.hash)))?;
     let encryption = h
         .metadata
         .keyslots
@@ -607,11 +633,59 @@ pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
         .map(|ar| ar.encryption.clone())
         .unwrap_or_else(|| "aes-xts-plain64".into());
     let spec = KeyslotSpec {
-        kdf,
+        kdf: params,
         af_hash: hash,
         encryption,
         priority: None,
     };
+    Ok((u, new, spec))
+}
+
+/// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
+pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let (u, new, spec) = unlock_for_new_key(
+        &mut f,
+        &shown,
+        &h,
+        &a.key,
+        a.key_slot,
+        a.new_keyfile.as_ref(),
+        &a.kdf,
+        verbose,
+    )?;
+    let slot = u.keyslot;
+    let plan = format::change_keyslot(
+        &h,
+        u.volume_key.as_bytes(),
+        slot,
+        new.as_bytes(),
+        &spec,
+        &mut os_random,
+    )
+    .map_err(|e| fmt_err(&shown, e))?;
+    drop(u);
+    execute(&plan, &mut f, &shown)?;
+    if verbose {
+        eprintln!("Key slot {slot} changed.");
+    }
+    Ok(())
+}
+
+/// `tazpod add-key`.
+pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let (u, new, spec) = unlock_for_new_key(
+        &mut f,
+        &shown,
+        &h,
+        &a.key,
+        None,
+        a.new_keyfile.as_ref(),
+        &a.kdf,
+        verbose,
+    )?;
+    let vk = u.volume_key;
     let (plan, id) = format::add_keyslot(
         &h,
         vk.as_bytes(),

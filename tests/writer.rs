@@ -469,3 +469,39 @@ fn add_key_to_a_cryptsetup_volume() {
     assert!(cs_accepts(&f, None, b"taz pass"));
     cs_repair_noop(&f);
 }
+
+#[test]
+fn change_key_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = image(dir.path(), "v.img", 20 << 20);
+    let fs = p(&f);
+    let mut args = vec!["format", "-q", "--pbkdf", "pbkdf2"];
+    args.extend_from_slice(CHEAP);
+    args.push(&fs);
+    ok(&tazpod(&args, b"before\n"), "format");
+    let mut a = vec!["change-key"];
+    a.extend_from_slice(CHEAP);
+    a.push(&fs);
+    ok(&tazpod(&a, b"before\nafter\n"), "change-key");
+    assert_eq!(
+        tazpod(&["open", "--test-passphrase", &fs], b"before\n")
+            .status
+            .code(),
+        Some(2)
+    );
+    ok(
+        &tazpod(&["open", "--test-passphrase", &fs], b"after\n"),
+        "new passphrase",
+    );
+    if have_cryptsetup() {
+        let dump = cs_dump(&f);
+        assert!(
+            dump.contains("  0: luks2") && !dump.contains("  1: luks2"),
+            "{dump}"
+        );
+        assert!(!cs_accepts(&f, None, b"before"));
+        assert!(cs_accepts(&f, None, b"after"));
+        same_volume_key(&f, None, b"after");
+        cs_repair_noop(&f);
+    }
+}

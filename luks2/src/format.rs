@@ -836,6 +836,30 @@ pub fn add_keyslot(
         return Err(FormatError::Unsupported(format!("no digest {digest}")));
     }
     let size = keyslot_area_size(volume_key.len())?;
+    let off = free_area(h, size)?;
+    let (ks, area) = build_keyslot(volume_key, passphrase, spec, off, size, rng)?;
+    let mut rw = Rewrite::new(h)?;
+    rw.section("keyslots")?.insert(id.to_string(), ks);
+    let d = rw
+        .section("digests")?
+        .get_mut(&digest.to_string())
+        .and_then(|d| d.get_mut("keyslots"))
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| FormatError::Unsupported(format!("digest {digest} has no keyslots")))?;
+    d.push(Value::String(id.to_string()));
+    let mut writes = vec![PlannedWrite {
+        what: format!("keyslot {id} area"),
+        offset: off,
+        data: area,
+    }];
+    writes.extend(rw.header_writes(rng)?);
+    Ok((Plan { writes }, id))
+}
+
+/// The lowest 4 KiB-aligned offset in the keyslots area where `size` bytes overlap no
+/// keyslot area in use (cryptsetup's first-gap rule).
+fn free_area(h: &Luks2Header, size: u64) -> Result<u64, FormatError> {
+    let m = &h.metadata;
     let start = 2 * h.binary.hdr_size;
     let end = start.saturating_add(m.config.keyslots_size);
     let mut used: Vec<(u64, u64)> = m
@@ -855,23 +879,55 @@ pub fn add_keyslot(
     if off.saturating_add(size) > end {
         return Err(FormatError::NoSpace { needed: size });
     }
-    let (ks, area) = build_keyslot(volume_key, passphrase, spec, off, size, rng)?;
+    Ok(off)
+}
+
+/// Replaces the passphrase of keyslot `id` (cryptsetup's `luksChangeKey`): the new keyslot
+/// keeps the id but gets a new area. Plan: the new area, the secondary header, the primary,
+/// then the old area is wiped with random bytes. An interruption leaves the old keyslot or
+/// the new one in place.
+pub fn change_keyslot(
+    h: &Luks2Header,
+    volume_key: &[u8],
+    id: u32,
+    passphrase: &[u8],
+    spec: &KeyslotSpec,
+    rng: &mut Rng<'_>,
+) -> Result<Plan, FormatError> {
+    let old_area = h
+        .metadata
+        .keyslots
+        .get(&id)
+        .ok_or(FormatError::Keyslot {
+            id,
+            reason: "is not in use",
+        })?
+        .area
+        .clone();
+    let size = keyslot_area_size(volume_key.len())?;
+    let off = free_area(h, size)?;
+    let (mut ks, area) = build_keyslot(volume_key, passphrase, spec, off, size, rng)?;
+    let priority = h.metadata.keyslots.get(&id).map(|k| k.priority);
+    set_priority(&mut ks, priority);
     let mut rw = Rewrite::new(h)?;
     rw.section("keyslots")?.insert(id.to_string(), ks);
-    let d = rw
-        .section("digests")?
-        .get_mut(&digest.to_string())
-        .and_then(|d| d.get_mut("keyslots"))
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| FormatError::Unsupported(format!("digest {digest} has no keyslots")))?;
-    d.push(Value::String(id.to_string()));
     let mut writes = vec![PlannedWrite {
-        what: format!("keyslot {id} area"),
+        what: format!("keyslot {id} new area"),
         offset: off,
         data: area,
     }];
     writes.extend(rw.header_writes(rng)?);
-    Ok((Plan { writes }, id))
+    if let Some(a) = old_area {
+        let len = usize::try_from(a.size).map_err(|_| FormatError::NoSpace { needed: a.size })?;
+        let mut data = vec![0u8; len];
+        fill(rng, &mut data)?;
+        writes.push(PlannedWrite {
+            what: format!("keyslot {id} old area wipe"),
+            offset: a.offset,
+            data,
+        });
+    }
+    Ok(Plan { writes })
 }
 
 /// Removes keyslot `id`: the metadata first (secondary, primary), then its area is overwritten

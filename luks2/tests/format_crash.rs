@@ -159,3 +159,25 @@ fn torn_header_writes() {
         );
     }
 }
+
+#[test]
+fn change_keyslot_interrupted() {
+    let (image, vk) = base();
+    let h = header(&image);
+    let mut rng = TestRng::new(5);
+    let plan = format::change_keyslot(
+        &h,
+        &vk,
+        0,
+        B,
+        &spec(pbkdf2(), "aes-xts-plain64"),
+        &mut |b: &mut [u8]| rng.fill(b),
+    )
+    .unwrap();
+    assert_eq!(plan.writes.len(), 4);
+    every_interruption(&image, &plan, &[A, B], &[true, false], &[false, true]);
+    let mut img = image.clone();
+    plan.apply_to(&mut img);
+    let h2 = header(&img);
+    assert!(h2.metadata.keyslots.contains_key(&0) && h2.metadata.keyslots.len() == 1);
+}

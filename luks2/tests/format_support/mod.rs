@@ -10,25 +10,25 @@ use std::io::{Cursor, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// A deterministic "random" source (SHA-256 in counter mode over a seed).
+/// A deterministic "random" source (splitmix64: cheap, also in debug builds).
 pub struct TestRng {
-    seed: u64,
-    ctr: u64,
+    state: u64,
 }
 
 impl TestRng {
     pub fn new(seed: u64) -> Self {
-        TestRng { seed, ctr: 0 }
+        TestRng {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+        }
     }
     pub fn fill(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        for chunk in buf.chunks_mut(32) {
-            let mut out = [0u8; 32];
-            HashAlg::Sha256.digest_into(
-                &[&self.seed.to_le_bytes(), &self.ctr.to_le_bytes()],
-                &mut out,
-            );
-            self.ctr += 1;
-            chunk.copy_from_slice(&out[..chunk.len()]);
+        for chunk in buf.chunks_mut(8) {
+            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
         }
         Ok(())
     }
