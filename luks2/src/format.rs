@@ -653,6 +653,11 @@ pub fn format(
 }
 
 fn check_label(field: &'static str, s: &str) -> Result<(), FormatError> {
+    if s.contains('\0') {
+        return Err(FormatError::Unsupported(format!(
+            "the {field} contains a NUL byte"
+        )));
+    }
     if s.len() > MAX_LABEL_LEN {
         return Err(FormatError::LabelTooLong {
             field,
