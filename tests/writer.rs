@@ -505,3 +505,36 @@ fn change_key_roundtrip() {
         cs_repair_noop(&f);
     }
 }
+
+/// Without --pbkdf-force-iterations the KDF is benchmarked to --iter-time (kept short here).
+#[test]
+fn format_benchmarked_kdf() {
+    let dump = format_and_check(&["--pbkdf", "pbkdf2", "--iter-time", "50"], 20 << 20);
+    if !dump.is_empty() {
+        let iters: Vec<u64> = dump
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Iterations: "))
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        // Keyslot and digest both above cryptsetup's minimum of 1000.
+        assert_eq!(iters.len(), 2, "{dump}");
+        assert!(iters.iter().all(|&i| i >= 1000), "{iters:?}");
+    }
+    let dump = format_and_check(
+        &[
+            "--pbkdf",
+            "argon2id",
+            "--iter-time",
+            "100",
+            "--pbkdf-memory",
+            "8192",
+            "--pbkdf-parallel",
+            "1",
+        ],
+        20 << 20,
+    );
+    if !dump.is_empty() {
+        assert!(dump.contains("Threads:    1"), "{dump}");
+        assert!(dump.contains("PBKDF:      argon2id"), "{dump}");
+    }
+}
