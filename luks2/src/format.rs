@@ -345,7 +345,7 @@ pub struct FormatParams {
     pub digest_iterations: u32,
 }
 
-/// The result of [`format`].
+/// The result of [`format()`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Formatted {
     /// The writes.
