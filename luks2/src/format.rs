@@ -688,6 +688,9 @@ pub struct HeaderFields<'a> {
 /// its checksum (sha256 over the copy with the checksum field zeroed), then the JSON text and
 /// zero padding.
 pub fn header_copies(json: &str, f: &HeaderFields<'_>) -> Result<(Vec<u8>, Vec<u8>), FormatError> {
+    if !METADATA_SIZES.contains(&f.metadata_size) {
+        return Err(FormatError::BadMetadataSize(f.metadata_size));
+    }
     let size = usize::try_from(f.metadata_size)
         .map_err(|_| FormatError::BadMetadataSize(f.metadata_size))?;
     let json_max = f.metadata_size - BINARY_HEADER_SIZE;
@@ -879,7 +882,7 @@ fn free_area(h: &Luks2Header, size: u64) -> Result<u64, FormatError> {
         if off.saturating_add(size) <= *s {
             break;
         }
-        off = off.max(e.next_multiple_of(AREA_ALIGN));
+        off = off.max(e.checked_next_multiple_of(AREA_ALIGN).unwrap_or(u64::MAX));
     }
     if off.saturating_add(size) > end {
         return Err(FormatError::NoSpace { needed: size });
