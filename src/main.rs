@@ -14,6 +14,8 @@ mod ghost;
 mod passphrase;
 mod rootless;
 mod table;
+// Writing headers (issue 7).
+mod write;
 
 use clap::{Args, Parser, Subcommand};
 use error::{code, CliError};
@@ -67,6 +69,19 @@ enum Command {
     Cat(rootless::CatArgs),
     /// Run COMMAND with secrets of the vault in its environment (rootless)
     Run(rootless::RunArgs),
+    // --- writing headers (src/write.rs) ---
+    /// Create a LUKS2 header on DEVICE (like cryptsetup luksFormat)
+    Format(write::FormatArgs),
+    /// Add a passphrase or key file in a new keyslot (like cryptsetup luksAddKey)
+    AddKey(write::AddKeyArgs),
+    /// Change the passphrase of the keyslot the old one opens (like cryptsetup luksChangeKey)
+    ChangeKey(write::ChangeKeyArgs),
+    /// Remove the keyslot the given passphrase opens (like cryptsetup luksRemoveKey)
+    RemoveKey(write::RemoveKeyArgs),
+    /// Wipe keyslot N (like cryptsetup luksKillSlot)
+    KillSlot(write::KillSlotArgs),
+    /// Set the label or a keyslot priority (like cryptsetup config)
+    Config(write::ConfigArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -215,6 +230,13 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
         Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
         Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
+        // Writing headers (src/write.rs).
+        Command::Format(a) => write::cmd_format(a, verbose).map(|()| code::OK),
+        Command::AddKey(a) => write::cmd_add_key(a, verbose).map(|()| code::OK),
+        Command::ChangeKey(a) => write::cmd_change_key(a, verbose).map(|()| code::OK),
+        Command::RemoveKey(a) => write::cmd_remove_key(a, verbose).map(|()| code::OK),
+        Command::KillSlot(a) => write::cmd_kill_slot(a, verbose).map(|()| code::OK),
+        Command::Config(a) => write::cmd_config(a, verbose).map(|()| code::OK),
     }
 }
 

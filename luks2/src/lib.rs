@@ -14,6 +14,7 @@
 pub mod af;
 pub mod cipher;
 pub mod error;
+pub mod format;
 pub mod hash;
 pub mod header;
 pub mod kdf;

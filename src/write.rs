@@ -1,0 +1,854 @@
+//! The verbs that write a LUKS2 header: `format`, `add-key`, `remove-key`, `kill-slot`,
+//! `config`.
+//!
+//! The bytes come from the pure writer (`luks2::format`), which returns an ordered plan of
+//! writes; this module supplies what the library must not do itself: randomness from the OS
+//! (`/dev/urandom`), KDF benchmarking to `--iter-time`, the confirmations, and running the plan
+//! with an `fsync` after every write, so that an interruption leaves a header that opens with the
+//! old or the new keyslots (`luks2/tests/format_crash.rs` checks every interruption point).
+
+use crate::device;
+use crate::error::{code, CliError};
+use crate::kernel::tty;
+use crate::passphrase::{with_passphrase, KeyArgs, PASSPHRASE_MAX};
+use clap::Args;
+use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
+use luks2::hash::HashAlg;
+use luks2::header::Luks2Header;
+use luks2::kdf::{Argon2Variant, KdfParams};
+use luks2::metadata::Priority;
+use luks2::unlock::{unlock, UnlockOptions};
+use luks2::{Passphrase, SecretBuf};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// KDF options shared by `format` and `add-key` (cryptsetup's names and defaults).
+#[derive(Args, Debug, Clone)]
+pub struct KdfArgs {
+    /// PBKDF for the new keyslot: argon2id, argon2i or pbkdf2
+    #[arg(long, value_name = "TYPE", default_value = "argon2id")]
+    pub pbkdf: String,
+    /// Unlock time of the new keyslot, in milliseconds [default: 2000]
+    #[arg(short = 'i', long = "iter-time", value_name = "MS")]
+    pub iter_time: Option<u64>,
+    /// Argon2 memory cost in KiB [default: 1048576, at most half the available memory]
+    #[arg(long = "pbkdf-memory", value_name = "KiB")]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 threads [default: min(4, CPUs)]
+    #[arg(long = "pbkdf-parallel", value_name = "N")]
+    pub pbkdf_parallel: Option<u32>,
+    /// Use this iteration count (Argon2 time cost) and skip the benchmark
+    #[arg(long = "pbkdf-force-iterations", value_name = "N")]
+    pub force_iterations: Option<u32>,
+    /// Hash for PBKDF2, the anti-forensic splitter and the digest
+    #[arg(long, value_name = "HASH", default_value = "sha256")]
+    pub hash: String,
+}
+
+/// `tazpod format`.
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    /// Only luks2 is written
+    #[arg(long = "type", value_name = "TYPE", default_value = "luks2")]
+    pub luks_type: String,
+    /// Data cipher
+    #[arg(short = 'c', long, default_value = "aes-xts-plain64")]
+    pub cipher: String,
+    /// Volume key size in bits [default: 512 for XTS, 256 otherwise]
+    #[arg(short = 's', long = "key-size", value_name = "BITS")]
+    pub key_size: Option<usize>,
+    /// Encryption sector size
+    #[arg(long = "sector-size", value_name = "BYTES", default_value_t = 4096)]
+    pub sector_size: u32,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Label of the volume
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Subsystem of the volume
+    #[arg(long)]
+    pub subsystem: Option<String>,
+    /// Use this UUID instead of a random one
+    #[arg(long)]
+    pub uuid: Option<String>,
+    /// Size of one header copy (16k … 4m)
+    #[arg(long = "luks2-metadata-size", value_name = "SIZE", value_parser = parse_size)]
+    pub metadata_size: Option<u64>,
+    /// Size of the keyslots area
+    #[arg(long = "luks2-keyslots-size", value_name = "SIZE", value_parser = parse_size)]
+    pub keyslots_size: Option<u64>,
+    /// Write the header to FILE (created if missing); the data starts at offset 0 of DEVICE
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Do not ask for confirmation
+    #[arg(short = 'q', long = "batch-mode")]
+    pub batch_mode: bool,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The device or image file to format
+    pub device: PathBuf,
+}
+
+/// `tazpod add-key`.
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    /// Slot for the new key [default: the first free one]
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Read the new key from FILE instead of asking for it
+    #[arg(long = "new-keyfile", value_name = "FILE")]
+    pub new_keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+}
+
+/// `tazpod change-key`.
+#[derive(Args, Debug)]
+pub struct ChangeKeyArgs {
+    /// Change only the passphrase of this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Read the new key from FILE instead of asking for it
+    #[arg(long = "new-keyfile", value_name = "FILE")]
+    pub new_keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+}
+
+/// `tazpod remove-key`.
+#[derive(Args, Debug)]
+pub struct RemoveKeyArgs {
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Do not ask for confirmation (needed to remove the last key without a terminal)
+    #[arg(short = 'q', long = "batch-mode")]
+    pub batch_mode: bool,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+}
+
+/// `tazpod kill-slot`.
+#[derive(Args, Debug)]
+pub struct KillSlotArgs {
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Do not ask for confirmation (needed to kill the last slot without a terminal)
+    #[arg(short = 'q', long = "batch-mode")]
+    pub batch_mode: bool,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+    /// The keyslot to wipe
+    pub slot: u32,
+}
+
+/// `tazpod config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Set the label (an empty string removes it)
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Keyslot priority: ignore, normal or prefer (needs --key-slot)
+    #[arg(long, requires = "key_slot")]
+    pub priority: Option<String>,
+    /// The keyslot whose priority changes
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Header file (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// The LUKS device or image file
+    pub device: PathBuf,
+}
+
+/// Parses sizes like cryptsetup: a number of bytes with an optional k/m/g suffix (binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1u64 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("unknown size unit in '{s}'")),
+            };
+            (t.get(..i).unwrap_or(""), m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("'{s}' is not a size"))
+}
+
+/// Fills `buf` from the OS random source.
+pub fn os_random(buf: &mut [u8]) -> Result<(), String> {
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("/dev/urandom: {e}"))
+}
+
+fn fmt_err(what: &str, e: FormatError) -> CliError {
+    let c = match e {
+        FormatError::Kdf(luks2::error::KdfError::OutOfMemory { .. }) => code::NOMEM,
+        _ => code::INVALID,
+    };
+    CliError::new(c, format!("{what}: {e}"))
+}
+
+/// Opens the header device read-write.
+fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| {
+            CliError::new(
+                code::DEVICE,
+                format!("cannot open {} for writing: {e}", path.display()),
+            )
+        })
+}
+
+fn size_of(f: &File, path: &Path) -> Result<u64, CliError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    f.seek(SeekFrom::End(0)).map_err(|e| {
+        CliError::new(
+            code::DEVICE,
+            format!("cannot get the size of {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Where the writes of a plan go: a file (with `fsync` after each write) or, in tests, memory.
+pub trait Sink {
+    /// Writes `data` at `offset`.
+    fn write_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()>;
+    /// Makes the writes so far durable.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl Sink for File {
+    fn write_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.write_all_at(data, offset)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// Runs the plan in order, syncing after every write (the order is what keeps one header
+/// copy consistent at any interruption).
+pub fn execute(plan: &Plan, sink: &mut dyn Sink, shown: &str) -> Result<(), CliError> {
+    for w in &plan.writes {
+        sink.write_at(&w.data, w.offset)
+            .and_then(|()| sink.sync())
+            .map_err(|e| {
+                CliError::new(
+                    code::DEVICE,
+                    format!(
+                        "{shown}: writing the {} at offset {} failed: {e}",
+                        w.what, w.offset
+                    ),
+                )
+                .hint("the header keeps its previous or its new state; check it with `tazpod dump`")
+            })?;
+    }
+    Ok(())
+}
+
+/// Asks for a typed "YES" on the terminal; refuses without one.
+fn confirm(question: &str) -> Result<(), CliError> {
+    if !tty::stdin_is_tty() {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("{question}: refused without a terminal to confirm"),
+        )
+        .hint("add --batch-mode to confirm"));
+    }
+    eprint!("{question}\nAre you sure? (Type 'yes' in capital letters): ");
+    let answer = tty::read_line_secret(64)
+        .map_err(|e| CliError::new(code::INVALID, format!("cannot read the answer: {e}")))?;
+    match answer {
+        Some(a) if a.as_bytes() == b"YES" => Ok(()),
+        _ => Err(CliError::new(code::PERMISSION, "operation aborted")),
+    }
+}
+
+/// A new passphrase: from `keyfile`, asked twice on a terminal, or a line of standard input.
+fn new_passphrase(
+    keyfile: Option<&PathBuf>,
+    key: Option<&KeyArgs>,
+    shown: &str,
+) -> Result<Passphrase, CliError> {
+    let copy = |p: &Passphrase| Ok(Passphrase::from_vec(p.as_bytes().to_vec()));
+    if let Some(path) = keyfile {
+        let args = KeyArgs {
+            key_file: Some(path.clone()),
+            keyfile_offset: 0,
+            keyfile_size: None,
+            tries: 1,
+        };
+        return with_passphrase(&args, shown, copy);
+    }
+    if let Some(k) = key.filter(|k| k.key_file.is_some()) {
+        return with_passphrase(k, shown, copy);
+    }
+    if !tty::stdin_is_tty() {
+        let p = tty::read_line_secret(PASSPHRASE_MAX)
+            .map_err(|e| {
+                CliError::new(
+                    code::INVALID,
+                    format!("cannot read the new passphrase from standard input: {e}"),
+                )
+            })?
+            .ok_or_else(|| CliError::new(code::INVALID, "the new passphrase is too long"))?;
+        return Ok(Passphrase::new(p));
+    }
+    let read = |prompt: &str| -> Result<SecretBuf, CliError> {
+        tty::prompt_passphrase(prompt, PASSPHRASE_MAX)
+            .map_err(|e| CliError::new(code::INVALID, format!("cannot read passphrase: {e}")))?
+            .ok_or_else(|| CliError::new(code::INVALID, "the passphrase is too long"))
+    };
+    let a = read(&format!("Enter passphrase for {shown}: "))?;
+    let b = read("Verify passphrase: ")?;
+    if a.as_bytes() != b.as_bytes() {
+        return Err(CliError::new(code::PERMISSION, "passphrases do not match"));
+    }
+    Ok(Passphrase::new(a))
+}
+
+/// Number of CPUs.
+fn cpus() -> u32 {
+    std::thread::available_parallelism()
+        .ok()
+        .and_then(|n| u32::try_from(n.get()).ok())
+        .unwrap_or(1)
+}
+
+/// cryptsetup's defaults.
+const DEFAULT_ITER_TIME_MS: u64 = 2000;
+const DEFAULT_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+const MIN_ARGON2_MEMORY_KIB: u32 = 32;
+const MIN_ARGON2_TIME: u32 = 4;
+/// cryptsetup benchmarks the volume key digest to 125 ms (LUKS_MKD_ITERATIONS_MS).
+const DIGEST_ITER_TIME_MS: u64 = 125;
+
+fn time_it(f: impl FnOnce() -> Result<(), CliError>) -> Result<Duration, CliError> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// PBKDF2 iterations that take `target_ms` for a `key_len`-byte output on this machine.
+fn bench_pbkdf2(hash: HashAlg, key_len: usize, target_ms: u64) -> Result<u32, CliError> {
+    let mut out = SecretBuf::zeroed(key_len.max(1));
+    let mut iters: u32 = 1000;
+    loop {
+        let d = time_it(|| {
+            hash.pbkdf2_hmac(b"benchmark", &[0u8; 32], iters, out.as_mut_bytes())
+                .map_err(|e| CliError::new(code::INVALID, format!("pbkdf2 benchmark: {e}")))
+        })?;
+        let ms = d.as_secs_f64() * 1000.0;
+        if ms >= 100.0 || iters >= u32::MAX / 4 {
+            let n = f64::from(iters) * (target_ms as f64) / ms.max(0.001);
+            return Ok(clamp_u32(n).max(format::MIN_PBKDF2_ITERATIONS));
+        }
+        iters = iters.saturating_mul(4);
+    }
+}
+
+fn clamp_u32(x: f64) -> u32 {
+    if x >= f64::from(u32::MAX) {
+        u32::MAX
+    } else if x <= 0.0 {
+        0
+    } else {
+        // In range: the conversion is exact enough and cannot truncate past u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let v = x as u32;
+        v
+    }
+}
+
+/// The keyslot KDF from the options: forced, or benchmarked to `--iter-time` like cryptsetup.
+fn choose_kdf(a: &KdfArgs, key_len: usize, verbose: bool) -> Result<KdfParams, CliError> {
+    let hash = HashAlg::from_name(&a.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.hash)))?;
+    let target = a.iter_time.unwrap_or(DEFAULT_ITER_TIME_MS).max(1);
+    let variant = match a.pbkdf.as_str() {
+        "pbkdf2" => {
+            let iterations = match a.force_iterations {
+                Some(n) => n.max(format::MIN_PBKDF2_ITERATIONS),
+                None => bench_pbkdf2(hash, key_len, target)?,
+            };
+            return Ok(KdfParams::Pbkdf2 { hash, iterations });
+        }
+        "argon2i" => Argon2Variant::I,
+        "argon2id" => Argon2Variant::Id,
+        other => {
+            return Err(CliError::new(
+                code::INVALID,
+                format!("unknown PBKDF '{other}' (argon2id, argon2i or pbkdf2)"),
+            ))
+        }
+    };
+    // Memory: the option, else 1 GiB; never more than half the available memory.
+    let half_avail = u32::try_from(device::mem_available() / 2 / 1024).unwrap_or(u32::MAX);
+    let mut memory = a.pbkdf_memory.unwrap_or(DEFAULT_ARGON2_MEMORY_KIB);
+    if a.pbkdf_memory.is_none() && half_avail > 0 {
+        memory = memory.min(half_avail);
+    }
+    let cpus = a.pbkdf_parallel.unwrap_or_else(|| cpus().min(4)).max(1);
+    memory = memory.max(MIN_ARGON2_MEMORY_KIB).max(8 * cpus);
+    if let Some(t) = a.force_iterations {
+        return Ok(KdfParams::Argon2 {
+            variant,
+            time: t.max(1),
+            memory_kib: memory,
+            cpus,
+        });
+    }
+    // One pass at full memory, then scale: time first, memory down if 4 passes are too slow.
+    let mut out = SecretBuf::zeroed(key_len.max(4));
+    let probe = KdfParams::Argon2 {
+        variant,
+        time: 1,
+        memory_kib: memory,
+        cpus,
+    };
+    let d = time_it(|| {
+        probe
+            .derive(b"benchmark", &[0u8; 32], out.as_mut_bytes())
+            .map_err(|e| CliError::new(code::NOMEM, format!("argon2 benchmark: {e}")))
+    })?;
+    let per_pass = (d.as_secs_f64() * 1000.0).max(0.001);
+    let passes = target as f64 / per_pass;
+    let (time, memory_kib) = if passes >= f64::from(MIN_ARGON2_TIME) {
+        (clamp_u32(passes).max(MIN_ARGON2_TIME), memory)
+    } else {
+        let m = f64::from(memory) * passes / f64::from(MIN_ARGON2_TIME);
+        (
+            MIN_ARGON2_TIME,
+            clamp_u32(m).max(MIN_ARGON2_MEMORY_KIB).max(8 * cpus),
+        )
+    };
+    if verbose {
+        eprintln!(
+            "PBKDF {}: time {time}, memory {memory_kib} KiB, {cpus} threads ({per_pass:.0} ms per pass)",
+            a.pbkdf
+        );
+    }
+    Ok(KdfParams::Argon2 {
+        variant,
+        time,
+        memory_kib,
+        cpus,
+    })
+}
+
+/// `tazpod format`.
+pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
+    if a.luks_type != "luks2" {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("--type {}: tazpod writes only luks2", a.luks_type),
+        ));
+    }
+    let key_bits = a
+        .key_size
+        .unwrap_or(if a.cipher.contains("xts") { 512 } else { 256 });
+    if key_bits % 8 != 0 || key_bits == 0 {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("--key-size {key_bits} is not a whole number of bytes"),
+        ));
+    }
+    let key_len = key_bits / 8;
+    luks2::cipher::CipherSpec::parse(&a.cipher, key_len).map_err(|e| {
+        CliError::new(
+            code::INVALID,
+            format!("cipher {} with a {key_bits}-bit key: {e}", a.cipher),
+        )
+    })?;
+    let hash = HashAlg::from_name(&a.kdf.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
+    let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.header.is_some())
+        .map_err(|e| fmt_err("layout", e))?;
+    let shown = a.device.display().to_string();
+
+    // The data device must hold the data offset plus at least one sector, in whole sectors.
+    let mut dev = open_rw(&a.device, false)?;
+    let dev_size = size_of(&dev, &a.device)?;
+    let sector = u64::from(a.sector_size);
+    if dev_size <= layout.data_offset {
+        return Err(CliError::new(
+            code::DEVICE,
+            format!(
+                "{shown} is too small: {dev_size} bytes, LUKS2 with this layout needs more than {}",
+                layout.data_offset
+            ),
+        ));
+    }
+    if sector == 0 || (dev_size - layout.data_offset) % sector != 0 {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("the size of {shown} is not a multiple of the sector size {sector}"),
+        ));
+    }
+    let mut hdr = match &a.header {
+        Some(h) => open_rw(h, true)?,
+        None => dev
+            .try_clone()
+            .map_err(|e| CliError::new(code::DEVICE, format!("{shown}: {e}")))?,
+    };
+    let hdr_name = a
+        .header
+        .as_ref()
+        .map_or(shown.clone(), |h| h.display().to_string());
+    // Refuse to overwrite a LUKS header without confirmation.
+    let mut magic = [0u8; 6];
+    let has_luks =
+        hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY;
+    if !a.batch_mode {
+        if has_luks {
+            confirm(&format!(
+                "WARNING: {hdr_name} already contains a LUKS header.\nThis will overwrite data on {hdr_name} irrevocably."
+            ))?;
+        } else if tty::stdin_is_tty() {
+            confirm(&format!(
+                "WARNING!\n========\nThis will overwrite data on {hdr_name} irrevocably."
+            ))?;
+        }
+    }
+    let pass = new_passphrase(None, Some(&a.key), &shown)?;
+    let kdf = choose_kdf(&a.kdf, key_len, verbose)?;
+    let digest_iterations = if a.kdf.force_iterations.is_some() {
+        format::MIN_PBKDF2_ITERATIONS
+    } else {
+        bench_pbkdf2(hash, key_len, DIGEST_ITER_TIME_MS)?
+    };
+    let params = FormatParams {
+        encryption: a.cipher.clone(),
+        sector_size: a.sector_size,
+        layout,
+        label: a.label.clone().unwrap_or_default(),
+        subsystem: a.subsystem.clone().unwrap_or_default(),
+        uuid: a.uuid.clone(),
+        keyslot: KeyslotSpec {
+            kdf,
+            af_hash: hash,
+            encryption: a.cipher.clone(),
+            priority: None,
+        },
+        digest_hash: hash,
+        digest_iterations,
+    };
+    let mut vk = SecretBuf::zeroed(key_len);
+    os_random(vk.as_mut_bytes()).map_err(|e| CliError::new(code::INVALID, e))?;
+    let f = format::format(&params, vk.as_bytes(), pass.as_bytes(), &mut os_random)
+        .map_err(|e| fmt_err(&hdr_name, e))?;
+    drop(vk);
+    execute(&f.plan, &mut hdr, &hdr_name)?;
+    drop(hdr);
+    dev.sync().ok();
+    if verbose {
+        eprintln!("Formatted {shown} as LUKS2, UUID {}.", f.uuid);
+    }
+    Ok(())
+}
+
+/// Opens the header read-write and loads it (LUKS2 only).
+fn load_rw(
+    device: &Path,
+    header: Option<&PathBuf>,
+) -> Result<(File, String, Luks2Header), CliError> {
+    let path = header.map_or(device, |h| h.as_path());
+    let shown = path.display().to_string();
+    let mut f = open_rw(path, false)?;
+    let h = luks2::read_header(&mut f).map_err(|e| CliError::luks(&shown, e))?;
+    match h {
+        luks2::Header::Luks2(h) => Ok((f, shown, *h)),
+        luks2::Header::Luks1(_) => Err(CliError::new(
+            code::INVALID,
+            format!("{shown}: LUKS1 headers are read-only in tazpod"),
+        )),
+    }
+}
+
+/// Unlocks (optionally only `slot`), asks for the new key, and builds the new keyslot's spec.
+#[allow(clippy::too_many_arguments)]
+fn unlock_for_new_key(
+    f: &mut File,
+    shown: &str,
+    h: &Luks2Header,
+    key: &KeyArgs,
+    slot: Option<u32>,
+    new_keyfile: Option<&PathBuf>,
+    kdf: &KdfArgs,
+    verbose: bool,
+) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
+    let header = luks2::Header::Luks2(Box::new(h.clone()));
+    let opts = UnlockOptions {
+        keyslot: slot,
+        limits: luks2::kdf::KdfLimits::for_available_memory(device::mem_available()),
+    };
+    let u = with_passphrase(key, shown, |p| unlock(&header, f, p.as_bytes(), &opts))?;
+    if verbose {
+        eprintln!("Key slot {} unlocked.", u.keyslot);
+    }
+    let new = new_passphrase(new_keyfile, None, shown)?;
+    let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
+    let hash = HashAlg::from_name(&kdf.hash)
+        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", kdf.hash)))?;
+    let encryption = h
+        .metadata
+        .keyslots
+        .get(&u.keyslot)
+        .and_then(|k| k.area.as_ref())
+        .map(|ar| ar.encryption.clone())
+        .unwrap_or_else(|| "aes-xts-plain64".into());
+    let spec = KeyslotSpec {
+        kdf: params,
+        af_hash: hash,
+        encryption,
+        priority: None,
+    };
+    Ok((u, new, spec))
+}
+
+/// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
+pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let (u, new, spec) = unlock_for_new_key(
+        &mut f,
+        &shown,
+        &h,
+        &a.key,
+        a.key_slot,
+        a.new_keyfile.as_ref(),
+        &a.kdf,
+        verbose,
+    )?;
+    let slot = u.keyslot;
+    let plan = format::change_keyslot(
+        &h,
+        u.volume_key.as_bytes(),
+        slot,
+        new.as_bytes(),
+        &spec,
+        &mut os_random,
+    )
+    .map_err(|e| fmt_err(&shown, e))?;
+    drop(u);
+    execute(&plan, &mut f, &shown)?;
+    if verbose {
+        eprintln!("Key slot {slot} changed.");
+    }
+    Ok(())
+}
+
+/// `tazpod add-key`.
+pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let (u, new, spec) = unlock_for_new_key(
+        &mut f,
+        &shown,
+        &h,
+        &a.key,
+        None,
+        a.new_keyfile.as_ref(),
+        &a.kdf,
+        verbose,
+    )?;
+    let vk = u.volume_key;
+    let (plan, id) = format::add_keyslot(
+        &h,
+        vk.as_bytes(),
+        u.digest,
+        new.as_bytes(),
+        &spec,
+        a.key_slot,
+        &mut os_random,
+    )
+    .map_err(|e| fmt_err(&shown, e))?;
+    drop(vk);
+    execute(&plan, &mut f, &shown)?;
+    if verbose {
+        eprintln!("Key slot {id} created.");
+    }
+    Ok(())
+}
+
+/// `tazpod remove-key`.
+pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let header = luks2::Header::Luks2(Box::new(h.clone()));
+    let opts = UnlockOptions {
+        keyslot: None,
+        limits: luks2::kdf::KdfLimits::for_available_memory(device::mem_available()),
+    };
+    let u = with_passphrase(&a.key, &shown, |p| {
+        unlock(&header, &mut f, p.as_bytes(), &opts)
+    })?;
+    drop(u.volume_key);
+    kill(&mut f, &shown, &h, u.keyslot, a.batch_mode)?;
+    if verbose {
+        eprintln!("Key slot {} removed.", u.keyslot);
+    }
+    Ok(())
+}
+
+fn kill(
+    f: &mut File,
+    shown: &str,
+    h: &Luks2Header,
+    slot: u32,
+    batch: bool,
+) -> Result<(), CliError> {
+    if !h.metadata.keyslots.contains_key(&slot) {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("{shown}: keyslot {slot} is not in use"),
+        ));
+    }
+    if h.metadata.keyslots.len() == 1 && !batch {
+        confirm(&format!(
+            "This is the last keyslot of {shown}. The device will become unusable after purging this key."
+        ))?;
+    }
+    let plan = format::remove_keyslot(h, slot, &mut os_random).map_err(|e| fmt_err(shown, e))?;
+    execute(&plan, f, shown)
+}
+
+/// `tazpod kill-slot`.
+pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    kill(&mut f, &shown, &h, a.slot, a.batch_mode)?;
+    if verbose {
+        eprintln!("Key slot {} wiped.", a.slot);
+    }
+    Ok(())
+}
+
+/// `tazpod config`.
+pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
+    let priority = match a.priority.as_deref() {
+        None => None,
+        Some(p) => {
+            let p = match p {
+                "ignore" => Priority::Ignore,
+                "normal" => Priority::Normal,
+                "prefer" => Priority::High,
+                other => {
+                    return Err(CliError::new(
+                        code::INVALID,
+                        format!("--priority {other}: use ignore, normal or prefer"),
+                    ))
+                }
+            };
+            let slot = a
+                .key_slot
+                .ok_or_else(|| CliError::new(code::INVALID, "--priority needs --key-slot"))?;
+            Some((slot, p))
+        }
+    };
+    if a.label.is_none() && priority.is_none() {
+        return Err(CliError::new(code::INVALID, "nothing to change")
+            .hint("give --label and/or --priority with --key-slot"));
+    }
+    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let plan = format::configure(&h, a.label.as_deref(), priority, &mut os_random)
+        .map_err(|e| fmt_err(&shown, e))?;
+    execute(&plan, &mut f, &shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16k"), Ok(16384));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("4x").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    /// A sink that fails after `n` writes.
+    struct Failing {
+        left: usize,
+        image: Vec<u8>,
+    }
+    impl Sink for Failing {
+        fn write_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("injected"));
+            }
+            self.left -= 1;
+            let plan = Plan {
+                writes: vec![format::PlannedWrite {
+                    what: String::new(),
+                    offset,
+                    data: data.to_vec(),
+                }],
+            };
+            plan.apply_to(&mut self.image);
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn execute_stops_at_the_failing_write_and_names_it() {
+        let plan = Plan {
+            writes: (0..3u8)
+                .map(|i| format::PlannedWrite {
+                    what: format!("w{i}"),
+                    offset: u64::from(i),
+                    data: vec![i + 1],
+                })
+                .collect(),
+        };
+        for n in 0..=3 {
+            let mut s = Failing {
+                left: n,
+                image: Vec::new(),
+            };
+            let r = execute(&plan, &mut s, "dev");
+            assert_eq!(r.is_ok(), n == 3);
+            if let Err(e) = r {
+                assert!(e.message.contains(&format!("w{n}")), "{}", e.message);
+            }
+            let written: Vec<u8> = (1..=u8::try_from(n).unwrap_or(0)).collect();
+            assert_eq!(s.image, written);
+        }
+    }
+}
