@@ -31,7 +31,9 @@ fn tazpod(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // tazpod may exit before reading all of it (an error found first): a broken pipe here
+        // is part of what is being tested, not a test failure.
+        let _ = child.stdin.take().unwrap().write_all(input);
     }
     child.wait_with_output().unwrap()
 }

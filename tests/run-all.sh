@@ -11,6 +11,18 @@ step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
+step "oracle and tools used by the tests (cryptsetup, e2fsprogs)"
+missing=()
+command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "WARNING: ${missing[*]} missing and not root: the cryptsetup round-trip tests will say SKIPPING" >&2
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
