@@ -3,6 +3,7 @@
 //! `dump`, `open --test-passphrase` and `decrypt` only read: the device and the header file
 //! are opened read-only and never written.
 
+mod benchmark;
 mod device;
 mod dump;
 mod error;
@@ -47,6 +48,8 @@ enum Command {
     Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
+    /// Measure KDF and cipher speeds on this machine (like cryptsetup benchmark)
+    Benchmark(benchmark::BenchmarkArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -183,6 +186,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Close(a) => mapping::close(&a.name, a.deferred),
         Command::Status(a) => print_out(&mapping::status(&a.name)?),
         Command::Decrypt(a) => cmd_decrypt(a, verbose),
+        Command::Benchmark(a) => print_out(&benchmark::run(&a)?),
     }
 }
 
