@@ -1,22 +1,212 @@
 //! The LUKS2 binary header (both copies) and the entry point that reads any LUKS header.
+//!
+//! [`read_header`] follows cryptsetup 2.6 (`_crypt_load_luks`, `LUKS2_disk_hdr_read`):
+//! the first 8 bytes decide between LUKS1 (magic `LUKS\xba\xbe`, version 1) and LUKS2 (version
+//! 2, or no primary magic at all, in which case the secondary header is searched for). Each
+//! LUKS2 copy must pass, in order: magic for its place, version 2, `hdr_offset` equal to where
+//! it was read, `hdr_size` within 16 KiB..=4 MiB (and equal to its offset, for the secondary),
+//! the checksum named by `checksum_alg`, then the JSON area framing and metadata validation of
+//! [`Metadata::parse_area`]. Of two usable copies the higher `seqid` wins (the primary on a
+//! tie). The secondary copy is read at the primary's `hdr_size` when the primary's checksum is
+//! right, otherwise at the first of the nine allowed offsets where a copy passes its checksum.
+//! Finally the device must hold both metadata copies and the keyslots area.
+//!
+//! Reading never writes: unlike cryptsetup, a damaged copy is reported in
+//! [`Luks2Header::other_copy`], not repaired.
 
-use crate::error::Error;
-use crate::luks1::Luks1Header;
-use crate::metadata::Metadata;
+use crate::error::{Error, IoError};
+use crate::luks1::{Luks1Error, Luks1Header};
+use crate::metadata::{Metadata, MetadataError, BINARY_HEADER_SIZE, METADATA_SIZES};
 use std::fmt;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
+
+/// Magic of the primary LUKS2 header (and of any LUKS1 header).
+pub const MAGIC_PRIMARY: [u8; 6] = *b"LUKS\xba\xbe";
+/// Magic of the secondary LUKS2 header.
+pub const MAGIC_SECONDARY: [u8; 6] = *b"SKUL\xba\xbe";
+
+/// Why one LUKS2 header copy cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CopyProblem {
+    /// The device ends before the copy does.
+    Truncated {
+        /// Offset of the copy.
+        offset: u64,
+    },
+    /// The magic is not the one for this place (`LUKS\xba\xbe` at 0, `SKUL\xba\xbe` after it).
+    BadMagic {
+        /// Offset of the copy.
+        offset: u64,
+    },
+    /// No secondary header at any of the nine allowed offsets (16 KiB .. 4 MiB).
+    NotFound,
+    /// The version is not 2.
+    UnsupportedVersion {
+        /// Offset of the copy.
+        offset: u64,
+        /// The version found.
+        version: u16,
+    },
+    /// `hdr_offset` says the copy belongs elsewhere.
+    WrongOffset {
+        /// Where it was read.
+        offset: u64,
+        /// What `hdr_offset` says.
+        stored: u64,
+    },
+    /// `hdr_size` is outside 16 KiB..=4 MiB.
+    BadSize {
+        /// Offset of the copy.
+        offset: u64,
+        /// The size found.
+        hdr_size: u64,
+    },
+    /// A secondary copy whose `hdr_size` differs from its offset.
+    SizeMismatch {
+        /// Offset of the copy.
+        offset: u64,
+        /// The size found.
+        hdr_size: u64,
+    },
+    /// `checksum_alg` names a hash this library cannot compute.
+    UnknownChecksumAlg {
+        /// Offset of the copy.
+        offset: u64,
+        /// The name as stored.
+        name: String,
+    },
+    /// The checksum does not match.
+    ChecksumMismatch {
+        /// Offset of the copy.
+        offset: u64,
+        /// The checksum algorithm.
+        alg: String,
+    },
+    /// The checksum is right but the JSON metadata is malformed or invalid.
+    Metadata {
+        /// Offset of the copy.
+        offset: u64,
+        /// What is wrong.
+        error: Box<MetadataError>,
+    },
+    /// The copy is valid but older than the one used.
+    Stale {
+        /// Offset of the copy.
+        offset: u64,
+        /// Its sequence id.
+        seqid: u64,
+        /// The sequence id of the copy used.
+        used_seqid: u64,
+    },
+}
+
+impl fmt::Display for CopyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use CopyProblem as P;
+        match self {
+            P::Truncated { offset } => {
+                write!(f, "the device ends before the header copy at offset {offset}")
+            }
+            P::BadMagic { offset } => write!(f, "no LUKS2 magic at offset {offset}"),
+            P::NotFound => f.write_str(
+                "no secondary header at any allowed offset (16 KiB to 4 MiB)",
+            ),
+            P::UnsupportedVersion { offset, version } => {
+                write!(f, "header at offset {offset} has version {version}, not 2")
+            }
+            P::WrongOffset { offset, stored } => write!(
+                f,
+                "header at offset {offset} says it belongs at offset {stored}"
+            ),
+            P::BadSize { offset, hdr_size } => write!(
+                f,
+                "header at offset {offset} has size {hdr_size}, outside 16 KiB to 4 MiB"
+            ),
+            P::SizeMismatch { offset, hdr_size } => write!(
+                f,
+                "secondary header at offset {offset} has size {hdr_size}; it must equal its offset"
+            ),
+            P::UnknownChecksumAlg { offset, name } => write!(
+                f,
+                "header at offset {offset} uses unsupported checksum algorithm {name:?}"
+            ),
+            P::ChecksumMismatch { offset, alg } => {
+                write!(f, "header at offset {offset} fails its {alg} checksum")
+            }
+            P::Metadata { offset, error } => {
+                write!(f, "header at offset {offset} has invalid metadata: {error}")
+            }
+            P::Stale {
+                offset,
+                seqid,
+                used_seqid,
+            } => write!(
+                f,
+                "header at offset {offset} is older (seqid {seqid}) than the copy used (seqid {used_seqid})"
+            ),
+        }
+    }
+}
 
 /// Why a binary header (or both) is unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HeaderError {
-    /// Placeholder until the header module lands.
-    Unimplemented,
+    /// No LUKS magic at offset 0 and no LUKS2 secondary header at any allowed offset.
+    NotLuks,
+    /// LUKS magic at offset 0 with a version other than 1 or 2.
+    UnsupportedVersion {
+        /// The version found.
+        version: u16,
+    },
+    /// Neither LUKS2 copy is usable.
+    NoUsableCopy {
+        /// Why the primary (offset 0) is unusable.
+        primary: CopyProblem,
+        /// Why the secondary is unusable.
+        secondary: CopyProblem,
+    },
+    /// The device is smaller than the header says it must be (LUKS2: both metadata copies and
+    /// the keyslots area; LUKS1: up to the end of the last keyslot).
+    DeviceTooSmall {
+        /// Device size in bytes.
+        size: u64,
+        /// Bytes the header needs.
+        required: u64,
+    },
+    /// A LUKS1 header breaks a rule.
+    Luks1(Luks1Error),
 }
 
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            HeaderError::NotLuks => f.write_str(
+                "not a LUKS device: no LUKS header at offset 0 and no LUKS2 secondary header",
+            ),
+            HeaderError::UnsupportedVersion { version } => {
+                write!(f, "unsupported LUKS version {version}")
+            }
+            HeaderError::NoUsableCopy { primary, secondary } => write!(
+                f,
+                "no usable LUKS2 header: primary: {primary}; secondary: {secondary} \
+                 (restore a header backup, or repair with cryptsetup)"
+            ),
+            HeaderError::DeviceTooSmall { size, required } => write!(
+                f,
+                "device is too small: {size} bytes, the LUKS header needs at least {required}"
+            ),
+            HeaderError::Luks1(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+impl From<Luks1Error> for HeaderError {
+    fn from(e: Luks1Error) -> Self {
+        HeaderError::Luks1(e)
     }
 }
 
@@ -61,12 +251,14 @@ pub struct Luks2Header {
     pub binary: BinaryHeader,
     /// Its validated metadata.
     pub metadata: Metadata,
-    /// The JSON text as stored (up to the first NUL).
+    /// The JSON text as stored (up to the first NUL; bytes that are not UTF-8 replaced).
     pub json_text: String,
     /// The copy in use.
     pub used_copy: HeaderCopy,
     /// Why the other copy was not used, if it was unusable or older (for warnings).
     pub other_copy_problem: Option<String>,
+    /// The same, typed.
+    pub other_copy: Option<CopyProblem>,
 }
 
 /// Any LUKS header.
@@ -79,7 +271,506 @@ pub enum Header {
 }
 
 /// Reads and validates the LUKS header at the start of `r` (never writes).
+///
+/// I/O errors other than the source ending early are returned as [`Error::Io`]; a source that
+/// is too short makes the copies it cuts off unusable.
 pub fn read_header<R: Read + Seek>(r: &mut R) -> Result<Header, Error> {
-    let _ = r;
-    todo!("header helper")
+    let dev_size = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| IoError::new("device size", 0, &e))?;
+    let mut dev = Dev { r, size: dev_size };
+
+    // LUKS2_hdr_version_unlocked: the version, when the primary magic is there.
+    let mut first = [0u8; 8];
+    let version = match dev.read_at(0, &mut first, "LUKS header magic")? {
+        true if first.starts_with(&MAGIC_PRIMARY) => Some(u16::from_be_bytes([first[6], first[7]])),
+        _ => None,
+    };
+    match version {
+        Some(1) => read_luks1(&mut dev).map(|h| Header::Luks1(Box::new(h))),
+        Some(0 | 2) | None => {
+            read_luks2(&mut dev, version.is_some()).map(|h| Header::Luks2(Box::new(h)))
+        }
+        Some(v) => Err(HeaderError::UnsupportedVersion { version: v }.into()),
+    }
+}
+
+struct Dev<'a, R> {
+    r: &'a mut R,
+    size: u64,
+}
+
+impl<R: Read + Seek> Dev<'_, R> {
+    /// Reads `buf.len()` bytes at `offset`; `Ok(false)` if the device ends before.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8], what: &str) -> Result<bool, Error> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.size) {
+            return Ok(false);
+        }
+        match crate::error::read_exact_at(self.r, offset, buf, what) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn read_luks1<R: Read + Seek>(dev: &mut Dev<'_, R>) -> Result<Luks1Header, Error> {
+    let mut buf = [0u8; crate::luks1::LUKS1_HEADER_SIZE];
+    if !dev.read_at(0, &mut buf, "LUKS1 header")? {
+        return Err(HeaderError::Luks1(Luks1Error::Truncated { size: dev.size }).into());
+    }
+    let hdr = Luks1Header::parse(&buf).map_err(HeaderError::Luks1)?;
+    let required = hdr.required_device_size().map_err(HeaderError::Luks1)?;
+    // cryptsetup compares whole 512-byte sectors.
+    if required > dev.size / 512 * 512 {
+        return Err(HeaderError::DeviceTooSmall {
+            size: dev.size,
+            required,
+        }
+        .into());
+    }
+    Ok(hdr)
+}
+
+/// A copy that passed its checksum.
+struct RawCopy {
+    bin: BinaryHeader,
+    area: Vec<u8>,
+}
+
+/// A copy that passed everything.
+struct GoodCopy {
+    bin: BinaryHeader,
+    metadata: Metadata,
+    json_text: String,
+    offset: u64,
+}
+
+enum CopyState {
+    Ok(Box<GoodCopy>),
+    /// Checksum right, metadata wrong (cryptsetup's `HDR_OBSOLETE`), with the copy's
+    /// `hdr_size`.
+    BadMetadata(CopyProblem, u64),
+    /// Anything before (cryptsetup's `HDR_FAIL`/`HDR_FAIL_IO`).
+    Failed(CopyProblem),
+}
+
+/// Reads both LUKS2 copies; `primary_magic` says whether offset 0 holds the LUKS magic.
+fn read_luks2<R: Read + Seek>(
+    dev: &mut Dev<'_, R>,
+    primary_magic: bool,
+) -> Result<Luks2Header, Error> {
+    let primary = match read_copy(dev, 0, false)? {
+        Ok(raw) => validate_copy(raw, 0),
+        Err(p) => CopyState::Failed(p),
+    };
+    let secondary = match &primary {
+        CopyState::Ok(g) => read_secondary_at(dev, g.bin.hdr_size)?,
+        // The primary's checksummed binary header locates the secondary.
+        CopyState::BadMetadata(_, hdr_size) => read_secondary_at(dev, *hdr_size)?,
+        CopyState::Failed(_) => scan_secondary(dev)?,
+    };
+
+    let (used, used_copy, other) = match (primary, secondary) {
+        (CopyState::Ok(p), CopyState::Ok(s)) => {
+            if p.bin.seqid >= s.bin.seqid {
+                let other = (s.bin.seqid < p.bin.seqid).then_some(CopyProblem::Stale {
+                    offset: s.offset,
+                    seqid: s.bin.seqid,
+                    used_seqid: p.bin.seqid,
+                });
+                (p, HeaderCopy::Primary, other)
+            } else {
+                let other = CopyProblem::Stale {
+                    offset: 0,
+                    seqid: p.bin.seqid,
+                    used_seqid: s.bin.seqid,
+                };
+                (s, HeaderCopy::Secondary, Some(other))
+            }
+        }
+        (CopyState::Ok(p), CopyState::BadMetadata(e, _) | CopyState::Failed(e)) => {
+            (p, HeaderCopy::Primary, Some(e))
+        }
+        (CopyState::BadMetadata(e, _) | CopyState::Failed(e), CopyState::Ok(s)) => {
+            (s, HeaderCopy::Secondary, Some(e))
+        }
+        (
+            CopyState::BadMetadata(p, _) | CopyState::Failed(p),
+            CopyState::BadMetadata(s, _) | CopyState::Failed(s),
+        ) => {
+            if !primary_magic && s == CopyProblem::NotFound {
+                return Err(HeaderError::NotLuks.into());
+            }
+            return Err(HeaderError::NoUsableCopy {
+                primary: p,
+                secondary: s,
+            }
+            .into());
+        }
+    };
+
+    let required = used.metadata.config.header_and_areas_size();
+    if required > dev.size {
+        return Err(HeaderError::DeviceTooSmall {
+            size: dev.size,
+            required,
+        }
+        .into());
+    }
+    let used = *used;
+    Ok(Luks2Header {
+        binary: used.bin,
+        metadata: used.metadata,
+        json_text: used.json_text,
+        used_copy,
+        other_copy_problem: other.as_ref().map(ToString::to_string),
+        other_copy: other,
+    })
+}
+
+/// Reads the secondary copy where the primary says it is.
+fn read_secondary_at<R: Read + Seek>(
+    dev: &mut Dev<'_, R>,
+    offset: u64,
+) -> Result<CopyState, Error> {
+    Ok(match read_copy(dev, offset, true)? {
+        Ok(raw) => validate_copy(raw, offset),
+        Err(p) => CopyState::Failed(p),
+    })
+}
+
+/// Tries the nine allowed offsets in order and takes the first copy that passes its checksum
+/// (cryptsetup stops there even if its metadata then fails).
+fn scan_secondary<R: Read + Seek>(dev: &mut Dev<'_, R>) -> Result<CopyState, Error> {
+    let mut first_problem: Option<CopyProblem> = None;
+    for offset in METADATA_SIZES {
+        match read_copy(dev, offset, true)? {
+            Ok(raw) => return Ok(validate_copy(raw, offset)),
+            Err(p) => {
+                let informative = !matches!(
+                    p,
+                    CopyProblem::BadMagic { .. } | CopyProblem::Truncated { .. }
+                );
+                if informative && first_problem.is_none() {
+                    first_problem = Some(p);
+                }
+            }
+        }
+    }
+    Ok(CopyState::Failed(
+        first_problem.unwrap_or(CopyProblem::NotFound),
+    ))
+}
+
+/// Parses the JSON area of a checksummed copy.
+fn validate_copy(raw: RawCopy, offset: u64) -> CopyState {
+    match Metadata::parse_area(&raw.area) {
+        Ok((metadata, json_len)) => {
+            let text = raw.area.get(..json_len).unwrap_or_default();
+            CopyState::Ok(Box::new(GoodCopy {
+                bin: raw.bin,
+                metadata,
+                json_text: String::from_utf8_lossy(text).into_owned(),
+                offset,
+            }))
+        }
+        Err(error) => CopyState::BadMetadata(
+            CopyProblem::Metadata {
+                offset,
+                error: Box::new(error),
+            },
+            raw.bin.hdr_size,
+        ),
+    }
+}
+
+/// cryptsetup's `hdr_read_disk`: binary header sanity checks, then the JSON area and the
+/// checksum. The inner `Err` says why this copy is unusable.
+fn read_copy<R: Read + Seek>(
+    dev: &mut Dev<'_, R>,
+    offset: u64,
+    secondary: bool,
+) -> Result<Result<RawCopy, CopyProblem>, Error> {
+    let what = if secondary {
+        "secondary LUKS2 header"
+    } else {
+        "primary LUKS2 header"
+    };
+    let mut block = [0u8; 4096];
+    if !dev.read_at(offset, &mut block, what)? {
+        return Ok(Err(CopyProblem::Truncated { offset }));
+    }
+    let magic = if secondary {
+        MAGIC_SECONDARY
+    } else {
+        MAGIC_PRIMARY
+    };
+    if !block.starts_with(&magic) {
+        return Ok(Err(CopyProblem::BadMagic { offset }));
+    }
+    let bin = parse_binary(&block);
+    if bin.version != 2 {
+        return Ok(Err(CopyProblem::UnsupportedVersion {
+            offset,
+            version: bin.version,
+        }));
+    }
+    if bin.hdr_offset != offset {
+        return Ok(Err(CopyProblem::WrongOffset {
+            offset,
+            stored: bin.hdr_offset,
+        }));
+    }
+    let hdr_size = bin.hdr_size;
+    if !(METADATA_SIZES[0]..=METADATA_SIZES[8]).contains(&hdr_size) {
+        return Ok(Err(CopyProblem::BadSize { offset, hdr_size }));
+    }
+    if secondary && offset != hdr_size {
+        return Ok(Err(CopyProblem::SizeMismatch { offset, hdr_size }));
+    }
+    // hdr_size <= 4 MiB, so this allocation is bounded; read_at refuses areas past the end.
+    let area_len = usize::try_from(hdr_size - BINARY_HEADER_SIZE).unwrap_or(0);
+    let mut area = vec![0u8; area_len];
+    if !dev.read_at(offset + BINARY_HEADER_SIZE, &mut area, what)? {
+        return Ok(Err(CopyProblem::Truncated { offset }));
+    }
+    let Some(alg) = ChecksumAlg::from_field(&block[72..104]) else {
+        return Ok(Err(CopyProblem::UnknownChecksumAlg {
+            offset,
+            name: bin.checksum_alg.clone(),
+        }));
+    };
+    let mut zeroed = block;
+    zeroed[448..512].fill(0);
+    let mut sum = [0u8; 64];
+    let n = alg.digest(&[&zeroed, &area], &mut sum);
+    if sum.get(..n) != block.get(448..448 + n) {
+        return Ok(Err(CopyProblem::ChecksumMismatch {
+            offset,
+            alg: bin.checksum_alg.clone(),
+        }));
+    }
+    Ok(Ok(RawCopy { bin, area }))
+}
+
+/// A panic-free big-endian cursor over a byte slice.
+struct Cursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        match self.rest.split_first_chunk::<N>() {
+            Some((head, tail)) => {
+                self.rest = tail;
+                *head
+            }
+            None => {
+                self.rest = &[];
+                [0; N]
+            }
+        }
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take())
+    }
+}
+
+/// A fixed-size text field as C reads it after forcing its last byte to NUL.
+pub(crate) fn c_field(field: &[u8]) -> String {
+    let limited = field
+        .get(..field.len().saturating_sub(1))
+        .unwrap_or_default();
+    let end = limited
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(limited.len());
+    String::from_utf8_lossy(limited.get(..end).unwrap_or_default()).into_owned()
+}
+
+/// Decodes the fields of a 4096-byte LUKS2 binary header (no checks).
+fn parse_binary(block: &[u8; 4096]) -> BinaryHeader {
+    let mut c = Cursor { rest: block };
+    let _magic: [u8; 6] = c.take();
+    let version = c.u16();
+    let hdr_size = c.u64();
+    let seqid = c.u64();
+    let label: [u8; 48] = c.take();
+    let checksum_alg: [u8; 32] = c.take();
+    let salt: [u8; 64] = c.take();
+    let uuid: [u8; 40] = c.take();
+    let subsystem: [u8; 48] = c.take();
+    let hdr_offset = c.u64();
+    let _padding: [u8; 184] = c.take();
+    let csum: [u8; 64] = c.take();
+    BinaryHeader {
+        version,
+        hdr_size,
+        seqid,
+        label: c_field(&label),
+        checksum_alg: c_field(&checksum_alg),
+        salt,
+        uuid: c_field(&uuid),
+        subsystem: c_field(&subsystem),
+        hdr_offset,
+        csum,
+    }
+}
+
+/// Hashes a header checksum may use (names as OpenSSL, which cryptsetup uses, knows them; any
+/// letter case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChecksumAlg {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+    Sha512_224,
+    Sha512_256,
+    Sha3_224,
+    Sha3_256,
+    Sha3_384,
+    Sha3_512,
+    Ripemd160,
+    Whirlpool,
+}
+
+impl ChecksumAlg {
+    /// From the 32-byte `checksum_alg` field: the name up to its NUL (a name without NUL in
+    /// the field is refused).
+    fn from_field(field: &[u8]) -> Option<ChecksumAlg> {
+        let end = field.iter().position(|&b| b == 0)?;
+        let name = std::str::from_utf8(field.get(..end)?).ok()?;
+        Self::from_name(name)
+    }
+
+    fn from_name(name: &str) -> Option<ChecksumAlg> {
+        use ChecksumAlg as A;
+        let table = [
+            ("sha1", A::Sha1),
+            ("sha224", A::Sha224),
+            ("sha256", A::Sha256),
+            ("sha384", A::Sha384),
+            ("sha512", A::Sha512),
+            ("sha512-224", A::Sha512_224),
+            ("sha512-256", A::Sha512_256),
+            ("sha3-224", A::Sha3_224),
+            ("sha3-256", A::Sha3_256),
+            ("sha3-384", A::Sha3_384),
+            ("sha3-512", A::Sha3_512),
+            ("ripemd160", A::Ripemd160),
+            ("whirlpool", A::Whirlpool),
+        ];
+        table
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, a)| a)
+    }
+
+    /// Hashes the concatenation of `parts` into `out`, returning the output length.
+    fn digest(self, parts: &[&[u8]], out: &mut [u8; 64]) -> usize {
+        fn run<D: digest::Digest>(parts: &[&[u8]], out: &mut [u8; 64]) -> usize {
+            let mut h = D::new();
+            for p in parts {
+                h.update(p);
+            }
+            let r = h.finalize();
+            let n = r.len().min(64);
+            if let (Some(dst), Some(src)) = (out.get_mut(..n), r.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            n
+        }
+        use ChecksumAlg as A;
+        match self {
+            A::Sha1 => run::<sha1::Sha1>(parts, out),
+            A::Sha224 => run::<sha2::Sha224>(parts, out),
+            A::Sha256 => run::<sha2::Sha256>(parts, out),
+            A::Sha384 => run::<sha2::Sha384>(parts, out),
+            A::Sha512 => run::<sha2::Sha512>(parts, out),
+            A::Sha512_224 => run::<sha2::Sha512_224>(parts, out),
+            A::Sha512_256 => run::<sha2::Sha512_256>(parts, out),
+            A::Sha3_224 => run::<sha3::Sha3_224>(parts, out),
+            A::Sha3_256 => run::<sha3::Sha3_256>(parts, out),
+            A::Sha3_384 => run::<sha3::Sha3_384>(parts, out),
+            A::Sha3_512 => run::<sha3::Sha3_512>(parts, out),
+            A::Ripemd160 => run::<ripemd::Ripemd160>(parts, out),
+            A::Whirlpool => run::<whirlpool::Whirlpool>(parts, out),
+        }
+    }
+}
+
+/// Output size of a hash OpenSSL knows by `name` (any letter case), for LUKS1's
+/// `crypt_hmac_size` check. Includes hashes this library cannot compute.
+pub(crate) fn openssl_hash_size(name: &str) -> Option<usize> {
+    let table: [(&str, usize); 19] = [
+        ("sha1", 20),
+        ("sha224", 28),
+        ("sha256", 32),
+        ("sha384", 48),
+        ("sha512", 64),
+        ("sha512-224", 28),
+        ("sha512-256", 32),
+        ("sha3-224", 28),
+        ("sha3-256", 32),
+        ("sha3-384", 48),
+        ("sha3-512", 64),
+        ("ripemd160", 20),
+        ("whirlpool", 64),
+        ("blake2b-512", 64),
+        ("blake2s-256", 32),
+        ("sm3", 32),
+        ("md5", 16),
+        ("md4", 16),
+        ("mdc2", 16),
+    ];
+    table
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, s)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_names() {
+        assert_eq!(ChecksumAlg::from_name("SHA256"), Some(ChecksumAlg::Sha256));
+        assert_eq!(
+            ChecksumAlg::from_name("sha3-512"),
+            Some(ChecksumAlg::Sha3_512)
+        );
+        assert_eq!(ChecksumAlg::from_name("crc32"), None);
+        let mut field = [0u8; 32];
+        field[..6].copy_from_slice(b"sha256");
+        assert_eq!(ChecksumAlg::from_field(&field), Some(ChecksumAlg::Sha256));
+        assert_eq!(ChecksumAlg::from_field(&[b'a'; 32]), None);
+    }
+
+    #[test]
+    fn checksum_lengths() {
+        let mut out = [0u8; 64];
+        assert_eq!(ChecksumAlg::Sha1.digest(&[b"abc"], &mut out), 20);
+        assert_eq!(ChecksumAlg::Whirlpool.digest(&[b"abc"], &mut out), 64);
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(ChecksumAlg::Sha256.digest(&[b"a", b"bc"], &mut out), 32);
+        assert_eq!(
+            out[..4],
+            [0xba, 0x78, 0x16, 0xbf],
+            "sha256(abc) starts ba7816bf"
+        );
+    }
+
+    #[test]
+    fn c_fields_stop_at_nul_and_last_byte() {
+        assert_eq!(c_field(b"ab\0cd"), "ab");
+        assert_eq!(c_field(b"abcd"), "abc");
+    }
 }

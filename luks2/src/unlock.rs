@@ -185,15 +185,15 @@ fn unlock_luks2<R: Read + Seek>(
             vec![id]
         }
         None => {
-            let mut ids: Vec<(Priority, u32)> = md
-                .keyslots
-                .iter()
-                .filter(|(id, k)| k.priority != Priority::Ignore && bound(**id).is_some())
-                .map(|(id, k)| (k.priority, *id))
-                .collect();
-            // High before normal; by id within a priority.
-            ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            ids.into_iter().map(|(_, id)| id).collect()
+            // High before normal; within a priority in the JSON order, as cryptsetup's
+            // LUKS2_keyslot_open_priority walks the keyslots object.
+            let mut ids: Vec<u32> = Vec::new();
+            for prio in [Priority::High, Priority::Normal] {
+                ids.extend(md.keyslot_order.iter().copied().filter(|id| {
+                    md.keyslots.get(id).is_some_and(|k| k.priority == prio) && bound(*id).is_some()
+                }));
+            }
+            ids
         }
     };
     let mut tally = Tally::default();
@@ -258,6 +258,9 @@ fn try_luks2_keyslot<R: Read + Seek>(
     passphrase: &[u8],
     limits: &KdfLimits,
 ) -> Result<Attempt, Error> {
+    if let Some(defect) = ks.defect.as_ref().or(digest.defect.as_ref()) {
+        return Ok(Attempt::Unusable(defect.clone()));
+    }
     if ks.type_name != "luks2" {
         return Ok(Attempt::Unusable(format!(
             "keyslot type '{}' cannot be opened",

@@ -38,6 +38,8 @@ pub enum VolumeError {
         /// Sector size.
         sector_size: u32,
     },
+    /// The sector size is not a power of two from 512 to 4096.
+    SectorSize(u32),
     /// Writing the plaintext failed.
     Write(String),
 }
@@ -65,6 +67,10 @@ impl fmt::Display for VolumeError {
             VolumeError::Misaligned { length, sector_size } => write!(
                 f,
                 "the data length ({length} bytes) is not a multiple of the {sector_size}-byte sector size"
+            ),
+            VolumeError::SectorSize(n) => write!(
+                f,
+                "the data segment's sector size {n} is not a power of two from 512 to 4096"
             ),
             VolumeError::Write(e) => write!(f, "cannot write the plaintext: {e}"),
         }
@@ -151,6 +157,9 @@ impl DataSegment {
                     .next()
                     .ok_or(Error::Volume(VolumeError::NoDataSegment))?;
                 let key_size = usize::try_from(key_size).unwrap_or(usize::MAX);
+                if !(seg.sector_size.is_power_of_two() && (512..=4096).contains(&seg.sector_size)) {
+                    return Err(Error::Volume(VolumeError::SectorSize(seg.sector_size)));
+                }
                 CipherSpec::parse(&seg.encryption, key_size)?;
                 Ok(DataSegment {
                     offset: seg.offset,
