@@ -97,11 +97,27 @@ fn luks2_human(h: &Luks2Header) -> String {
     }
 
     o.push_str("Keyslots:\n");
+    // The raw JSON, for keyslot fields the typed metadata does not keep (reencrypt keyslots).
+    let raw: Option<serde_json::Value> = serde_json::from_str(&h.json_text).ok();
+    // cryptsetup's LUKS2_digest_by_segment: the first digest (JSON order) naming the segment.
+    let digest_of_segment = |seg: u32| {
+        md.digest_order
+            .iter()
+            .find(|d| md.digests.get(d).is_some_and(|x| x.segments.contains(&seg)))
+    };
     for (id, k) in &md.keyslots {
-        let bound = md
-            .digests
-            .values()
-            .any(|d| d.keyslots.contains(id) && !d.segments.is_empty());
+        // Bound (as cryptsetup's LUKS2_keyslot_for_segment with CRYPT_ONE_SEGMENT): the
+        // keyslot's digest is the digest of a regular (non-backup) segment.
+        let ks_digest = md
+            .digest_order
+            .iter()
+            .find(|d| md.digests.get(d).is_some_and(|x| x.keyslots.contains(id)));
+        let bound = ks_digest.is_some_and(|kd| {
+            md.segments
+                .iter()
+                .filter(|(_, s)| !s.is_backup())
+                .any(|(sid, _)| digest_of_segment(*sid) == Some(kd))
+        });
         let _ = writeln!(
             o,
             "  {id}: {}{}",
@@ -156,6 +172,56 @@ fn luks2_human(h: &Luks2Header) -> String {
             if let Some(af) = &k.af {
                 let _ = writeln!(o, "\tAF stripes: {}", af.stripes);
                 let _ = writeln!(o, "\tAF hash:    {}", af.hash);
+            }
+            if let Some(a) = &k.area {
+                let _ = writeln!(o, "\tArea offset:{} [bytes]", a.offset);
+                let _ = writeln!(o, "\tArea length:{} [bytes]", a.size);
+            }
+        } else if k.type_name == "reencrypt" {
+            let js = raw
+                .as_ref()
+                .and_then(|r| r.get("keyslots"))
+                .and_then(|ks| ks.get(id.to_string()));
+            let field = |v: Option<&serde_json::Value>| match v {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            let area = js.and_then(|j| j.get("area"));
+            let resilience = field(area.and_then(|a| a.get("type")));
+            let _ = writeln!(
+                o,
+                "\t{:<12}{}",
+                "Mode:",
+                field(js.and_then(|j| j.get("mode")))
+            );
+            let _ = writeln!(
+                o,
+                "\t{:<12}{}",
+                "Direction:",
+                field(js.and_then(|j| j.get("direction")))
+            );
+            let _ = writeln!(o, "\t{:<12}{}", "Resilience:", resilience);
+            if resilience == "checksum" {
+                let _ = writeln!(
+                    o,
+                    "\t{:<12}{}",
+                    "Hash:",
+                    field(area.and_then(|a| a.get("hash")))
+                );
+                let _ = writeln!(
+                    o,
+                    "\t{:<12}{} [bytes]",
+                    "Hash data:",
+                    field(area.and_then(|a| a.get("sector_size")))
+                );
+            } else if resilience == "datashift" {
+                let _ = writeln!(
+                    o,
+                    "\t{:<12}{}[bytes]",
+                    "Shift size:",
+                    field(area.and_then(|a| a.get("shift_size")))
+                );
             }
             if let Some(a) = &k.area {
                 let _ = writeln!(o, "\tArea offset:{} [bytes]", a.offset);

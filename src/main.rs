@@ -76,6 +76,9 @@ struct DumpArgs {
     /// Do not ask for confirmation
     #[arg(short = 'q', long = "batch-mode")]
     batch_mode: bool,
+    /// With --dump-volume-key: try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    key_slot: Option<u32>,
     #[command(flatten)]
     key: KeyArgs,
     /// The LUKS device or image file
@@ -243,7 +246,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
             confirm_volume_key_dump()?;
         }
         let opts = UnlockOptions {
-            keyslot: None,
+            keyslot: a.key_slot,
             limits: kdf_limits(&a.header),
         };
         let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
@@ -282,14 +285,9 @@ fn print_out(s: &str) -> Result<(), CliError> {
 }
 
 fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
-    if !a.test_passphrase {
-        return Err(CliError::new(
-            code::INVALID,
-            "mapping a volume needs device-mapper support, which this build does not have yet",
-        )
-        .hint(
-            "use --test-passphrase to check a passphrase, or `tazpod decrypt` to read the data",
-        ));
+    if !a.test_passphrase && a.name.is_none() {
+        return Err(CliError::new(code::INVALID, "open needs a mapping NAME")
+            .hint("tazpod open DEVICE NAME, or --test-passphrase to only check a passphrase"));
     }
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();

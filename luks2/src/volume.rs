@@ -90,7 +90,8 @@ pub struct DataSegment {
     pub key_size: usize,
     /// Encryption sector size in bytes.
     pub sector_size: u32,
-    /// IV offset in 512-byte units.
+    /// IV offset in 512-byte units used for mapping and decryption: 0 for LUKS1 and for a
+    /// LUKS2 data segment (as cryptsetup maps it; the stored `iv_tweak` is not used).
     pub iv_tweak: u64,
 }
 
@@ -170,7 +171,11 @@ impl DataSegment {
                     encryption: seg.encryption.clone(),
                     key_size,
                     sector_size: seg.sector_size,
-                    iv_tweak: seg.iv_tweak,
+                    // cryptsetup activates a LUKS2 data segment with IV offset 0 whatever its
+                    // `iv_tweak` says (`crypt_get_iv_offset()` is 0 for LUKS2; only the
+                    // multi-segment tables of a reencryption use `iv_tweak`). We map and
+                    // decrypt the same plaintext as cryptsetup on the same volume.
+                    iv_tweak: 0,
                 })
             }
         }

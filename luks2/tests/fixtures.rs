@@ -55,6 +55,13 @@ fn check(c: &Value) -> Result<(), String> {
         keyslot: c["key_slot"].as_u64().map(|s| s as u32),
         limits: KdfLimits::default(),
     };
+    if expect == "unsupported_cipher" {
+        // The keyslot opens (its area cipher is AES) but the data segment cannot be used.
+        return match DataSegment::of(&header) {
+            Err(Error::Cipher(_)) => Ok(()),
+            other => Err(format!("{name}: expected a cipher error, got {other:?}")),
+        };
+    }
     let result = unlock(&header, &mut hf, &passphrase(c), &opts);
     match (expect, result) {
         ("ok", Ok(u)) => {
@@ -83,8 +90,7 @@ fn check(c: &Value) -> Result<(), String> {
             }
         }
         ("wrong_passphrase", Err(Error::Unlock(UnlockError::WrongPassphrase))) => {}
-        ("wrong_passphrase", Err(Error::Unlock(UnlockError::KeyslotNotFound(_))))
-            if c["cryptsetup_exit"] == 1 => {}
+        ("keyslot_inactive", Err(Error::Unlock(UnlockError::KeyslotNotFound(_)))) => {}
         ("requirement", Err(Error::Unlock(UnlockError::RequirementRefused(_)))) => {}
         ("unsupported_cipher", Err(Error::Unlock(UnlockError::NoUsableKeyslot(_)))) => {}
         (e, r) => {
