@@ -22,6 +22,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Large (KDF) allocations get transparent huge pages: see `kernel::hugepages`.
+#[global_allocator]
+static ALLOC: kernel::hugepages::HugePageAlloc = kernel::hugepages::HugePageAlloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tazpod",
