@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the bundled demo vault (passphrase "tazpod-demo"), from a fresh clone:
-# test the passphrase, show the header, decrypt the data area and check it.
+# read a secret rootless, test the passphrase, show the header, decrypt the data area and check it.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build -q --release
 tz=./target/release/tazpod
 vault=fixtures/demo/vault.img
+echo "== tazpod cat (rootless: no device-mapper, no mount)"
+printf '%s' tazpod-demo | "$tz" cat --vault "$vault" --key-file - aws/access_key_id
 echo "== tazpod open --test-passphrase"
 printf '%s' tazpod-demo | "$tz" open --test-passphrase --key-file - -v "$vault"
 echo "== tazpod dump"

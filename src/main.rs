@@ -9,7 +9,11 @@ mod dump;
 mod error;
 mod kernel;
 mod mapping;
+// Ghost mode (issue 4).
+mod config;
+mod ghost;
 mod passphrase;
+mod rootless;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +56,22 @@ enum Command {
     Status(StatusArgs),
     /// Decrypt the data area in userspace to OUTPUT (- for standard output)
     Decrypt(DecryptArgs),
+    // --- ghost mode (src/ghost) ---
+    /// Open the vault in a ghost session: a shell that alone sees it, locked when it exits
+    Unlock(ghost::cli::UnlockArgs),
+    /// Inside a ghost session: end it
+    Lock,
+    /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
+    Env,
+    /// Print the shell functions for ~/.bashrc or ~/.zshrc
+    ShellInit(ghost::cli::ShellInitArgs),
+    // --- rootless access (src/rootless) ---
+    /// List a directory of the vault (rootless: decrypts and reads it in memory)
+    Ls(rootless::LsArgs),
+    /// Write files of the vault to standard output (rootless)
+    Cat(rootless::CatArgs),
+    /// Run COMMAND with secrets of the vault in its environment (rootless)
+    Run(rootless::RunArgs),
     /// Measure KDF and cipher speeds on this machine (like cryptsetup benchmark)
     Benchmark(benchmark::BenchmarkArgs),
 }
@@ -177,7 +197,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::from(code::OK),
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(e.code)
@@ -185,15 +205,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<u8, CliError> {
     let verbose = cli.verbose;
     match cli.command {
-        Command::Dump(a) => cmd_dump(a, verbose),
-        Command::Open(a) => cmd_open(a, verbose),
-        Command::Close(a) => mapping::close(&a.name, a.deferred),
-        Command::Status(a) => print_out(&mapping::status(&a.name)?),
-        Command::Decrypt(a) => cmd_decrypt(a, verbose),
-        Command::Benchmark(a) => print_out(&benchmark::run(&a)?),
+        Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
+        Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),
+        Command::Close(a) => mapping::close(&a.name, a.deferred).map(|()| code::OK),
+        Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
+        Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
+        // Ghost mode (src/ghost): these return the session's exit status.
+        Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
+        Command::Lock => ghost::cli::cmd_lock(),
+        Command::Env => ghost::cli::cmd_env(),
+        Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
+        // Rootless access (src/rootless).
+        Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
+        Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
+        Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
+        Command::Benchmark(a) => print_out(&benchmark::run(&a)?).map(|()| code::OK),
     }
 }
 

@@ -34,4 +34,6 @@ if [ "${TAZPOD_SKIP_GUEST:-0}" = 1 ]; then
 else
   step "real-kernel tests in a QEMU guest: open / close / status on every fixture"
   tests/guest/dm-tests.sh --log-dir "${TMPDIR:-/tmp}/tazpod-guest-dm"
+  step "real-kernel tests in a QEMU guest: ghost mode"
+  tests/guest/ghost-tests.sh --log-dir "${TMPDIR:-/tmp}/tazpod-guest-ghost"
 fi

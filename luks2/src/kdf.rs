@@ -448,7 +448,21 @@ fn derive_argon2(
         })?;
     blocks.0.resize(block_count, argon2::Block::new());
 
-    let r = ctx.hash_password_into_with_memory(password, salt, out, blocks.0.as_mut_slice());
+    // The lanes run on a thread pool of our own, dropped right after: no worker threads
+    // outlive the derivation (the global rayon pool's would, and a process that later forks,
+    // as ghost mode does, must be single-threaded again). If no pool can be made, the crate
+    // falls back to rayon's global pool.
+    let lanes = usize::try_from(cpus).unwrap_or(1).clamp(1, 64);
+    let mut run =
+        || ctx.hash_password_into_with_memory(password, salt, out, blocks.0.as_mut_slice());
+    let r = match rayon::ThreadPoolBuilder::new()
+        .num_threads(lanes)
+        .thread_name(|i| format!("argon2-lane-{i}"))
+        .build()
+    {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    };
     drop(blocks);
     r.map_err(|e| map_argon2_error(e, memory_kib, salt.len(), out.len()))
 }

@@ -1,6 +1,6 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
-//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`) and the
-//! terminal (`tty`).
+//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), in-memory
+//! files for `tazpod run` (`memfd`) and the terminal (`tty`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -13,6 +13,9 @@ pub mod dm;
 pub mod hugepages;
 pub mod keyring;
 pub mod loopdev;
+pub mod memfd;
+pub mod mount;
+pub mod privs;
 pub mod tty;
 
 use std::ffi::CString;

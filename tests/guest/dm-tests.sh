@@ -28,5 +28,10 @@ with open(os.path.join(out, "cases.tsv"), "w") as f:
                "1" if c.get("data_verified") else "0"]
         f.write("\t".join(row) + "\n")
 PY
-exec tests/guest/run.sh --bin target/release/tazpod --file fixtures:/fixtures --file "$cases:/cases" \
+# cryptsetup's OpenSSL backend loads the legacy provider for whirlpool and ripemd160.
+ossl=$(dirname "$(find /usr/lib -name legacy.so -path '*ossl-modules*' 2>/dev/null | head -1)")
+extra=()
+[ -n "$ossl" ] && [ "$ossl" != . ] && extra+=(--file "$ossl:$ossl")
+tests/guest/run.sh --bin target/release/tazpod --file fixtures:/fixtures --file "$cases:/cases" \
+    "${extra[@]}" \
     "$@" tests/guest/dm.sh

@@ -116,7 +116,11 @@ t_check hex/status sh -c 'tazpod status hex | grep -q "key location: dm-crypt"'
 t_check hex/close tazpod close hex
 
 # --- deferred close of a mounted mapping -----------------------------------------------------
-t_check def/open tazpod open --key-file /tmp/rw.key /tmp/rw.img def
+# ext4 needs more room than a fixture's 64 KiB data area: a fresh 32 MiB volume.
+truncate -s 32M /tmp/def.img
+t_check def/format cs luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --key-file /tmp/rw.key /tmp/def.img
+t_check def/open tazpod open --key-file /tmp/rw.key /tmp/def.img def
 t_check def/mkfs mkfs.ext4 -q -F -b 4096 /dev/mapper/def
 mkdir -p /mnt/def
 t_check def/mount mount -t ext4 /dev/mapper/def /mnt/def

@@ -1,0 +1,1056 @@
+//! The ghost-mode verbs: `unlock` (outer: re-exec through sudo; root: verify the passphrase,
+//! then hold or join the session), `lock`, `env`, `shell-init`.
+
+use super::host::{ExecSpec, Identity, SecretVar, VolumeInfo};
+use super::lock::{self, Acquired, RUNTIME_DIR};
+use super::real::RealHost;
+use super::session::{
+    run_holder, run_joiner, trim_newlines, Bind, JoinTarget, Report, SessionEnd, SessionPlan,
+    ShellPlan, VaultKey, DEFAULT_PATH,
+};
+use super::shell::{export_line, shell_init, valid_guard_name, ShellKind};
+use crate::config::{
+    expand_home, ConfigFile, Flags, SecretEntry, SecretKind, Settings, UserSpec, DEFAULT_UID,
+    DEFAULT_USER, SYSTEM_CONFIG, USER_CONFIG,
+};
+use crate::device;
+use crate::error::{code, CliError};
+use crate::kernel::privs::{self, FsIdentity, Passwd};
+use crate::passphrase::{with_passphrase, KeyArgs};
+use luks2::kdf::KdfLimits;
+use luks2::unlock::{unlock, UnlockOptions};
+use luks2::volume::DataSegment;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroize;
+
+/// Set to `true` in every ghost session's environment.
+pub const GHOST_MODE_VAR: &str = "TAZPOD_GHOST_MODE";
+
+/// Options of `tazpod unlock`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UnlockArgs {
+    /// The vault image [default: the config's, else /workspace/.tazpod-vault/vault.img]
+    #[arg(long, value_name = "FILE")]
+    pub vault: Option<PathBuf>,
+    /// Where the vault appears inside the session [default: the config's, else ~/secrets]
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Run the session as USER [default: the config's, else the caller, else tazpod]
+    #[arg(long, value_name = "USER|UID")]
+    pub user: Option<String>,
+    /// Shell to run [default: the config's, else the user's login shell]
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<PathBuf>,
+    /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Map and mount the vault read-only
+    #[arg(long)]
+    pub readonly: bool,
+    /// Set no_new_privs in the session (set-uid programs such as sudo stop working there)
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// How to become root when not root
+    #[arg(long = "sudo-command", value_name = "CMD", default_value = "sudo")]
+    pub sudo_command: OsString,
+    /// Refuse KDFs that need more than N KiB of memory
+    #[arg(long = "max-kdf-memory", value_name = "KiB")]
+    pub max_kdf_memory: Option<u64>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// uid of the user who ran `tazpod unlock` (set by tazpod when it re-executes itself)
+    #[arg(long, hide = true, value_name = "UID")]
+    pub invoker: Option<u32>,
+    /// Run COMMAND in the session instead of a shell
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Options of `tazpod shell-init`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShellInitArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: ShellKind,
+    /// Add a wrapper that runs NAME only inside a ghost session (repeatable)
+    #[arg(long = "guard", value_name = "NAME")]
+    pub guard: Vec<String>,
+}
+
+fn in_ghost_session() -> bool {
+    std::env::var_os(GHOST_MODE_VAR).is_some_and(|v| v == "true")
+}
+
+// ---------------------------------------------------------------------------------------------
+// unlock
+
+/// `tazpod unlock`. Returns the session's exit status.
+pub fn cmd_unlock(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
+    if in_ghost_session() {
+        let at = std::env::var_os("TAZPOD_VAULT_MOUNT")
+            .map(|m| format!(" (the vault is at {})", Path::new(&m).display()))
+            .unwrap_or_default();
+        eprintln!("tazpod: already inside a ghost session{at}; exit this shell to lock the vault");
+        return Ok(code::OK);
+    }
+    if privs::geteuid() != 0 {
+        return Err(reexec_as_root(&args, verbose));
+    }
+    unlock_as_root(args, verbose)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.starts_with("~") || p == Path::new("-") {
+        return p.to_path_buf();
+    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock
+/// --invoker UID [options]`. Only the caller's identity and the options go on it (paths made
+/// absolute), never a secret.
+pub fn root_argv(args: &UnlockArgs, exe: &Path, invoker: u32, verbose: bool) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec!["--".into(), exe.into()];
+    if verbose {
+        v.push("-v".into());
+    }
+    v.push("unlock".into());
+    v.push("--invoker".into());
+    v.push(invoker.to_string().into());
+    let mut path = |flag: &str, p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            v.push(flag.into());
+            v.push(absolute(p).into());
+        }
+    };
+    path("--vault", &args.vault);
+    path("--mount", &args.mount);
+    path("--shell", &args.shell);
+    path("--config", &args.config);
+    path("--key-file", &args.key.key_file);
+    if let Some(u) = &args.user {
+        v.push("--user".into());
+        v.push(u.into());
+    }
+    if args.readonly {
+        v.push("--readonly".into());
+    }
+    if args.no_new_privs {
+        v.push("--no-new-privs".into());
+    }
+    let mut num = |flag: &str, n: Option<u64>| {
+        if let Some(n) = n {
+            v.push(flag.into());
+            v.push(n.to_string().into());
+        }
+    };
+    num("--max-kdf-memory", args.max_kdf_memory);
+    num(
+        "--keyfile-offset",
+        Some(args.key.keyfile_offset).filter(|o| *o != 0),
+    );
+    num("--keyfile-size", args.key.keyfile_size);
+    num("--tries", Some(u64::from(args.key.tries)));
+    if !args.command.is_empty() {
+        v.push("--".into());
+        v.extend(args.command.iter().cloned());
+    }
+    v
+}
+
+/// Re-executes through `--sudo-command`; returns only on failure.
+fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            return CliError::new(
+                code::INVALID,
+                format!("cannot find the tazpod executable to run it as root: {e}"),
+            )
+        }
+    };
+    let argv = root_argv(args, &exe, privs::getuid(), verbose);
+    let tool = Path::new(&args.sudo_command).display().to_string();
+    let e = std::process::Command::new(&args.sudo_command)
+        .args(&argv)
+        .exec();
+    if e.kind() == io::ErrorKind::NotFound {
+        CliError::new(
+            code::PERMISSION,
+            format!("tazpod unlock needs root, and `{tool}` was not found"),
+        )
+        .hint("run it as root, install sudo, or name another tool with --sudo-command")
+    } else {
+        CliError::new(code::PERMISSION, format!("cannot run `{tool}`: {e}"))
+            .hint("run it as root, or name an installed tool on PATH with --sudo-command")
+    }
+}
+
+fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
+    let invoker = match args.invoker {
+        Some(uid) => privs::user_by_uid(uid).ok().flatten(),
+        None => None,
+    };
+    let files = load_config(args.config.as_deref(), invoker.as_ref())?;
+    let flags = Flags {
+        vault: args.vault.clone(),
+        mount: args.mount.clone(),
+        user: args.user.as_deref().map(UserSpec::parse),
+        shell: args.shell.clone(),
+        no_new_privs: args.no_new_privs,
+    };
+    let settings = Settings::resolve(files, &flags);
+    let (spec, defaulted) = match (&settings.user, args.invoker) {
+        (Some(u), _) => (u.clone(), false),
+        (None, Some(uid)) => (UserSpec::Uid(uid), false),
+        (None, None) => (UserSpec::Name(DEFAULT_USER.into()), true),
+    };
+    let user = resolve_identity(&spec, defaulted)?;
+    let vault = expand_home(&settings.vault, &user.home);
+    let mount = expand_home(&settings.mount, &user.home);
+    let binds: Vec<Bind> = settings
+        .binds
+        .iter()
+        .map(|b| Bind {
+            source: b.source.clone(),
+            target: expand_home(&b.target, &user.home),
+            readonly: b.readonly,
+        })
+        .collect();
+
+    // Before anything is created: the header, the passphrase, the volume key.
+    let mut f = device::ReadOnly::open(&vault)?;
+    let shown = f.name.clone();
+    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&shown, e))?;
+    let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    let mut limits = KdfLimits::for_available_memory(device::mem_available());
+    if let Some(kib) = args.max_kdf_memory {
+        limits.max_memory_kib = kib;
+    }
+    let opts = UnlockOptions {
+        keyslot: None,
+        limits,
+    };
+    let unlocked = with_passphrase(&args.key, &shown, |p| {
+        unlock(&header, &mut f, p.as_bytes(), &opts)
+    })?;
+    drop(f);
+    if verbose {
+        eprintln!("Key slot {} unlocked.", unlocked.keyslot);
+    }
+
+    let meta = std::fs::metadata(&vault)
+        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?;
+    let id = lock::vault_id(&meta);
+    let runtime = Path::new(RUNTIME_DIR);
+    let lock_err = |e: io::Error| {
+        CliError::new(
+            code::BUSY,
+            format!("cannot take the session lock in {RUNTIME_DIR}: {e}"),
+        )
+    };
+    lock::ensure_runtime_dir(runtime).map_err(lock_err)?;
+    let acquired = lock::acquire(runtime, &id, lock::find_ns_member).map_err(lock_err)?;
+    let config_var = args.config.as_deref().map(absolute);
+    let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let cwd = std::env::current_dir().ok();
+
+    match acquired {
+        Acquired::Holder(lock) => {
+            let exec = build_exec(&ExecInputs {
+                user: &user,
+                shell: settings.shell.as_deref(),
+                command: &args.command,
+                vault: &vault,
+                mount: &mount,
+                config: config_var.as_deref(),
+                secrets: &settings.secrets,
+                inherited: &inherited,
+                cwd: cwd.as_deref(),
+            });
+            let shell = ShellPlan {
+                user: user.clone(),
+                exec,
+                no_new_privs: settings.no_new_privs,
+                drop_bounding_set: true,
+            };
+            let plan = SessionPlan {
+                vault: vault.clone(),
+                name: lock::mapping_name(&id),
+                readonly: args.readonly,
+                mapper_dir: PathBuf::from("/dev/mapper"),
+                mount_point: mount.clone(),
+                binds,
+                user,
+            };
+            let mut host = RealHost::holder(lock, &vault, &mount);
+            let key = VaultKey {
+                volume: VolumeInfo::of(&header, segment, unlocked.digest),
+                key: unlocked.volume_key,
+            };
+            let report = run_holder(&mut host, &plan, &shell, key);
+            finish(report)
+        }
+        Acquired::Joiner { lock, record, pid } => {
+            drop(unlocked);
+            eprintln!(
+                "tazpod: this vault is already unlocked in a session; joining it (mounted at {})",
+                record.mount
+            );
+            let session_mount = PathBuf::from(&record.mount);
+            let exec = build_exec(&ExecInputs {
+                user: &user,
+                shell: settings.shell.as_deref(),
+                command: &args.command,
+                vault: &vault,
+                mount: &session_mount,
+                config: config_var.as_deref(),
+                secrets: &settings.secrets,
+                inherited: &inherited,
+                cwd: cwd.as_deref(),
+            });
+            let shell = ShellPlan {
+                user: user.clone(),
+                exec,
+                no_new_privs: settings.no_new_privs,
+                drop_bounding_set: true,
+            };
+            let mut host = RealHost::joiner(lock);
+            let target = JoinTarget {
+                pid,
+                ns_dev: record.ns.dev,
+                ns_ino: record.ns.ino,
+            };
+            let report = run_joiner(&mut host, target, &shell);
+            finish(report)
+        }
+    }
+}
+
+/// Turns a session report into messages and the exit status.
+fn finish(report: Report) -> Result<u8, CliError> {
+    for e in &report.cleanup_errors {
+        eprintln!("tazpod: warning: could not {e}");
+    }
+    let clean = report.cleanup_errors.is_empty();
+    let locked_msg = || {
+        if report.torn_down {
+            eprintln!("vault locked");
+        }
+    };
+    let undone_hint = if clean {
+        "nothing was left behind"
+    } else {
+        "some steps could not be undone (warnings above); the kernel removes the rest when \
+         the session's processes are gone"
+    };
+    let code_of = |e: &super::host::HostError| match e.source.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
+        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
+        _ => code::INVALID,
+    };
+    match report.end {
+        SessionEnd::Shell(st) => {
+            if report.torn_down {
+                locked_msg();
+            } else {
+                eprintln!(
+                    "tazpod: the vault stays unlocked for the other shells of this session; \
+                     it locks when the last one exits"
+                );
+            }
+            Ok(u8::try_from(st.code()).unwrap_or(255))
+        }
+        SessionEnd::SetupFailed(e) => Err(CliError::new(
+            code_of(&e),
+            format!("cannot set up the ghost session: {e}"),
+        )
+        .hint(undone_hint)),
+        SessionEnd::Interrupted(sig) => Err(CliError::new(
+            u8::try_from(128 + sig).unwrap_or(255),
+            format!("interrupted by signal {sig} during setup"),
+        )
+        .hint(undone_hint)),
+        SessionEnd::SpawnFailed(e) | SessionEnd::WaitFailed(e) => {
+            locked_msg();
+            Err(CliError::new(code::INVALID, format!("session shell: {e}")))
+        }
+        SessionEnd::ChildReturned => Ok(126),
+    }
+}
+
+/// Resolves the session user; refuses uid 0.
+pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, CliError> {
+    let lookup_err =
+        |e: io::Error| CliError::new(code::INVALID, format!("cannot look up user {spec}: {e}"));
+    let pw = match spec {
+        UserSpec::Name(n) => privs::user_by_name(n).map_err(lookup_err)?,
+        UserSpec::Uid(u) => privs::user_by_uid(*u).map_err(lookup_err)?,
+    };
+    let pw = match (pw, spec) {
+        (Some(pw), _) => pw,
+        (None, UserSpec::Uid(u)) => Passwd {
+            name: u.to_string(),
+            uid: *u,
+            gid: *u,
+            home: "/".into(),
+            shell: "/bin/sh".into(),
+        },
+        (None, UserSpec::Name(_)) if defaulted => privs::user_by_uid(DEFAULT_UID)
+            .map_err(lookup_err)?
+            .unwrap_or(Passwd {
+                name: DEFAULT_USER.into(),
+                uid: DEFAULT_UID,
+                gid: DEFAULT_UID,
+                home: format!("/home/{DEFAULT_USER}").into(),
+                shell: "/bin/sh".into(),
+            }),
+        (None, UserSpec::Name(n)) => {
+            return Err(
+                CliError::new(code::INVALID, format!("user '{n}' not found"))
+                    .hint("pass --user USER|UID, or set `user` in the config"),
+            )
+        }
+    };
+    if pw.uid == 0 {
+        return Err(CliError::new(
+            code::INVALID,
+            "the session shell runs as an unprivileged user; uid 0 is refused",
+        )
+        .hint("pass --user USER|UID, or set `user` in the config"));
+    }
+    let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
+    Ok(Identity {
+        name: pw.name,
+        uid: pw.uid,
+        gid: pw.gid,
+        groups,
+        home: pw.home,
+        shell: pw.shell,
+    })
+}
+
+/// Reads one config file, as `as_user` when given (so a root process never reads through a
+/// link the user planted). `Ok(None)` when it does not exist.
+fn read_config(path: &Path, as_user: Option<&Passwd>) -> Result<Option<ConfigFile>, CliError> {
+    let shown = path.display().to_string();
+    let text = {
+        let _guard = match as_user {
+            Some(pw) if privs::geteuid() == 0 => {
+                let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
+                Some(FsIdentity::switch(pw.uid, pw.gid, &groups).map_err(|e| {
+                    CliError::new(
+                        code::INVALID,
+                        format!("cannot read {shown} as {}: {e}", pw.name),
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(CliError::new(
+                    code::INVALID,
+                    format!("cannot read config {shown}: {e}"),
+                ))
+            }
+        }
+    };
+    ConfigFile::parse(&text, &shown)
+        .map(Some)
+        .map_err(|e| CliError::new(code::INVALID, e.to_string()).hint("fix or remove the file"))
+}
+
+/// `/etc/tazpod/config.toml`, then `explicit` (which must exist) or the user's
+/// `~/.config/tazpod/config.toml` (the invoker's home when known, else `$HOME`).
+pub fn load_config(
+    explicit: Option<&Path>,
+    invoker: Option<&Passwd>,
+) -> Result<ConfigFile, CliError> {
+    let mut merged = ConfigFile::default();
+    if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), None)? {
+        merged = merged.merge(sys);
+    }
+    let user_path = explicit.map(Path::to_path_buf).or_else(|| match invoker {
+        Some(pw) => Some(pw.home.join(USER_CONFIG)),
+        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(USER_CONFIG)),
+    });
+    if let Some(p) = user_path {
+        match read_config(&p, invoker)? {
+            Some(c) => merged = merged.merge(c),
+            None if explicit.is_some() => {
+                return Err(CliError::new(
+                    code::INVALID,
+                    format!("config file {} not found", p.display()),
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(merged)
+}
+
+/// What the inner shell's [`ExecSpec`] is built from.
+pub struct ExecInputs<'a> {
+    /// The session user.
+    pub user: &'a Identity,
+    /// `--shell` / config `shell`.
+    pub shell: Option<&'a Path>,
+    /// The COMMAND after `--` (empty: a login shell).
+    pub command: &'a [OsString],
+    /// The vault image.
+    pub vault: &'a Path,
+    /// The mount point.
+    pub mount: &'a Path,
+    /// The `--config` file, for `tazpod env` inside the session.
+    pub config: Option<&'a Path>,
+    /// The secrets map.
+    pub secrets: &'a [SecretEntry],
+    /// This process's environment (only terminal and locale variables are kept).
+    pub inherited: &'a [(OsString, OsString)],
+    /// Where the user was.
+    pub cwd: Option<&'a Path>,
+}
+
+/// Whether an inherited variable passes into the clean environment.
+fn kept(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    matches!(
+        n,
+        b"TERM" | b"COLORTERM" | b"LANG" | b"LANGUAGE" | b"TZ" | b"NO_COLOR"
+    ) || n.starts_with(b"LC_")
+}
+
+/// The inner shell's program, argv and clean environment.
+pub fn build_exec(i: &ExecInputs<'_>) -> ExecSpec {
+    let user = i.user;
+    let login_shell = i
+        .shell
+        .map(Path::to_path_buf)
+        .or_else(|| Some(user.shell.clone()).filter(|s| !s.as_os_str().is_empty()))
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    let (program, argv) = match i.command.first() {
+        Some(p) => (p.clone(), i.command.to_vec()),
+        None => {
+            let base = login_shell
+                .file_name()
+                .map_or_else(|| OsString::from("sh"), OsStr::to_os_string);
+            let mut argv0 = OsString::from("-");
+            argv0.push(base);
+            (login_shell.clone().into_os_string(), vec![argv0])
+        }
+    };
+    let mut env: Vec<(OsString, OsString)> = vec![
+        (GHOST_MODE_VAR.into(), "true".into()),
+        ("HOME".into(), user.home.clone().into_os_string()),
+        ("USER".into(), user.name.clone().into()),
+        ("LOGNAME".into(), user.name.clone().into()),
+        ("SHELL".into(), login_shell.into_os_string()),
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("TAZPOD_VAULT".into(), i.vault.into()),
+        ("TAZPOD_VAULT_MOUNT".into(), i.mount.into()),
+    ];
+    if let Some(c) = i.config {
+        env.push(("TAZPOD_CONFIG".into(), c.into()));
+    }
+    env.extend(i.inherited.iter().filter(|(k, _)| kept(k)).cloned());
+    let secrets = i
+        .secrets
+        .iter()
+        .map(|s| SecretVar {
+            env: s.env.clone(),
+            file: i.mount.join(&s.file),
+            as_value: s.kind == SecretKind::Value,
+        })
+        .collect();
+    let mut cwd: Vec<PathBuf> = i.cwd.map(Path::to_path_buf).into_iter().collect();
+    cwd.push(user.home.clone());
+    ExecSpec {
+        program,
+        argv,
+        env,
+        secrets,
+        cwd,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// lock
+
+/// The parent pid in a `/proc/<pid>/stat` line (the command name may hold spaces and
+/// parentheses, so fields are counted after the last `)`).
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `target` is `start` or one of its ancestors, walking `ppid_of`.
+pub fn is_ancestor(target: u32, start: u32, ppid_of: impl Fn(u32) -> Option<u32>) -> bool {
+    let mut p = start;
+    for _ in 0..256 {
+        if p == target {
+            return true;
+        }
+        match ppid_of(p) {
+            Some(q) if q > 0 && q != p => p = q,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn proc_ppid(pid: u32) -> Option<u32> {
+    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `tazpod lock`: inside a session, ends the session's shell (SIGHUP, which interactive
+/// shells obey); its session process then tears down and prints "vault locked".
+pub fn cmd_lock() -> Result<u8, CliError> {
+    let outside = || {
+        CliError::new(code::INVALID, "not inside a ghost session: nothing to lock")
+            .hint("`tazpod unlock` starts one")
+    };
+    if !in_ghost_session() {
+        return Err(outside());
+    }
+    let pid = std::env::var("TAZPOD_SHELL_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p > 1)
+        .ok_or_else(|| {
+            CliError::new(
+                code::INVALID,
+                "TAZPOD_SHELL_PID is not set: cannot tell which shell holds the session",
+            )
+            .hint("exit the session shell to lock the vault")
+        })?;
+    if !is_ancestor(pid, privs::getpid(), proc_ppid) {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("process {pid} (TAZPOD_SHELL_PID) is not a parent of this command"),
+        )
+        .hint("exit the session shell to lock the vault"));
+    }
+    privs::kill(pid, libc::SIGHUP).map_err(|e| {
+        CliError::new(
+            code::INVALID,
+            format!("cannot end the session shell {pid}: {e}"),
+        )
+    })?;
+    eprintln!(
+        "tazpod: ending the session shell; the vault locks when the session's last shell exits"
+    );
+    Ok(code::OK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// env
+
+/// The `export` lines for `secrets` with the vault at `mount`; `read` returns a file's bytes.
+/// Returns the output and the number of variables left out (each reported on stderr).
+pub fn env_lines(
+    secrets: &[SecretEntry],
+    mount: &Path,
+    mut read: impl FnMut(&Path) -> io::Result<Vec<u8>>,
+) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for s in secrets {
+        let path = mount.join(&s.file);
+        let mut value = match s.kind {
+            SecretKind::Path => path.as_os_str().as_bytes().to_vec(),
+            SecretKind::Value => match read(&path) {
+                Ok(mut v) => {
+                    trim_newlines(&mut v);
+                    v
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tazpod: {} not set: cannot read {}: {e}",
+                        s.env,
+                        path.display()
+                    );
+                    failed += 1;
+                    continue;
+                }
+            },
+        };
+        match export_line(&s.env, &value) {
+            Some(mut line) => {
+                out.extend_from_slice(&line);
+                line.zeroize();
+            }
+            None => {
+                eprintln!(
+                    "tazpod: {} not set: {} holds a NUL byte",
+                    s.env,
+                    path.display()
+                );
+                failed += 1;
+            }
+        }
+        value.zeroize();
+    }
+    (out, failed)
+}
+
+fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
+    let f = std::fs::File::open(path)?;
+    let mut v = Vec::new();
+    f.take(1 << 20).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// `tazpod env`: inside a session, `export NAME='value'` lines for the secrets map.
+pub fn cmd_env() -> Result<u8, CliError> {
+    if !in_ghost_session() {
+        return Err(CliError::new(
+            code::INVALID,
+            "not inside a ghost session: no secrets to export",
+        )
+        .hint("run `tazpod unlock` first"));
+    }
+    let mount = std::env::var_os("TAZPOD_VAULT_MOUNT")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CliError::new(
+                code::INVALID,
+                "TAZPOD_VAULT_MOUNT is not set in this session",
+            )
+        })?;
+    let config = std::env::var_os("TAZPOD_CONFIG").map(PathBuf::from);
+    let files = load_config(config.as_deref(), None)?;
+    let (mut out, failed) = env_lines(&files.secret, &mount, read_capped);
+    let written = {
+        let mut o = io::stdout().lock();
+        o.write_all(&out).and_then(|()| o.flush())
+    };
+    out.zeroize();
+    written.map_err(|e| {
+        CliError::new(
+            code::INVALID,
+            format!("cannot write to standard output: {e}"),
+        )
+    })?;
+    Ok(if failed == 0 { code::OK } else { code::INVALID })
+}
+
+// ---------------------------------------------------------------------------------------------
+// shell-init
+
+/// `tazpod shell-init bash|zsh [--guard NAME]...`.
+pub fn cmd_shell_init(args: ShellInitArgs) -> Result<u8, CliError> {
+    if let Some(bad) = args.guard.iter().find(|g| !valid_guard_name(g)) {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("--guard {bad:?} is not a command name tazpod can wrap"),
+        )
+        .hint("use letters, digits, _ and -, starting with a letter or _"));
+    }
+    let s = shell_init(args.shell, &args.guard);
+    let mut o = io::stdout().lock();
+    o.write_all(s.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(|e| {
+            CliError::new(
+                code::INVALID,
+                format!("cannot write to standard output: {e}"),
+            )
+        })?;
+    Ok(code::OK)
+}
+
+/// Lossless `OsString` from bytes (for tests).
+#[cfg(test)]
+fn os(b: &[u8]) -> OsString {
+    std::os::unix::ffi::OsStringExt::from_vec(b.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        u: UnlockArgs,
+    }
+
+    fn parse(args: &[&str]) -> UnlockArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v).unwrap().u
+    }
+
+    #[test]
+    fn root_argv_carries_options_and_identity_only() {
+        let a = parse(&[
+            "--vault",
+            "/v.img",
+            "--mount",
+            "rel/m",
+            "--user",
+            "bob",
+            "--key-file",
+            "/k",
+            "--readonly",
+            "--tries",
+            "5",
+            "--sudo-command",
+            "doas",
+            "--",
+            "sh",
+            "-c",
+            "id",
+        ]);
+        let v = root_argv(&a, Path::new("/usr/local/bin/tazpod"), 1000, true);
+        let s: Vec<String> = v.iter().map(|x| x.to_string_lossy().into()).collect();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            s,
+            vec![
+                "--".to_string(),
+                "/usr/local/bin/tazpod".into(),
+                "-v".into(),
+                "unlock".into(),
+                "--invoker".into(),
+                "1000".into(),
+                "--vault".into(),
+                "/v.img".into(),
+                "--mount".into(),
+                cwd.join("rel/m").display().to_string(),
+                "--key-file".into(),
+                "/k".into(),
+                "--user".into(),
+                "bob".into(),
+                "--readonly".into(),
+                "--tries".into(),
+                "5".into(),
+                "--".into(),
+                "sh".into(),
+                "-c".into(),
+                "id".into(),
+            ]
+        );
+        // the re-executed command line parses back to the same options
+        let mut back = vec!["t".to_string()];
+        back.extend(s[4..].iter().cloned());
+        let b = T::try_parse_from(back).unwrap().u;
+        assert_eq!(b.invoker, Some(1000));
+        assert_eq!(b.vault, a.vault);
+        assert_eq!(b.user, a.user);
+        assert!(b.readonly);
+        assert_eq!(b.key.tries, 5);
+        assert_eq!(b.command, a.command);
+        // no sudo option goes through
+        assert!(!s.iter().any(|x| x.contains("doas")));
+    }
+
+    #[test]
+    fn root_argv_keeps_stdin_key_and_tilde() {
+        let a = parse(&["--key-file", "-", "--mount", "~/m"]);
+        let v = root_argv(&a, Path::new("/t"), 5, false);
+        let s: Vec<String> = v.iter().map(|x| x.to_string_lossy().into()).collect();
+        assert!(s.windows(2).any(|w| w == ["--key-file", "-"]));
+        assert!(s.windows(2).any(|w| w == ["--mount", "~/m"]));
+        assert!(!s.contains(&"-v".to_string()));
+    }
+
+    fn user() -> Identity {
+        Identity {
+            name: "tazpod".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            home: "/home/tazpod".into(),
+            shell: "/bin/bash".into(),
+        }
+    }
+
+    #[test]
+    fn exec_is_a_login_shell_with_a_clean_environment() {
+        let u = user();
+        let secrets = vec![
+            SecretEntry {
+                env: "GH_TOKEN".into(),
+                file: "tokens/gh".into(),
+                kind: SecretKind::Value,
+            },
+            SecretEntry {
+                env: "KEYFILE".into(),
+                file: "k.json".into(),
+                kind: SecretKind::Path,
+            },
+        ];
+        let inherited = vec![
+            (os(b"TERM"), os(b"xterm")),
+            (os(b"LC_ALL"), os(b"C.UTF-8")),
+            (os(b"SUDO_USER"), os(b"tazpod")),
+            (os(b"LD_PRELOAD"), os(b"/evil.so")),
+            (os(b"PATH"), os(b"/root/bin")),
+        ];
+        let e = build_exec(&ExecInputs {
+            user: &u,
+            shell: None,
+            command: &[],
+            vault: Path::new("/w/vault.img"),
+            mount: Path::new("/home/tazpod/secrets"),
+            config: None,
+            secrets: &secrets,
+            inherited: &inherited,
+            cwd: Some(Path::new("/w")),
+        });
+        assert_eq!(e.program, "/bin/bash");
+        assert_eq!(e.argv, vec![OsString::from("-bash")]);
+        let names: Vec<String> = e
+            .env
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "TAZPOD_GHOST_MODE",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "SHELL",
+                "PATH",
+                "TAZPOD_VAULT",
+                "TAZPOD_VAULT_MOUNT",
+                "TERM",
+                "LC_ALL"
+            ]
+        );
+        assert_eq!(e.env[5].1, DEFAULT_PATH);
+        assert_eq!(
+            e.secrets[0].file,
+            PathBuf::from("/home/tazpod/secrets/tokens/gh")
+        );
+        assert!(e.secrets[0].as_value && !e.secrets[1].as_value);
+        assert_eq!(
+            e.cwd,
+            vec![PathBuf::from("/w"), PathBuf::from("/home/tazpod")]
+        );
+    }
+
+    #[test]
+    fn exec_runs_the_command_or_the_chosen_shell() {
+        let u = user();
+        let cmd = vec![OsString::from("cat"), OsString::from("/x")];
+        let base = ExecInputs {
+            user: &u,
+            shell: Some(Path::new("/bin/zsh")),
+            command: &cmd,
+            vault: Path::new("/v"),
+            mount: Path::new("/m"),
+            config: Some(Path::new("/c.toml")),
+            secrets: &[],
+            inherited: &[],
+            cwd: None,
+        };
+        let e = build_exec(&base);
+        assert_eq!(e.program, "cat");
+        assert_eq!(e.argv, cmd);
+        assert!(e
+            .env
+            .iter()
+            .any(|(k, v)| k == "TAZPOD_CONFIG" && v == "/c.toml"));
+        assert!(e.env.iter().any(|(k, v)| k == "SHELL" && v == "/bin/zsh"));
+        let e = build_exec(&ExecInputs {
+            command: &[],
+            ..base
+        });
+        assert_eq!(e.argv, vec![OsString::from("-zsh")]);
+    }
+
+    #[test]
+    fn ppid_parsing_and_ancestry() {
+        assert_eq!(parse_ppid("123 (bash) S 45 123 123 0"), Some(45));
+        assert_eq!(parse_ppid("123 (a) b (c) d) S 46 1"), Some(46));
+        assert_eq!(parse_ppid("garbage"), None);
+        let tree = |p: u32| match p {
+            10 => Some(9),
+            9 => Some(5),
+            5 => Some(1),
+            1 => Some(0),
+            _ => None,
+        };
+        assert!(is_ancestor(5, 10, tree));
+        assert!(is_ancestor(10, 10, tree));
+        assert!(!is_ancestor(7, 10, tree));
+        assert!(is_ancestor(
+            std::process::id(),
+            std::process::id(),
+            proc_ppid
+        ));
+        let parent = privs::getppid();
+        assert!(is_ancestor(parent, std::process::id(), proc_ppid));
+    }
+
+    #[test]
+    fn env_lines_for_values_paths_and_failures() {
+        let secrets = vec![
+            SecretEntry {
+                env: "A".into(),
+                file: "a".into(),
+                kind: SecretKind::Value,
+            },
+            SecretEntry {
+                env: "B".into(),
+                file: "dir/b".into(),
+                kind: SecretKind::Path,
+            },
+            SecretEntry {
+                env: "MISSING".into(),
+                file: "nope".into(),
+                kind: SecretKind::Value,
+            },
+            SecretEntry {
+                env: "NUL".into(),
+                file: "nul".into(),
+                kind: SecretKind::Value,
+            },
+        ];
+        let read = |p: &Path| -> io::Result<Vec<u8>> {
+            match p.to_str() {
+                Some("/m/a") => Ok(b"it's\nmulti\n\n".to_vec()),
+                Some("/m/nul") => Ok(b"a\0b".to_vec()),
+                _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+            }
+        };
+        let (out, failed) = env_lines(&secrets, Path::new("/m"), read);
+        assert_eq!(failed, 2);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "export A='it'\\''s\nmulti'\nexport B='/m/dir/b'\n"
+        );
+    }
+
+    #[test]
+    fn identity_resolution() {
+        let e = resolve_identity(&UserSpec::Uid(0), false).unwrap_err();
+        assert!(e.message.contains("uid 0"));
+        let e = resolve_identity(&UserSpec::Name("root".into()), false).unwrap_err();
+        assert!(e.message.contains("uid 0"));
+        let e = resolve_identity(&UserSpec::Name("no-such-user-x".into()), false).unwrap_err();
+        assert!(e.message.contains("not found"));
+        // a uid without a passwd entry still works
+        let i = resolve_identity(&UserSpec::Uid(54321), false).unwrap();
+        assert_eq!(
+            (i.uid, i.gid, i.home.clone()),
+            (54321, 54321, PathBuf::from("/"))
+        );
+        // the default user falls back to uid 1000
+        let i = resolve_identity(&UserSpec::Name("no-such-user-x".into()), true).unwrap();
+        assert_eq!(i.uid, DEFAULT_UID);
+    }
+}

@@ -1,0 +1,30 @@
+//! Ghost mode: `tazpod unlock` runs a shell that alone sees the decrypted vault, and leaves
+//! nothing behind when it ends.
+//!
+//! The "Matryoshka" lifecycle:
+//! 1. **outer** ([`cli::cmd_unlock`]): inside a session already, say so; not root, re-execute
+//!    through `sudo` with the caller's uid and the options (never a secret);
+//! 2. **before anything is created**: read the header, get the passphrase, verify the key;
+//! 3. **setup as root** ([`session::setup`]): private mount namespace, `/` recursively
+//!    private, a private tmpfs on `/dev/mapper`, the dm-crypt mapping (held open and marked
+//!    for deferred removal before it is mounted), ext4 mounted nosuid/nodev on a root-only
+//!    staging directory, chowned to the user, moved onto the user's mount point, bind mounts;
+//! 4. **the inner shell** ([`session::spawn_shell`]): fork; the child drops every privilege
+//!    for good, dies with its parent, closes stray descriptors, gets a clean environment
+//!    plus the secrets map, and execs; the parent forwards signals and waits;
+//! 5. **teardown** ([`session::teardown`]): in reverse order, every step attempted.
+//!
+//! A second `unlock` of the same vault joins the live session ([`lock`],
+//! [`session::run_joiner`]). All system calls go through the [`host::Host`] trait:
+//! [`real::RealHost`] performs them, the recording double of the tests writes them down.
+
+pub mod cli;
+pub mod host;
+pub mod lock;
+pub mod real;
+#[cfg(test)]
+mod recording;
+pub mod session;
+pub mod shell;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1017 @@
+//! The [`Host`] that really does it, through `crate::kernel::{mount, privs}`.
+//!
+//! The device-mapper side goes through the mapping layer (`crate::mapping::activate`, the
+//! same all-or-nothing activation as `tazpod open`, without its `/dev/mapper` node): the key
+//! travels through the keyring and is revoked once the table is live, the loop device is
+//! autoclear and released to the mapping, and the node is made in the private tmpfs.
+
+use super::host::{
+    DirMode, DirRef, Fork, Host, HostError, HostResult, Identity, MapRequest, MappingHandle,
+};
+use super::lock::{Record, SessionLock};
+use super::session::should_forward;
+use crate::kernel::dm;
+use crate::kernel::mount::{self, NsId};
+use crate::kernel::privs::{self, FsIdentity, SigSet, WaitStatus};
+use crate::mapping;
+use crate::table::CryptFlags;
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The signals a session holder blocks, waits for and forwards.
+const TERMINATING: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Largest secret file read into an environment variable (the kernel's limit for one
+/// environment string is 128 KiB).
+const SECRET_MAX: u64 = 128 * 1024;
+
+/// The real host.
+#[derive(Debug, Default)]
+pub struct RealHost {
+    /// Mount namespace before `unshare` (the straggler kill refuses to run in it).
+    ns_before: Option<NsId>,
+    /// The open mapping node while a deferred removal is being set.
+    hold: Option<File>,
+    /// The session lock (holder or joiner).
+    lock: Option<SessionLock>,
+    /// The record to publish when setup completes (pid and namespace filled in then).
+    record: Option<Record>,
+    /// The private tmpfs (where bind mounts are prepared before being moved into place).
+    private_dir: Option<std::path::PathBuf>,
+}
+
+impl RealHost {
+    /// A session holder's host: `lock` is held exclusively; `vault` and `mount` go into the
+    /// record published when setup completes.
+    pub fn holder(lock: SessionLock, vault: &Path, mount: &Path) -> RealHost {
+        RealHost {
+            lock: Some(lock),
+            record: Some(Record {
+                pid: 0,
+                ns: NsId { dev: 0, ino: 0 },
+                vault: vault.display().to_string(),
+                mount: mount.display().to_string(),
+            }),
+            ..RealHost::default()
+        }
+    }
+
+    /// A joiner's host: `lock` is held shared until the process exits.
+    pub fn joiner(lock: SessionLock) -> RealHost {
+        RealHost {
+            lock: Some(lock),
+            ..RealHost::default()
+        }
+    }
+}
+
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn dm_error(op: &'static str, name: &str, e: impl std::fmt::Display) -> HostError {
+    HostError::new(op, name, io::Error::other(e.to_string()))
+}
+
+fn control(name: &str) -> HostResult<dm::Control> {
+    dm::Control::open().map_err(|e| dm_error("open device-mapper control for", name, e))
+}
+
+impl Host for RealHost {
+    fn block_signals(&mut self) -> HostResult<()> {
+        let mut all = TERMINATING.to_vec();
+        all.push(libc::SIGCHLD);
+        privs::block_signals(&SigSet::of(&all))
+            .map(|_| ())
+            .map_err(|e| HostError::new("block signals", "", e))
+    }
+
+    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
+        privs::wait_signal(&SigSet::of(&TERMINATING), 0)
+            .map(|s| s.map(|i| i.signo))
+            .map_err(|e| HostError::new("check pending signals", "", e))
+    }
+
+    fn unshare_mount_ns(&mut self) -> HostResult<()> {
+        self.ns_before = Some(
+            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?,
+        );
+        mount::unshare_mount_ns().map_err(|e| HostError::new("unshare mount namespace", "", e))
+    }
+
+    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
+        mount::make_rprivate(path).map_err(|e| HostError::new("make private", shown(path), e))
+    }
+
+    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
+        // An empty /dev/mapper left in the shared /dev is harmless; its content is private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(target)
+            .map_err(|e| HostError::new("create directory", shown(target), e))?;
+        mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NOEXEC)
+            .map_err(|e| HostError::new("mount tmpfs on", shown(target), e))?;
+        self.private_dir = Some(target.to_path_buf());
+        Ok(())
+    }
+
+    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(|e| HostError::new("create directory", shown(path), e))
+    }
+
+    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+        let v = req.volume;
+        let mut flags = CryptFlags::default();
+        flags.add_persistent(&v.persistent_flags);
+        let m = mapping::activate(&mapping::MapRequest {
+            name: req.name,
+            data: req.vault,
+            version: v.version,
+            uuid: &v.uuid,
+            digest: v.digest,
+            segment: &v.segment,
+            key: req.key,
+            readonly: req.readonly,
+            flags,
+            key_mode: mapping::KeyMode::KeyringOrHex,
+            make_node: false,
+        })
+        .map_err(|e| {
+            let mut msg = e.message;
+            if let Some(h) = e.hint {
+                msg.push_str(&format!(" ({h})"));
+            }
+            dm_error("map the vault as", req.name, msg)
+        })?;
+        let node = req.node_dir.join(req.name);
+        if let Err(e) = crate::kernel::ensure_device_node(&node, libc::S_IFBLK, m.dev) {
+            if let Ok(ctl) = dm::Control::open() {
+                let _ = ctl.remove(req.name, false);
+            }
+            return Err(dm_error("create node", &shown(&node), e));
+        }
+        Ok(MappingHandle {
+            name: req.name.to_string(),
+            node,
+            dev: m.dev.to_raw(),
+            // Released to the mapping with autoclear: it goes when the mapping goes.
+            loop_device: None,
+            // Revoked by `activate` once the table was live.
+            key_serial: None,
+        })
+    }
+
+    fn hold_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&m.node)
+            .map_err(|e| HostError::new("open", shown(&m.node), e))?;
+        self.hold = Some(f);
+        Ok(())
+    }
+
+    fn defer_remove(&mut self, m: &MappingHandle) -> HostResult<()> {
+        match control(&m.name)?.remove(&m.name, true) {
+            Ok(dm::RemoveOutcome::Deferred) => Ok(()),
+            // Not held open: it is gone already, and nothing can be mounted from it.
+            Ok(dm::RemoveOutcome::Removed) => Err(HostError::new(
+                "deferred removal of",
+                &m.name,
+                io::Error::other("the mapping was removed at once: it was not held open"),
+            )),
+            Err(e) => Err(dm_error("deferred removal of", &m.name, e)),
+        }
+    }
+
+    fn mount_ext4(&mut self, device: &Path, target: &Path, readonly: bool) -> HostResult<()> {
+        let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+        if readonly {
+            flags |= libc::MS_RDONLY;
+        }
+        mount::mount(device, target, "ext4", flags, None).map_err(|e| {
+            HostError::new(
+                "mount ext4",
+                format!("{} on {}", shown(device), shown(target)),
+                e,
+            )
+        })
+    }
+
+    fn release_mapping(&mut self, _m: &MappingHandle) -> HostResult<()> {
+        self.hold = None;
+        Ok(())
+    }
+
+    fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> HostResult<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| HostError::new("chown", shown(path), e))
+    }
+
+    fn open_user_dir(&mut self, path: &Path, user: &Identity, mode: DirMode) -> HostResult<DirRef> {
+        let fail = |e: io::Error| HostError::new("open directory", shown(path), e);
+        let file = {
+            // Resolve and create with the user's rights: a symbolic link the user planted
+            // leads only where the user could go anyway.
+            let _as_user = FsIdentity::switch(user.uid, user.gid, &user.groups).map_err(fail)?;
+            if mode.create {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(path)
+                    .map_err(fail)?;
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(fail)?
+        };
+        let meta = file.metadata().map_err(fail)?;
+        if mode.owned && meta.uid() != user.uid {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "it is owned by uid {}, not by {} (uid {}); tazpod mounts only over \
+                     directories the session user owns",
+                    meta.uid(),
+                    user.name,
+                    user.uid
+                ),
+            )));
+        }
+        Ok(DirRef {
+            path: path.to_path_buf(),
+            fd: Some(OwnedFd::from(file)),
+        })
+    }
+
+    fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()> {
+        mount::move_mount(from, &to.mount_path()).map_err(|e| {
+            HostError::new(
+                "move mount",
+                format!("{} to {}", shown(from), shown(&to.path)),
+                e,
+            )
+        })
+    }
+
+    fn bind_mount(&mut self, from: &DirRef, to: &DirRef, readonly: bool) -> HostResult<()> {
+        // The bind is made (and remounted nosuid, nodev, read-only if asked) on a directory
+        // only root controls, then moved onto the user's directory through its descriptor:
+        // a remount through `/proc/self/fd/N` would reach the directory under the new mount.
+        let what = format!("{} on {}", shown(&from.path), shown(&to.path));
+        let fail = |e: io::Error| HostError::new("bind mount", what.clone(), e);
+        let stage = self
+            .private_dir
+            .as_ref()
+            .map(|d| d.join(".tazpod-bind"))
+            .ok_or_else(|| fail(io::Error::other("no private tmpfs to prepare it on")))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&stage) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(e)),
+        }
+        mount::bind(&from.mount_path(), &stage, readonly).map_err(fail)?;
+        if let Err(e) = mount::move_mount(&stage, &to.mount_path()) {
+            let _ = mount::umount(&stage);
+            return Err(fail(e));
+        }
+        Ok(())
+    }
+
+    fn session_ready(&mut self) -> HostResult<()> {
+        let (Some(lock), Some(rec)) = (self.lock.as_mut(), self.record.as_mut()) else {
+            return Ok(());
+        };
+        rec.pid = privs::getpid();
+        rec.ns =
+            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?;
+        lock.publish(rec)
+            .map_err(|e| HostError::new("write session lock", shown(lock.path()), e))
+    }
+
+    fn join_namespace(&mut self, pid: u32, ns_dev: u64, ns_ino: u64) -> HostResult<()> {
+        let ns = NsId {
+            dev: ns_dev,
+            ino: ns_ino,
+        };
+        let target = format!("of process {pid}");
+        let f = mount::open_mount_ns(pid, ns)
+            .map_err(|e| HostError::new("open mount namespace", target.clone(), e))?;
+        mount::setns_mount(&f).map_err(|e| HostError::new("enter mount namespace", target, e))
+    }
+
+    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(true);
+        };
+        let set = SigSet::of(&TERMINATING);
+        let mut told = false;
+        loop {
+            match lock.try_exclusive() {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => return Err(HostError::new("lock", shown(lock.path()), e)),
+            }
+            if !told {
+                eprintln!(
+                    "tazpod: other shells of this session are still open; the vault stays \
+                     unlocked until they exit (Ctrl-C leaves it to them)"
+                );
+                told = true;
+            }
+            match privs::wait_signal(&set, 300) {
+                Ok(Some(_)) => return Ok(false),
+                Ok(None) => {}
+                Err(e) => return Err(HostError::new("wait for signals", "", e)),
+            }
+        }
+    }
+
+    fn kill_namespace_stragglers(&mut self) -> HostResult<usize> {
+        let fail = |e: io::Error| HostError::new("end processes left in the session", "", e);
+        let mine = mount::mount_ns_of(None).map_err(fail)?;
+        if self.ns_before.is_none() || self.ns_before == Some(mine) {
+            // Never outside a namespace of our own: that would kill the whole system.
+            return Ok(0);
+        }
+        let me = privs::getpid();
+        let mut killed = 0;
+        // Kill until none is left (processes may fork meanwhile), for at most about 2 s: a
+        // process that exited has left the namespace and released its mounts.
+        for _ in 0..100 {
+            let pids: Vec<u32> = std::fs::read_dir("/proc")
+                .map_err(fail)?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| p != me)
+                .filter(|&p| mount::mount_ns_of(Some(p)).ok() == Some(mine))
+                .collect();
+            if pids.is_empty() {
+                return Ok(killed);
+            }
+            for p in pids {
+                if privs::kill(p, libc::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(fail(io::Error::other(
+            "processes are still in the session's namespace after SIGKILL",
+        )))
+    }
+
+    fn umount(&mut self, target: &Path) -> HostResult<()> {
+        mount::umount(target).map_err(|e| HostError::new("unmount", shown(target), e))
+    }
+
+    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        let ctl = control(&m.name)?;
+        // Only our own mapping: the name could have been reused after a deferred removal.
+        match ctl.info(&m.name) {
+            Ok(info) if info.dev.to_raw() == m.dev => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(dm_error("look up mapping", &m.name, e)),
+        }
+        match ctl.remove(&m.name, false) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            // Still open (a lazily detached mount): leave it to the deferred removal.
+            Err(e) if e.is_busy() => ctl
+                .remove(&m.name, true)
+                .map(|_| ())
+                .map_err(|e| dm_error("remove mapping", &m.name, e)),
+            Err(e) => Err(dm_error("remove mapping", &m.name, e)),
+        }
+    }
+
+    fn revoke_key(&mut self, m: &MappingHandle) -> HostResult<()> {
+        // `activate` revokes the key as soon as the table is live; nothing is left to do
+        // unless a future mapping layer keeps one.
+        match m.key_serial {
+            None => Ok(()),
+            Some(k) => Err(HostError::new(
+                "revoke key",
+                k.to_string(),
+                io::Error::new(io::ErrorKind::Unsupported, "no key serial expected"),
+            )),
+        }
+    }
+
+    fn detach_loop(&mut self, m: &MappingHandle) -> HostResult<()> {
+        // The loop device is autoclear and held only by the mapping.
+        match &m.loop_device {
+            None => Ok(()),
+            Some(l) => Err(HostError::new(
+                "detach loop device",
+                shown(l),
+                io::Error::new(io::ErrorKind::Unsupported, "no loop device expected"),
+            )),
+        }
+    }
+
+    fn getpid(&mut self) -> u32 {
+        privs::getpid()
+    }
+
+    fn fork(&mut self) -> HostResult<Fork> {
+        match privs::fork() {
+            Ok(privs::Forked::Child) => Ok(Fork::Child),
+            Ok(privs::Forked::Parent(p)) => Ok(Fork::Parent(p)),
+            Err(e) => Err(HostError::new("fork", "", e)),
+        }
+    }
+
+    fn set_groups(&mut self, groups: &[u32]) -> HostResult<()> {
+        privs::set_groups(groups).map_err(|e| HostError::new("setgroups", format!("{groups:?}"), e))
+    }
+
+    fn set_resgid(&mut self, gid: u32) -> HostResult<()> {
+        privs::set_resgid(gid).map_err(|e| HostError::new("setresgid", gid.to_string(), e))
+    }
+
+    fn clear_ambient_caps(&mut self) -> HostResult<()> {
+        privs::clear_ambient_caps().map_err(|e| HostError::new("clear ambient capabilities", "", e))
+    }
+
+    fn drop_bounding_set(&mut self) -> HostResult<()> {
+        privs::drop_bounding_set()
+            .map_err(|e| HostError::new("drop the capability bounding set", "", e))
+    }
+
+    fn set_resuid(&mut self, uid: u32) -> HostResult<()> {
+        privs::set_resuid(uid).map_err(|e| HostError::new("setresuid", uid.to_string(), e))
+    }
+
+    fn clear_caps(&mut self) -> HostResult<()> {
+        privs::clear_caps().map_err(|e| HostError::new("clear capabilities", "", e))
+    }
+
+    fn set_no_new_privs(&mut self) -> HostResult<()> {
+        privs::set_no_new_privs().map_err(|e| HostError::new("set no_new_privs", "", e))
+    }
+
+    fn die_with_parent(&mut self, parent: u32) -> HostResult<()> {
+        privs::set_parent_death_signal(libc::SIGKILL)
+            .map_err(|e| HostError::new("set parent-death signal", "", e))?;
+        if privs::getppid() != parent {
+            return Err(HostError::new(
+                "start the shell",
+                "",
+                io::Error::other("the session process is gone"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn close_stray_fds(&mut self) -> HostResult<()> {
+        self.hold = None;
+        privs::close_fds_from(3).map_err(|e| HostError::new("close descriptors", "", e))
+    }
+
+    fn chdir(&mut self, dir: &Path) -> HostResult<()> {
+        privs::chdir(dir).map_err(|e| HostError::new("chdir", shown(dir), e))
+    }
+
+    fn read_secret(&mut self, path: &Path) -> HostResult<Vec<u8>> {
+        use std::io::Read;
+        let fail = |e: io::Error| HostError::new("read", shown(path), e);
+        let f = std::fs::File::open(path).map_err(fail)?;
+        let mut v = Vec::new();
+        f.take(SECRET_MAX + 1).read_to_end(&mut v).map_err(fail)?;
+        if v.len() as u64 > SECRET_MAX {
+            return Err(fail(io::Error::other(format!(
+                "larger than {SECRET_MAX} bytes; use `as = \"path\"`"
+            ))));
+        }
+        Ok(v)
+    }
+
+    fn reset_signals(&mut self) -> HostResult<()> {
+        privs::reset_signals().map_err(|e| HostError::new("reset signals", "", e))
+    }
+
+    fn exec(
+        &mut self,
+        program: &Path,
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> HostError {
+        let bad = || {
+            HostError::new(
+                "exec",
+                shown(program),
+                io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"),
+            )
+        };
+        let mut av = Vec::with_capacity(argv.len());
+        for a in argv {
+            match CString::new(a.as_bytes()) {
+                Ok(c) => av.push(c),
+                Err(_) => return bad(),
+            }
+        }
+        let mut ev = Vec::with_capacity(env.len());
+        for (k, v) in env {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            match CString::new(kv) {
+                Ok(c) => ev.push(c),
+                Err(_) => return bad(),
+            }
+        }
+        HostError::new("exec", shown(program), privs::execve(program, &av, &ev))
+    }
+
+    fn child_exit(&mut self, code: i32, err: &HostError) {
+        eprintln!("tazpod: cannot start the session shell: {err}");
+        privs::exit_now(code)
+    }
+
+    fn wait_child(&mut self, pid: u32) -> HostResult<WaitStatus> {
+        let fail = |e: io::Error| HostError::new("wait for the shell", pid.to_string(), e);
+        let mut all = TERMINATING.to_vec();
+        all.push(libc::SIGCHLD);
+        let set = SigSet::of(&all);
+        let own_pgid = privs::getpgid(0).unwrap_or(0);
+        loop {
+            if let Some(st) = privs::try_wait(pid).map_err(fail)? {
+                return Ok(st);
+            }
+            match privs::wait_signal(&set, 1000).map_err(fail)? {
+                None => {}
+                Some(i) if i.signo == libc::SIGCHLD => {}
+                Some(i) => {
+                    let child_pgid = privs::getpgid(pid).unwrap_or(0);
+                    if should_forward(i.code, own_pgid, child_pgid) {
+                        let _ = privs::kill(pid, i.signo);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! As root only: the whole lifecycle with the real host, device-mapper aside (the vault
+    //! is a tmpfs "mounted" where ext4 would be), in a forked single-threaded child.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ghost::host::{ExecSpec, VolumeInfo};
+    use crate::ghost::session::{run_holder, Bind, SessionEnd, SessionPlan, ShellPlan, VaultKey};
+    use luks2::volume::DataSegment;
+    use luks2::VolumeKey;
+    use std::ffi::OsString;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+
+    /// The real host with the dm operations replaced: `mount_ext4` mounts a tmpfs.
+    struct NoDm(RealHost);
+
+    macro_rules! delegate {
+        ($($name:ident($($a:ident: $t:ty),*) -> $r:ty;)*) => {
+            $(fn $name(&mut self, $($a: $t),*) -> $r { self.0.$name($($a),*) })*
+        };
+    }
+
+    impl Host for NoDm {
+        delegate! {
+            block_signals() -> HostResult<()>;
+            pending_signal() -> HostResult<Option<i32>>;
+            unshare_mount_ns() -> HostResult<()>;
+            make_rprivate(p: &Path) -> HostResult<()>;
+            mount_tmpfs(p: &Path) -> HostResult<()>;
+            make_dir(p: &Path, m: u32) -> HostResult<()>;
+            chown(p: &Path, u: u32, g: u32) -> HostResult<()>;
+            open_user_dir(p: &Path, u: &Identity, m: DirMode) -> HostResult<DirRef>;
+            move_mount(f: &Path, t: &DirRef) -> HostResult<()>;
+            bind_mount(f: &DirRef, t: &DirRef, r: bool) -> HostResult<()>;
+            session_ready() -> HostResult<()>;
+            join_namespace(p: u32, d: u64, i: u64) -> HostResult<()>;
+            wait_for_joined_shells() -> HostResult<bool>;
+            kill_namespace_stragglers() -> HostResult<usize>;
+            umount(p: &Path) -> HostResult<()>;
+            getpid() -> u32;
+            fork() -> HostResult<Fork>;
+            set_groups(g: &[u32]) -> HostResult<()>;
+            set_resgid(g: u32) -> HostResult<()>;
+            clear_ambient_caps() -> HostResult<()>;
+            drop_bounding_set() -> HostResult<()>;
+            set_resuid(u: u32) -> HostResult<()>;
+            clear_caps() -> HostResult<()>;
+            set_no_new_privs() -> HostResult<()>;
+            die_with_parent(p: u32) -> HostResult<()>;
+            close_stray_fds() -> HostResult<()>;
+            chdir(d: &Path) -> HostResult<()>;
+            read_secret(p: &Path) -> HostResult<Vec<u8>>;
+            reset_signals() -> HostResult<()>;
+            exec(p: &Path, a: &[OsString], e: &[(OsString, OsString)]) -> HostError;
+            child_exit(c: i32, e: &HostError) -> ();
+            wait_child(p: u32) -> HostResult<WaitStatus>;
+        }
+        fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+            Ok(MappingHandle {
+                name: req.name.into(),
+                node: req.node_dir.join(req.name),
+                dev: 0,
+                loop_device: None,
+                key_serial: None,
+            })
+        }
+        fn hold_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+        fn defer_remove(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+        fn mount_ext4(&mut self, _: &Path, target: &Path, _: bool) -> HostResult<()> {
+            mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NODEV)
+                .map_err(|e| HostError::new("mount", shown(target), e))
+        }
+        fn release_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+        fn remove_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+        fn revoke_key(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+        fn detach_loop(&mut self, _: &MappingHandle) -> HostResult<()> {
+            Ok(())
+        }
+    }
+
+    const NOBODY: u32 = 65534;
+
+    /// Runs a whole session with `NoDm` in a forked child; returns its exit code and the
+    /// session report.
+    fn session_in_child(plan: SessionPlan, shell: ShellPlan, report: PathBuf) -> (i32, String) {
+        let st = spawn_session(plan, shell, report.clone()).wait().unwrap();
+        (
+            st.code().unwrap_or(-1),
+            std::fs::read_to_string(report).unwrap_or_default(),
+        )
+    }
+
+    fn spawn_session(
+        plan: SessionPlan,
+        shell: ShellPlan,
+        report_path: PathBuf,
+    ) -> std::process::Child {
+        let mut cmd = std::process::Command::new("/bin/true");
+        // SAFETY: the closure runs in the forked child, which is single-threaded; it runs
+        // the session and leaves with _exit, never returning to the test harness.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Closing std's exec-status pipe lets spawn() return now, not at our exit.
+                privs::close_fds_from(3)?;
+                let mut host = NoDm(RealHost::default());
+                let vault = VaultKey {
+                    volume: VolumeInfo {
+                        version: 2,
+                        uuid: "u".into(),
+                        persistent_flags: vec![],
+                        segment: DataSegment {
+                            offset: 0,
+                            size: None,
+                            encryption: "aes-xts-plain64".into(),
+                            key_size: 64,
+                            sector_size: 512,
+                            iv_tweak: 0,
+                        },
+                        digest: 0,
+                    },
+                    key: VolumeKey::from_vec(vec![0; 64]),
+                };
+                let r = run_holder(&mut host, &plan, &shell, vault);
+                let _ = std::fs::write(&report_path, format!("{r:?}"));
+                let code = match r.end {
+                    SessionEnd::Shell(st) if r.cleanup_errors.is_empty() && r.torn_down => {
+                        st.code()
+                    }
+                    _ => 99,
+                };
+                privs::exit_now(code)
+            });
+        }
+        cmd.spawn().unwrap()
+    }
+
+    struct Scene {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        home: PathBuf,
+        out: PathBuf,
+        user: Identity,
+    }
+
+    fn scene() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = root.join("home");
+        let out = root.join("out");
+        for d in [&home, &out] {
+            std::fs::create_dir(d).unwrap();
+            std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        // A planted link to a root-owned directory.
+        std::os::unix::fs::symlink("/etc", home.join("evil")).unwrap();
+        let user = Identity {
+            name: "nobody".into(),
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![NOBODY],
+            home: home.clone(),
+            shell: "/bin/sh".into(),
+        };
+        Scene {
+            _dir: dir,
+            root,
+            home,
+            out,
+            user,
+        }
+    }
+
+    fn plan(s: &Scene, binds: Vec<Bind>) -> SessionPlan {
+        SessionPlan {
+            vault: "/nonexistent".into(),
+            name: "tazpod-test".into(),
+            readonly: false,
+            mapper_dir: s.root.join("mapper"),
+            mount_point: s.home.join("secrets"),
+            binds,
+            user: s.user.clone(),
+        }
+    }
+
+    fn shell(s: &Scene, script: String) -> ShellPlan {
+        ShellPlan {
+            user: s.user.clone(),
+            exec: ExecSpec {
+                program: "/bin/sh".into(),
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                env: vec![
+                    ("TAZPOD_GHOST_MODE".into(), "true".into()),
+                    ("PATH".into(), "/usr/bin:/bin".into()),
+                    ("SECRET".into(), "plain".into()),
+                ],
+                secrets: vec![],
+                cwd: vec![s.home.clone()],
+            },
+            no_new_privs: true,
+            drop_bounding_set: true,
+        }
+    }
+
+    fn nothing_left(s: &Scene) {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mi.contains(&s.root.display().to_string()),
+            "a mount leaked"
+        );
+        assert!(!s.home.join("secrets/written").exists());
+        assert_eq!(std::fs::read_dir(s.root.join("mapper")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn real_lifecycle_without_device_mapper() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let s = scene();
+        let binds = vec![
+            Bind {
+                source: ".cfg".into(),
+                target: s.home.join(".config/tool"),
+                readonly: false,
+            },
+            Bind {
+                source: ".ro".into(),
+                target: s.home.join(".ro"),
+                readonly: true,
+            },
+        ];
+        let script = format!(
+            "set -e; o={out}; m={home}/secrets; id -u > $o/uid; \
+             grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|CapInh)' /proc/self/status > $o/caps; \
+             echo hi > $m/written; stat -c %u $m/written > $o/owner; \
+             echo x > $m/.cfg/f; cat {home}/.config/tool/f > $o/bound; \
+             if touch {home}/.ro/x 2>/dev/null; then echo rw; else echo ro; fi > $o/ro; \
+             grep -c \" $m \" /proc/self/mountinfo > $o/mounted; \
+             echo \"$TAZPOD_GHOST_MODE $SECRET\" > $o/env; exit 7",
+            out = s.out.display(),
+            home = s.home.display()
+        );
+        let (code, report) =
+            session_in_child(plan(&s, binds), shell(&s, script), s.root.join("report"));
+        assert_eq!(code, 7, "the shell's status passes through: {report}");
+        let read = |f: &str| std::fs::read_to_string(s.out.join(f)).unwrap();
+        assert_eq!(read("uid"), "65534\n");
+        for l in read("caps").lines() {
+            assert!(l.ends_with("0000000000000000"), "{l}");
+        }
+        assert_eq!(read("owner"), "65534\n");
+        assert_eq!(read("bound"), "x\n");
+        assert_eq!(read("ro"), "ro\n");
+        assert_eq!(read("mounted"), "1\n");
+        assert_eq!(read("env"), "true plain\n");
+        nothing_left(&s);
+    }
+
+    #[test]
+    fn sigkill_of_the_session_process_leaves_nothing() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let s = scene();
+        let script = format!(
+            "echo $$ > {o}/pid.tmp && mv {o}/pid.tmp {o}/pid && exec sleep 60",
+            o = s.out.display()
+        );
+        let mut child = spawn_session(plan(&s, vec![]), shell(&s, script), s.root.join("r"));
+        let pidfile = s.out.join("pid");
+        for _ in 0..200 {
+            if pidfile.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let shell_pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(Path::new(&format!("/proc/{shell_pid}")).exists());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The inner command dies with its parent (PR_SET_PDEATHSIG); reap-free check: its
+        // /proc entry goes once init reaps it.
+        let mut gone = false;
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{shell_pid}/stat"));
+            if stat.map_or(true, |t| t.contains(") Z ")) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(gone, "the inner command survived its session process");
+        nothing_left(&s);
+    }
+
+    fn wait_for(p: &Path) {
+        for _ in 0..250 {
+            if p.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{} never appeared", p.display());
+    }
+
+    #[test]
+    fn a_second_shell_joins_the_live_session() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let s = scene();
+        let o = s.out.display().to_string();
+        let m = s.home.join("secrets").display().to_string();
+        // The first shell writes a file in the vault, then waits for the joiner to finish.
+        let first = format!(
+            "echo one > {m}/from-first && touch {o}/ready && \
+             while [ ! -e {o}/joined ]; do sleep 0.05; done"
+        );
+        let mut holder = spawn_session(plan(&s, vec![]), shell(&s, first), s.root.join("r1"));
+        wait_for(&s.out.join("ready"));
+        let pid = holder.id();
+        let ns = mount::mount_ns_of(Some(pid)).unwrap();
+        assert_ne!(ns, mount::mount_ns_of(None).unwrap());
+        let second = shell(
+            &s,
+            format!("cat {m}/from-first > {o}/seen; id -u >> {o}/seen; touch {o}/joined"),
+        );
+        let mut joiner = std::process::Command::new("/bin/true");
+        // SAFETY: runs in the forked single-threaded child, which leaves with _exit.
+        unsafe {
+            joiner.pre_exec(move || {
+                privs::close_fds_from(3)?;
+                let mut host = RealHost::default();
+                let r = crate::ghost::session::run_joiner(
+                    &mut host,
+                    crate::ghost::session::JoinTarget {
+                        pid,
+                        ns_dev: ns.dev,
+                        ns_ino: ns.ino,
+                    },
+                    &second,
+                );
+                privs::exit_now(match r.end {
+                    SessionEnd::Shell(st) => st.code(),
+                    _ => 99,
+                })
+            });
+        }
+        assert_eq!(joiner.status().unwrap().code(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(s.out.join("seen")).unwrap(),
+            "one\n65534\n"
+        );
+        assert_eq!(holder.wait().unwrap().code(), Some(0));
+        nothing_left(&s);
+    }
+
+    #[test]
+    fn a_bind_over_a_root_directory_is_refused_and_unwound() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let s = scene();
+        let binds = vec![
+            Bind {
+                source: ".cfg".into(),
+                target: s.home.join(".config/tool"),
+                readonly: false,
+            },
+            Bind {
+                source: ".x".into(),
+                target: s.home.join("evil"),
+                readonly: false,
+            },
+        ];
+        let (code, report) = session_in_child(
+            plan(&s, binds),
+            shell(&s, "exit 0".into()),
+            s.root.join("report"),
+        );
+        assert_eq!(code, 99);
+        assert!(report.contains("owned by uid 0"), "{report}");
+        assert!(report.contains("cleanup_errors: []"), "{report}");
+        nothing_left(&s);
+    }
+
+    #[test]
+    fn open_user_dir_resolves_as_the_user() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::symlink("/root", home.join("to-root")).unwrap();
+        std::os::unix::fs::symlink("/etc", home.join("to-etc")).unwrap();
+        let user = Identity {
+            name: "nobody".into(),
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![NOBODY],
+            home: home.clone(),
+            shell: "/bin/sh".into(),
+        };
+        let mut h = RealHost::default();
+        let mk = DirMode {
+            create: true,
+            owned: true,
+        };
+        // created as the user
+        let d = h.open_user_dir(&home.join("a/b"), &user, mk).unwrap();
+        assert!(d.fd.is_some());
+        assert_eq!(std::fs::metadata(home.join("a/b")).unwrap().uid(), NOBODY);
+        // root-only places cannot be reached, root-owned ones are refused as targets
+        let e = h
+            .open_user_dir(&home.join("to-root/x"), &user, mk)
+            .unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(!Path::new("/root/x").exists());
+        let e = h
+            .open_user_dir(&home.join("to-etc"), &user, mk)
+            .unwrap_err();
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        // root's own rights are back afterwards
+        assert!(std::fs::File::create(dir.path().join("root-can-write")).is_ok());
+    }
+}

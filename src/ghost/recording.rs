@@ -1,0 +1,277 @@
+//! A [`Host`] that performs nothing and records every call, with injectable failures: the
+//! test double of the session orchestration.
+
+use super::host::{
+    DirMode, DirRef, Fork, Host, HostError, HostResult, Identity, MapRequest, MappingHandle,
+};
+use crate::kernel::privs::WaitStatus;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Records calls as `"op detail"` strings.
+#[derive(Debug)]
+pub struct RecordingHost {
+    /// Every call, in order.
+    pub calls: Vec<String>,
+    /// Fail the `n`th (1-based) call of this op.
+    pub fail: Option<(&'static str, usize)>,
+    /// Also fail these ops every time (for teardown tests).
+    pub always_fail: Vec<&'static str>,
+    /// What `fork` returns.
+    pub fork_as: Fork,
+    /// What `wait_child` returns.
+    pub wait_status: WaitStatus,
+    /// What `pending_signal` returns.
+    pub pending: Option<i32>,
+    /// What `wait_for_joined_shells` returns.
+    pub alone: bool,
+    /// Contents `read_secret` returns.
+    pub files: HashMap<PathBuf, Vec<u8>>,
+    /// Programs that exist for `exec` (others fail with NotFound).
+    pub programs: Vec<PathBuf>,
+    /// The environment of the last `exec`.
+    pub exec_env: Vec<(OsString, OsString)>,
+    /// Calls per op so far (for `fail`).
+    pub counts: HashMap<&'static str, usize>,
+}
+
+impl Default for RecordingHost {
+    fn default() -> Self {
+        RecordingHost {
+            calls: Vec::new(),
+            fail: None,
+            always_fail: Vec::new(),
+            fork_as: Fork::Parent(4242),
+            wait_status: WaitStatus::Exited(0),
+            pending: None,
+            alone: true,
+            files: HashMap::new(),
+            programs: Vec::new(),
+            exec_env: Vec::new(),
+            counts: HashMap::new(),
+        }
+    }
+}
+
+impl RecordingHost {
+    fn call(&mut self, op: &'static str, detail: impl AsRef<str>) -> HostResult<()> {
+        let d = detail.as_ref();
+        self.calls.push(if d.is_empty() {
+            op.to_string()
+        } else {
+            format!("{op} {d}")
+        });
+        let n = self.counts.entry(op).or_insert(0);
+        *n += 1;
+        let injected = self.fail.is_some_and(|(f, k)| f == op && k == *n);
+        if injected || self.always_fail.contains(&op) {
+            return Err(HostError::new(
+                op,
+                d.to_string(),
+                io::Error::other("injected failure"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The calls made, from the first one named `op` on.
+    pub fn calls_from(&self, op: &str) -> Vec<String> {
+        let start = self
+            .calls
+            .iter()
+            .position(|c| c == op || c.starts_with(&format!("{op} ")))
+            .unwrap_or(self.calls.len());
+        self.calls[start..].to_vec()
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+impl Host for RecordingHost {
+    fn block_signals(&mut self) -> HostResult<()> {
+        self.call("block_signals", "")
+    }
+    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
+        self.call("pending_signal", "")?;
+        Ok(self.pending)
+    }
+    fn unshare_mount_ns(&mut self) -> HostResult<()> {
+        self.call("unshare_mount_ns", "")
+    }
+    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
+        self.call("make_rprivate", p(path))
+    }
+    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
+        self.call("mount_tmpfs", p(target))
+    }
+    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
+        self.call("make_dir", format!("{} {mode:o}", p(path)))
+    }
+    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+        self.call(
+            "map_vault",
+            format!(
+                "{} {} ro={} keylen={}",
+                p(req.vault),
+                req.name,
+                req.readonly,
+                req.key.len()
+            ),
+        )?;
+        Ok(MappingHandle {
+            name: req.name.to_string(),
+            node: req.node_dir.join(req.name),
+            dev: (253 << 8) | 7,
+            loop_device: Some(PathBuf::from("/dev/loop3")),
+            key_serial: Some(77),
+        })
+    }
+    fn hold_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("hold_mapping", &m.name)
+    }
+    fn defer_remove(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("defer_remove", &m.name)
+    }
+    fn mount_ext4(&mut self, device: &Path, target: &Path, readonly: bool) -> HostResult<()> {
+        self.call(
+            "mount_ext4",
+            format!("{} {} ro={readonly}", p(device), p(target)),
+        )
+    }
+    fn release_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("release_mapping", &m.name)
+    }
+    fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> HostResult<()> {
+        self.call("chown", format!("{} {uid}:{gid}", p(path)))
+    }
+    fn open_user_dir(&mut self, path: &Path, user: &Identity, mode: DirMode) -> HostResult<DirRef> {
+        self.call(
+            "open_user_dir",
+            format!(
+                "{} as {} create={} owned={}",
+                p(path),
+                user.uid,
+                mode.create,
+                mode.owned
+            ),
+        )?;
+        Ok(DirRef::by_path(path))
+    }
+    fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()> {
+        self.call("move_mount", format!("{} {}", p(from), p(&to.path)))
+    }
+    fn bind_mount(&mut self, from: &DirRef, to: &DirRef, readonly: bool) -> HostResult<()> {
+        self.call(
+            "bind_mount",
+            format!("{} {} ro={readonly}", p(&from.path), p(&to.path)),
+        )
+    }
+    fn session_ready(&mut self) -> HostResult<()> {
+        self.call("session_ready", "")
+    }
+    fn join_namespace(&mut self, pid: u32, ns_dev: u64, ns_ino: u64) -> HostResult<()> {
+        self.call("join_namespace", format!("{pid} {ns_dev}:{ns_ino}"))
+    }
+    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
+        self.call("wait_for_joined_shells", "")?;
+        Ok(self.alone)
+    }
+    fn kill_namespace_stragglers(&mut self) -> HostResult<usize> {
+        self.call("kill_namespace_stragglers", "")?;
+        Ok(0)
+    }
+    fn umount(&mut self, target: &Path) -> HostResult<()> {
+        self.call("umount", p(target))
+    }
+    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("remove_mapping", &m.name)
+    }
+    fn revoke_key(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call(
+            "revoke_key",
+            m.key_serial.map(|k| k.to_string()).unwrap_or_default(),
+        )
+    }
+    fn detach_loop(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call(
+            "detach_loop",
+            m.loop_device.as_deref().map(p).unwrap_or_default(),
+        )
+    }
+    fn getpid(&mut self) -> u32 {
+        1000
+    }
+    fn fork(&mut self) -> HostResult<Fork> {
+        self.call("fork", "")?;
+        Ok(self.fork_as)
+    }
+    fn set_groups(&mut self, groups: &[u32]) -> HostResult<()> {
+        self.call("set_groups", format!("{groups:?}"))
+    }
+    fn set_resgid(&mut self, gid: u32) -> HostResult<()> {
+        self.call("set_resgid", gid.to_string())
+    }
+    fn clear_ambient_caps(&mut self) -> HostResult<()> {
+        self.call("clear_ambient_caps", "")
+    }
+    fn drop_bounding_set(&mut self) -> HostResult<()> {
+        self.call("drop_bounding_set", "")
+    }
+    fn set_resuid(&mut self, uid: u32) -> HostResult<()> {
+        self.call("set_resuid", uid.to_string())
+    }
+    fn clear_caps(&mut self) -> HostResult<()> {
+        self.call("clear_caps", "")
+    }
+    fn set_no_new_privs(&mut self) -> HostResult<()> {
+        self.call("set_no_new_privs", "")
+    }
+    fn die_with_parent(&mut self, parent: u32) -> HostResult<()> {
+        self.call("die_with_parent", parent.to_string())
+    }
+    fn close_stray_fds(&mut self) -> HostResult<()> {
+        self.call("close_stray_fds", "")
+    }
+    fn chdir(&mut self, dir: &Path) -> HostResult<()> {
+        self.call("chdir", p(dir))
+    }
+    fn read_secret(&mut self, path: &Path) -> HostResult<Vec<u8>> {
+        self.call("read_secret", p(path))?;
+        self.files.get(path).cloned().ok_or_else(|| {
+            HostError::new("read", p(path), io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+    fn reset_signals(&mut self) -> HostResult<()> {
+        self.call("reset_signals", "")
+    }
+    fn exec(
+        &mut self,
+        program: &Path,
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> HostError {
+        let shown: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into()).collect();
+        if let Err(e) = self.call("exec", format!("{} {shown:?}", p(program))) {
+            return e;
+        }
+        self.exec_env = env.to_vec();
+        let kind = if self.programs.iter().any(|x| x == program) {
+            // A real exec would not return; report "permission denied" to end the child.
+            io::ErrorKind::PermissionDenied
+        } else {
+            io::ErrorKind::NotFound
+        };
+        HostError::new("exec", p(program), io::Error::from(kind))
+    }
+    fn child_exit(&mut self, code: i32, _err: &HostError) {
+        self.calls.push(format!("child_exit {code}"));
+    }
+    fn wait_child(&mut self, pid: u32) -> HostResult<WaitStatus> {
+        self.call("wait_child", pid.to_string())?;
+        Ok(self.wait_status)
+    }
+}

@@ -1,0 +1,534 @@
+//! Orchestration tests through the recording host: the order of every step, the unwinding
+//! after a failure at each setup step, teardown that attempts everything, the child's
+//! privilege drop, joining.
+#![allow(clippy::unwrap_used)]
+
+use super::host::{ExecSpec, Fork, Identity, SecretVar, VolumeInfo};
+use super::recording::RecordingHost;
+use super::session::{
+    run_holder, run_joiner, Bind, JoinTarget, Report, SessionEnd, SessionPlan, ShellPlan, VaultKey,
+};
+use crate::kernel::privs::WaitStatus;
+use luks2::volume::DataSegment;
+use luks2::VolumeKey;
+
+fn user() -> Identity {
+    Identity {
+        name: "tazpod".into(),
+        uid: 1000,
+        gid: 1000,
+        groups: vec![1000, 27],
+        home: "/home/tazpod".into(),
+        shell: "/bin/bash".into(),
+    }
+}
+
+fn plan() -> SessionPlan {
+    SessionPlan {
+        vault: "/workspace/.tazpod-vault/vault.img".into(),
+        name: "tazpod-v".into(),
+        readonly: false,
+        mapper_dir: "/dev/mapper".into(),
+        mount_point: "/home/tazpod/secrets".into(),
+        binds: vec![
+            Bind {
+                source: ".gcloud".into(),
+                target: "/home/tazpod/.config/gcloud".into(),
+                readonly: false,
+            },
+            Bind {
+                source: ".kube".into(),
+                target: "/home/tazpod/.kube".into(),
+                readonly: true,
+            },
+        ],
+        user: user(),
+    }
+}
+
+fn shell() -> ShellPlan {
+    ShellPlan {
+        user: user(),
+        exec: ExecSpec {
+            program: "/bin/bash".into(),
+            argv: vec!["-bash".into()],
+            env: vec![
+                ("TAZPOD_GHOST_MODE".into(), "true".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ],
+            secrets: vec![
+                SecretVar {
+                    env: "GH_TOKEN".into(),
+                    file: "/home/tazpod/secrets/gh/token".into(),
+                    as_value: true,
+                },
+                SecretVar {
+                    env: "KUBECONFIG".into(),
+                    file: "/home/tazpod/secrets/.kube/config".into(),
+                    as_value: false,
+                },
+            ],
+            cwd: vec!["/work".into(), "/home/tazpod".into()],
+        },
+        no_new_privs: false,
+        drop_bounding_set: true,
+    }
+}
+
+fn vault() -> VaultKey {
+    VaultKey {
+        volume: VolumeInfo {
+            version: 2,
+            uuid: "0b7e0b1e-6f3a-4a32-9d41-8f1f2d3c4b5a".into(),
+            persistent_flags: vec![],
+            segment: DataSegment {
+                offset: 16 << 20,
+                size: None,
+                encryption: "aes-xts-plain64".into(),
+                key_size: 64,
+                sector_size: 4096,
+                iv_tweak: 0,
+            },
+            digest: 0,
+        },
+        key: VolumeKey::from_vec(vec![0x11; 64]),
+    }
+}
+
+fn run(host: &mut RecordingHost, plan: &SessionPlan) -> Report {
+    run_holder(host, plan, &shell(), vault())
+}
+
+const TMPFS: &str = "umount /dev/mapper";
+const UNMAP: [&str; 3] = [
+    "remove_mapping tazpod-v",
+    "revoke_key 77",
+    "detach_loop /dev/loop3",
+];
+const STAGING: &str = "/dev/mapper/.tazpod-vault";
+
+/// The setup calls of a successful session, each with what must be undone (in order) when
+/// it is the call that fails.
+fn setup_table() -> Vec<(String, Vec<String>)> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let unmap_tmpfs = |pre: &[&str]| {
+        let mut v = s(pre);
+        v.extend(s(&UNMAP));
+        v.push(TMPFS.into());
+        v
+    };
+    let umount_staging = format!("umount {STAGING}");
+    let rel = "release_mapping tazpod-v";
+    vec![
+        ("block_signals".into(), vec![]),
+        ("unshare_mount_ns".into(), vec![]),
+        ("make_rprivate /".into(), vec![]),
+        ("mount_tmpfs /dev/mapper".into(), vec![]),
+        (format!("make_dir {STAGING} 700"), s(&[TMPFS])),
+        (
+            "map_vault /workspace/.tazpod-vault/vault.img tazpod-v ro=false keylen=64".into(),
+            s(&[TMPFS]),
+        ),
+        ("hold_mapping tazpod-v".into(), unmap_tmpfs(&[])),
+        ("defer_remove tazpod-v".into(), unmap_tmpfs(&[rel])),
+        (
+            format!("mount_ext4 /dev/mapper/tazpod-v {STAGING} ro=false"),
+            unmap_tmpfs(&[rel]),
+        ),
+        (rel.into(), unmap_tmpfs(&[&umount_staging, rel])),
+        (
+            format!("chown {STAGING} 1000:1000"),
+            unmap_tmpfs(&[&umount_staging]),
+        ),
+        (
+            format!("open_user_dir {STAGING}/.gcloud as 1000 create=true owned=false"),
+            unmap_tmpfs(&[&umount_staging]),
+        ),
+        (
+            format!("open_user_dir {STAGING}/.kube as 1000 create=true owned=false"),
+            unmap_tmpfs(&[&umount_staging]),
+        ),
+        (
+            "open_user_dir /home/tazpod/secrets as 1000 create=true owned=true".into(),
+            unmap_tmpfs(&[&umount_staging]),
+        ),
+        (
+            format!("move_mount {STAGING} /home/tazpod/secrets"),
+            unmap_tmpfs(&[&umount_staging]),
+        ),
+        (
+            "open_user_dir /home/tazpod/.config/gcloud as 1000 create=true owned=true".into(),
+            unmap_tmpfs(&["umount /home/tazpod/secrets"]),
+        ),
+        (
+            format!("bind_mount {STAGING}/.gcloud /home/tazpod/.config/gcloud ro=false"),
+            unmap_tmpfs(&["umount /home/tazpod/secrets"]),
+        ),
+        (
+            "open_user_dir /home/tazpod/.kube as 1000 create=true owned=true".into(),
+            unmap_tmpfs(&[
+                "umount /home/tazpod/.config/gcloud",
+                "umount /home/tazpod/secrets",
+            ]),
+        ),
+        (
+            format!("bind_mount {STAGING}/.kube /home/tazpod/.kube ro=true"),
+            unmap_tmpfs(&[
+                "umount /home/tazpod/.config/gcloud",
+                "umount /home/tazpod/secrets",
+            ]),
+        ),
+        (
+            "pending_signal".into(),
+            unmap_tmpfs(&[
+                "umount /home/tazpod/.kube",
+                "umount /home/tazpod/.config/gcloud",
+                "umount /home/tazpod/secrets",
+            ]),
+        ),
+        (
+            "session_ready".into(),
+            unmap_tmpfs(&[
+                "umount /home/tazpod/.kube",
+                "umount /home/tazpod/.config/gcloud",
+                "umount /home/tazpod/secrets",
+            ]),
+        ),
+    ]
+}
+
+fn teardown_calls() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "kill_namespace_stragglers",
+        "umount /home/tazpod/.kube",
+        "umount /home/tazpod/.config/gcloud",
+        "umount /home/tazpod/secrets",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(UNMAP.iter().map(|s| s.to_string()));
+    v.push(TMPFS.into());
+    v
+}
+
+#[test]
+fn full_session_order() {
+    let mut host = RecordingHost::default();
+    let r = run(&mut host, &plan());
+    let mut want: Vec<String> = setup_table().into_iter().map(|(c, _)| c).collect();
+    want.extend(
+        ["fork", "wait_child 4242", "wait_for_joined_shells"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    want.extend(teardown_calls());
+    assert_eq!(host.calls, want);
+    assert!(matches!(r.end, SessionEnd::Shell(WaitStatus::Exited(0))));
+    assert!(r.cleanup_errors.is_empty());
+    assert!(r.torn_down);
+}
+
+#[test]
+fn failure_at_each_setup_step_unwinds_exactly_what_was_done() {
+    let table = setup_table();
+    for (i, (call, unwind)) in table.iter().enumerate() {
+        let op: &'static str =
+            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
+        let nth = table[..=i]
+            .iter()
+            .filter(|(c, _)| c.split(' ').next() == Some(op))
+            .count();
+        let mut host = RecordingHost {
+            fail: Some((op, nth)),
+            ..RecordingHost::default()
+        };
+        let r = run(&mut host, &plan());
+        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
+        want.extend(unwind.iter().cloned());
+        assert_eq!(host.calls, want, "failure injected at {call}");
+        match r.end {
+            SessionEnd::SetupFailed(e) => assert_eq!(e.op, op, "at {call}"),
+            other => panic!("at {call}: {other:?}"),
+        }
+        assert!(r.cleanup_errors.is_empty());
+        assert!(!host.calls.iter().any(|c| c == "fork"));
+    }
+}
+
+#[test]
+fn signal_during_setup_undoes_everything_and_starts_no_shell() {
+    let mut host = RecordingHost {
+        pending: Some(libc::SIGINT),
+        ..RecordingHost::default()
+    };
+    let r = run(&mut host, &plan());
+    let table = setup_table();
+    let i = table
+        .iter()
+        .position(|(c, _)| c == "pending_signal")
+        .unwrap();
+    let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
+    want.extend(table[i].1.iter().cloned());
+    assert_eq!(host.calls, want);
+    assert!(matches!(r.end, SessionEnd::Interrupted(libc::SIGINT)));
+}
+
+#[test]
+fn teardown_attempts_every_step_even_when_some_fail() {
+    let mut host = RecordingHost {
+        always_fail: vec!["umount", "revoke_key"],
+        ..RecordingHost::default()
+    };
+    let r = run(&mut host, &plan());
+    assert_eq!(
+        host.calls_from("kill_namespace_stragglers"),
+        teardown_calls()
+    );
+    // three unmounts of the session, the key, and the tmpfs
+    assert_eq!(r.cleanup_errors.len(), 5);
+    assert!(r.torn_down);
+    assert!(matches!(r.end, SessionEnd::Shell(_)));
+}
+
+#[test]
+fn unwind_attempts_every_step_even_when_some_fail() {
+    let mut host = RecordingHost {
+        fail: Some(("bind_mount", 2)),
+        always_fail: vec!["remove_mapping"],
+        ..RecordingHost::default()
+    };
+    let r = run(&mut host, &plan());
+    let tail = host.calls_from("umount /home/tazpod/.config/gcloud");
+    assert_eq!(
+        tail,
+        vec![
+            "umount /home/tazpod/.config/gcloud",
+            "umount /home/tazpod/secrets",
+            "remove_mapping tazpod-v",
+            "revoke_key 77",
+            "detach_loop /dev/loop3",
+            TMPFS
+        ]
+    );
+    assert_eq!(r.cleanup_errors.len(), 1);
+}
+
+#[test]
+fn exit_status_passes_through() {
+    for st in [WaitStatus::Exited(3), WaitStatus::Signaled(libc::SIGHUP)] {
+        let mut host = RecordingHost {
+            wait_status: st,
+            ..RecordingHost::default()
+        };
+        let r = run(&mut host, &plan());
+        match r.end {
+            SessionEnd::Shell(got) => assert_eq!(got, st),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn joined_shells_keep_the_vault_when_interrupted() {
+    let mut host = RecordingHost {
+        alone: false,
+        ..RecordingHost::default()
+    };
+    let r = run(&mut host, &plan());
+    assert_eq!(host.calls.last().unwrap(), "wait_for_joined_shells");
+    assert!(!r.torn_down);
+}
+
+#[test]
+fn readonly_session_maps_and_mounts_readonly_and_does_not_chown() {
+    let mut p = plan();
+    p.readonly = true;
+    let mut host = RecordingHost::default();
+    run(&mut host, &p);
+    assert!(host
+        .calls
+        .iter()
+        .any(|c| c.ends_with("tazpod-v ro=true keylen=64")));
+    assert!(host
+        .calls
+        .iter()
+        .any(|c| c == &format!("mount_ext4 /dev/mapper/tazpod-v {STAGING} ro=true")));
+    assert!(!host.calls.iter().any(|c| c.starts_with("chown")));
+    assert!(
+        host.calls
+            .iter()
+            .any(|c| c
+                == &format!("open_user_dir {STAGING}/.gcloud as 1000 create=false owned=false"))
+    );
+    assert!(host
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("bind_mount"))
+        .all(|c| c.ends_with("ro=true")));
+}
+
+#[test]
+fn child_drops_privileges_in_order_then_execs() {
+    let mut host = RecordingHost {
+        fork_as: Fork::Child,
+        programs: vec!["/bin/bash".into()],
+        ..RecordingHost::default()
+    };
+    host.files.insert(
+        "/home/tazpod/secrets/gh/token".into(),
+        b"ghp_secret\n".to_vec(),
+    );
+    let r = run(&mut host, &plan());
+    assert!(matches!(r.end, SessionEnd::ChildReturned));
+    assert_eq!(
+        host.calls_from("fork"),
+        vec![
+            "fork",
+            "set_groups [1000, 27]",
+            "set_resgid 1000",
+            "clear_ambient_caps",
+            "drop_bounding_set",
+            "set_resuid 1000",
+            "clear_caps",
+            "die_with_parent 1000",
+            "close_stray_fds",
+            "chdir /work",
+            "read_secret /home/tazpod/secrets/gh/token",
+            "reset_signals",
+            "exec /bin/bash [\"-bash\"]",
+            "child_exit 126",
+        ]
+    );
+    let env: Vec<(String, String)> = host
+        .exec_env
+        .iter()
+        .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+        .collect();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("TAZPOD_GHOST_MODE"), Some("true"));
+    assert_eq!(get("TAZPOD_SHELL_PID"), Some("1000"));
+    assert_eq!(get("GH_TOKEN"), Some("ghp_secret"));
+    assert_eq!(get("KUBECONFIG"), Some("/home/tazpod/secrets/.kube/config"));
+}
+
+#[test]
+fn child_with_no_new_privs_and_a_missing_secret() {
+    let mut host = RecordingHost {
+        fork_as: Fork::Child,
+        programs: vec!["/bin/bash".into()],
+        fail: Some(("chdir", 1)),
+        ..RecordingHost::default()
+    };
+    let mut sp = shell();
+    sp.no_new_privs = true;
+    let p = plan();
+    run_holder(&mut host, &p, &sp, vault());
+    let c = host.calls_from("clear_caps");
+    assert_eq!(c[1], "set_no_new_privs");
+    assert_eq!(c[2], "die_with_parent 1000");
+    // the first working directory fails, the second is used
+    assert!(c.contains(&"chdir /work".to_string()));
+    assert!(c.contains(&"chdir /home/tazpod".to_string()));
+    // the unreadable secret is skipped, the shell still starts
+    assert!(!host.exec_env.iter().any(|(k, _)| k == "GH_TOKEN"));
+    assert!(host.exec_env.iter().any(|(k, _)| k == "KUBECONFIG"));
+}
+
+#[test]
+fn child_stops_at_the_first_failed_drop_and_never_execs() {
+    for op in [
+        "set_groups",
+        "set_resgid",
+        "clear_ambient_caps",
+        "drop_bounding_set",
+        "set_resuid",
+        "clear_caps",
+        "die_with_parent",
+        "close_stray_fds",
+        "reset_signals",
+    ] {
+        let mut host = RecordingHost {
+            fork_as: Fork::Child,
+            programs: vec!["/bin/bash".into()],
+            fail: Some((op, 1)),
+            ..RecordingHost::default()
+        };
+        run(&mut host, &plan());
+        assert!(!host.calls.iter().any(|c| c.starts_with("exec")), "{op}");
+        assert_eq!(host.calls.last().unwrap(), "child_exit 126", "{op}");
+    }
+}
+
+#[test]
+fn missing_program_is_searched_in_path_then_127() {
+    let mut host = RecordingHost {
+        fork_as: Fork::Child,
+        ..RecordingHost::default()
+    };
+    let mut sp = shell();
+    sp.exec.program = "nosuch".into();
+    sp.exec.argv = vec!["nosuch".into()];
+    let p = plan();
+    run_holder(&mut host, &p, &sp, vault());
+    let execs: Vec<&String> = host
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("exec"))
+        .collect();
+    assert_eq!(
+        execs,
+        vec![
+            "exec /usr/bin/nosuch [\"nosuch\"]",
+            "exec /bin/nosuch [\"nosuch\"]"
+        ]
+    );
+    assert_eq!(host.calls.last().unwrap(), "child_exit 127");
+}
+
+#[test]
+fn joiner_enters_the_namespace_runs_a_shell_and_tears_nothing_down() {
+    let mut host = RecordingHost {
+        wait_status: WaitStatus::Exited(5),
+        ..RecordingHost::default()
+    };
+    let r = run_joiner(
+        &mut host,
+        JoinTarget {
+            pid: 77,
+            ns_dev: 4,
+            ns_ino: 4026532000,
+        },
+        &shell(),
+    );
+    assert_eq!(
+        host.calls,
+        vec![
+            "block_signals",
+            "join_namespace 77 4:4026532000",
+            "fork",
+            "wait_child 4242"
+        ]
+    );
+    assert!(matches!(r.end, SessionEnd::Shell(WaitStatus::Exited(5))));
+    assert!(!r.torn_down);
+}
+
+#[test]
+fn joiner_that_cannot_enter_starts_nothing() {
+    let mut host = RecordingHost {
+        fail: Some(("join_namespace", 1)),
+        ..RecordingHost::default()
+    };
+    let r = run_joiner(
+        &mut host,
+        JoinTarget {
+            pid: 77,
+            ns_dev: 4,
+            ns_ino: 1,
+        },
+        &shell(),
+    );
+    assert_eq!(host.calls.len(), 2);
+    assert!(matches!(r.end, SessionEnd::SetupFailed(_)));
+}

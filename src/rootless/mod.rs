@@ -1,0 +1,295 @@
+//! Rootless vault access: `ls`, `cat` and `run` read the vault's ext4 filesystem in-process.
+//!
+//! No device-mapper, loop device, mount or capability is involved: the vault file is opened
+//! read-only, the volume key is recovered in userspace, and the ext4 filesystem in the data
+//! segment is read by `ext4-view` (a pure-Rust, read-only ext4 reader) through a
+//! [`reader::VaultReader`] that decrypts only the sectors the walk asks for. The plaintext
+//! exists only in this process's memory: for `cat` on its way to standard output, for `run`
+//! in the environment or the memfds handed to the command.
+//!
+//! Every walk of the filesystem runs under [`guarded`]: the ext4 reader reports corrupt data
+//! as errors, and should it panic on some input nobody foresaw, the panic becomes a clear error
+//! too, never a crash report.
+
+pub mod reader;
+mod run;
+mod walk;
+
+pub use run::{run, RunArgs};
+pub use walk::{cat, ls, CatArgs, LsArgs};
+
+use crate::config::{ConfigFile, DEFAULT_VAULT};
+use crate::device;
+use crate::error::{code, CliError};
+use crate::passphrase::KeyArgs;
+use ext4_view::{Ext4, Ext4Error};
+use luks2::kdf::KdfLimits;
+use luks2::unlock::UnlockOptions;
+use luks2::volume::{DataSegment, Decryptor};
+use reader::{Stats, VaultReader};
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Once;
+
+/// The options that say which vault to open and how.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VaultArgs {
+    /// The vault image, a LUKS file holding ext4 [default: the config's, else /workspace/.tazpod-vault/vault.img]
+    #[arg(long, value_name = "FILE")]
+    pub vault: Option<PathBuf>,
+    /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Try only this keyslot
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
+    #[arg(long = "max-kdf-memory", value_name = "KiB")]
+    pub max_kdf_memory: Option<u64>,
+}
+
+/// An unlocked vault whose filesystem is ready to read.
+pub struct Vault {
+    /// The filesystem (it owns the decrypting reader and, through it, the vault file).
+    pub fs: Ext4,
+    /// The vault path as the user gave it, for messages.
+    pub name: String,
+    /// What the decrypting reader did so far.
+    pub stats: Rc<Cell<Stats>>,
+}
+
+/// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
+/// `~/.config/tazpod/config.toml`), read when `always` or when it decides something: the
+/// vault when `--vault` is absent, or an explicit `--config`.
+pub fn load_config(v: &VaultArgs, always: bool) -> Result<ConfigFile, CliError> {
+    if always || v.vault.is_none() || v.config.is_some() {
+        crate::ghost::cli::load_config(v.config.as_deref(), None)
+    } else {
+        Ok(ConfigFile::default())
+    }
+}
+
+/// The vault path: `--vault`, else the config's `vault` (`~` is `$HOME`), else the default.
+pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
+    if let Some(p) = &v.vault {
+        return p.clone();
+    }
+    match (&config.vault, std::env::var_os("HOME")) {
+        (Some(p), Some(home)) => crate::config::expand_home(p, std::path::Path::new(&home)),
+        (Some(p), None) => p.clone(),
+        (None, _) => PathBuf::from(DEFAULT_VAULT),
+    }
+}
+
+/// Opens the vault read-only, asks for the passphrase, recovers the volume key and loads the
+/// ext4 superblock and group descriptors. The volume key itself is wiped before this returns:
+/// only the expanded cipher key schedule lives on, inside the reader (wiped on drop).
+pub fn open_vault(
+    v: &VaultArgs,
+    config: &ConfigFile,
+    key: &KeyArgs,
+    verbose: bool,
+) -> Result<Vault, CliError> {
+    let path = vault_file(v, config);
+    let mut f = device::ReadOnly::open(&path).map_err(|mut e| {
+        e.message = e.message.replacen("device ", "vault ", 1);
+        if v.vault.is_none() {
+            e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
+        }
+        e
+    })?;
+    let name = f.name.clone();
+    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&name, e))?;
+    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&name, e))?;
+    let size = f.size()?;
+    let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
+    let mut limits = KdfLimits::for_available_memory(device::mem_available());
+    if let Some(kib) = v.max_kdf_memory {
+        limits.max_memory_kib = kib;
+    }
+    let opts = UnlockOptions {
+        keyslot: v.key_slot,
+        limits,
+    };
+    let unlocked = crate::unlock_with(&mut f, &header, key, &name, &opts, verbose)?;
+    let dec = Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&name, e))?;
+    drop(unlocked);
+    let reader = VaultReader::new(f, dec, len);
+    let stats = reader.stats();
+    let fs = guarded(&name, || {
+        Ext4::load(Box::new(reader)).map_err(|e| fs_error(&name, None, e))
+    })?;
+    Ok(Vault { fs, name, stats })
+}
+
+thread_local! {
+    /// How many [`guarded`] calls are running on this thread.
+    static GUARDS: Cell<u32> = const { Cell::new(0) };
+    /// Where and why the last guarded panic of this thread happened.
+    static PANIC_NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that, inside [`guarded`], records the panic
+/// instead of printing it, and otherwise defers to the hook that was there before.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if GUARDS.with(Cell::get) > 0 {
+                let payload = info.payload();
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
+                let note = match info.location() {
+                    Some(l) => {
+                        // The crate and file, not the whole registry path.
+                        let parts: Vec<&str> = l.file().rsplitn(4, '/').take(3).collect();
+                        let file: Vec<&str> = parts.into_iter().rev().collect();
+                        format!("{what}, at {}:{}", file.join("/"), l.line())
+                    }
+                    None => what.to_string(),
+                };
+                PANIC_NOTE.with(|p| *p.borrow_mut() = Some(note));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic inside it (in the ext4 reader, on data nobody foresaw) into an
+/// error that names the vault, without the default panic report.
+pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+    install_panic_hook();
+    GUARDS.with(|g| g.set(g.get() + 1));
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
+    r.unwrap_or_else(|_| {
+        let note = PANIC_NOTE
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| "no detail".into());
+        Err(CliError::new(
+            code::INVALID,
+            format!("{vault}: the ext4 reader stopped on unexpected data, the filesystem in the vault is probably corrupt ({note})"),
+        )
+        .hint(corrupt_hint()))
+    })
+}
+
+fn corrupt_hint() -> String {
+    "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage (remove fs.img after)"
+        .into()
+}
+
+/// A path of the vault as the user typed it: absolute (relative paths start at the vault's
+/// root), as bytes.
+pub fn vault_path(p: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len() + 1);
+    if b.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(b);
+    out
+}
+
+/// A vault path for messages: quoted, with control characters escaped.
+pub fn shown(path: &[u8]) -> String {
+    format!("'{}'", String::from_utf8_lossy(path).escape_debug())
+}
+
+/// Turns an `ext4-view` error met on `path` (or on the filesystem as a whole) into a CLI error
+/// that says what is wrong and where.
+pub fn fs_error(vault: &str, path: Option<&[u8]>, e: Ext4Error) -> CliError {
+    let at = path.map_or_else(|| "the vault's filesystem".to_string(), shown);
+    match e {
+        Ext4Error::NotFound => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at} does not exist in the vault"),
+        )
+        .hint("list a directory with `tazpod ls [PATH]`"),
+        Ext4Error::NotADirectory => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at} is not a directory (or a part of it is not)"),
+        ),
+        Ext4Error::IsADirectory => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at} is a directory, not a file"),
+        )
+        .hint("list it with `tazpod ls`"),
+        Ext4Error::IsASpecialFile => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at} is not a regular file (a device, FIFO or socket)"),
+        ),
+        Ext4Error::TooManySymlinks => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at}: too many levels of symbolic links (a symlink loop?)"),
+        ),
+        Ext4Error::Encrypted => CliError::new(
+            code::INVALID,
+            format!("{vault}: {at} uses ext4 file encryption (fscrypt), which tazpod cannot read"),
+        ),
+        Ext4Error::NotAbsolute | Ext4Error::MalformedPath | Ext4Error::PathTooLong => {
+            CliError::new(
+                code::INVALID,
+                format!("{vault}: {at} is not a valid path in the vault: {e}"),
+            )
+        }
+        Ext4Error::Io(inner) => CliError::new(
+            code::DEVICE,
+            format!("{vault}: reading {at} failed: {inner}"),
+        ),
+        Ext4Error::Incompatible(i) => CliError::new(
+            code::INVALID,
+            format!("{vault}: the filesystem uses a feature tazpod cannot read: {i}"),
+        )
+        .hint("open the vault with `tazpod open` or ghost mode instead (they need root)"),
+        Ext4Error::Corrupt(c) => CliError::new(
+            code::INVALID,
+            match path {
+                Some(p) => format!(
+                    "{vault}: the filesystem in the vault is corrupt (reading {}): {c}",
+                    shown(p)
+                ),
+                None => format!("{vault}: the filesystem in the vault is corrupt: {c}"),
+            },
+        )
+        .hint(corrupt_hint()),
+        other => CliError::new(code::INVALID, format!("{vault}: {at}: {other}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_made_absolute() {
+        assert_eq!(vault_path("a/b".as_ref()), b"/a/b");
+        assert_eq!(vault_path("/a".as_ref()), b"/a");
+        assert_eq!(vault_path("".as_ref()), b"/");
+        assert_eq!(shown(b"/new\nline"), "'/new\\nline'");
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error() {
+        let r: Result<(), CliError> = guarded("v.img", || panic!("boom"));
+        let e = r.unwrap_err();
+        assert_eq!(e.code, code::INVALID);
+        assert!(
+            e.message.contains("v.img: the ext4 reader stopped"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("boom"), "{}", e.message);
+        // The previous hook is back, and a normal result passes through.
+        assert_eq!(guarded("v", || Ok(3)).unwrap(), 3);
+    }
+}

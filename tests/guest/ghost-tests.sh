@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Real-kernel tests of ghost mode (`tazpod unlock / lock / env`) in a QEMU guest, on a copy of
+# the demo vault. Builds the release binary, runs tests/guest/ghost.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build -q --release
+tests/guest/run.sh --bin target/release/tazpod --file fixtures/demo:/fixtures/demo --host-bin flock \
+    "$@" tests/guest/ghost.sh
