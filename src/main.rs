@@ -3,6 +3,7 @@
 //! `dump`, `open --test-passphrase` and `decrypt` only read: the device and the header file
 //! are opened read-only and never written.
 
+mod benchmark;
 mod device;
 mod dump;
 mod error;
@@ -26,6 +27,10 @@ use passphrase::{with_passphrase, KeyArgs};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Large (KDF) allocations get transparent huge pages: see `kernel::hugepages`.
+#[global_allocator]
+static ALLOC: kernel::hugepages::HugePageAlloc = kernel::hugepages::HugePageAlloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,6 +87,8 @@ enum Command {
     KillSlot(write::KillSlotArgs),
     /// Set the label or a keyslot priority (like cryptsetup config)
     Config(write::ConfigArgs),
+    /// Measure KDF and cipher speeds on this machine (like cryptsetup benchmark)
+    Benchmark(benchmark::BenchmarkArgs),
 }
 
 /// Options shared by the verbs that read a header.
@@ -237,6 +244,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::RemoveKey(a) => write::cmd_remove_key(a, verbose).map(|()| code::OK),
         Command::KillSlot(a) => write::cmd_kill_slot(a, verbose).map(|()| code::OK),
         Command::Config(a) => write::cmd_config(a, verbose).map(|()| code::OK),
+        Command::Benchmark(a) => print_out(&benchmark::run(&a)?).map(|()| code::OK),
     }
 }
 

@@ -88,13 +88,26 @@ fn read_key_file(args: &KeyArgs, path: &PathBuf) -> Result<Passphrase, CliError>
         ));
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    // Read one byte more than allowed to detect an oversized file.
-    let mut buf = SecretBuf::zeroed(cap + 1);
+    // Read one byte more than allowed to detect an oversized file. The buffer starts small and
+    // doubles (the old one is wiped on drop): a full-size buffer would make every unlock touch
+    // and wipe 8 MiB.
+    let want = cap.saturating_add(1);
+    let mut buf = SecretBuf::zeroed(want.min(4096));
     let mut len = 0usize;
-    while let Some(dst) = buf.as_mut_bytes().get_mut(len..) {
-        if dst.is_empty() {
-            break;
+    loop {
+        if len == buf.len() {
+            if len >= want {
+                break;
+            }
+            let mut bigger = SecretBuf::zeroed(len.saturating_mul(2).min(want));
+            if let Some(dst) = bigger.as_mut_bytes().get_mut(..len) {
+                dst.copy_from_slice(buf.as_bytes());
+            }
+            buf = bigger;
         }
+        let Some(dst) = buf.as_mut_bytes().get_mut(len..) else {
+            break;
+        };
         match reader.read(dst) {
             Ok(0) => break,
             Ok(n) => len += n,

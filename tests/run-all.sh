@@ -32,6 +32,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (library + CLI on the fixtures)"
 cargo test --workspace
 
+# Quick criterion run (about a minute after the build) so the benches keep compiling and running;
+# its figures are not comparable between machines. docs/performance.md has the real ones.
+step "benches, quick mode"
+cargo bench -p tazpod --bench kdf --bench af --bench xts --bench header -- \
+  --quick --warm-up-time 0.1 --measurement-time 0.3
+
 # The real-kernel tests boot Debian's kernel in QEMU (installing qemu-system-x86, busybox-static
 # and the rest on first use, caching the kernel). They never skip silently: only an explicit
 # TAZPOD_SKIP_GUEST=1 (for quick local runs, never set in CI) leaves them out, loudly.

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod dm;
+pub mod hugepages;
 pub mod keyring;
 pub mod loopdev;
 pub mod memfd;
