@@ -736,3 +736,105 @@ fn wrong_then_right_passphrase_at_the_prompt() {
     assert!(!out.contains("T0p-S3cret-Wrong"), "{out}");
     assert!(!out.contains(PASS), "{out}");
 }
+
+/// `(uid of /proc/PID/status, VmLck in KiB)` of a running process.
+fn proc_owner_and_locked(pid: u32) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let p = format!("/proc/{pid}/status");
+    let uid = std::fs::metadata(&p).ok()?.uid();
+    let s = std::fs::read_to_string(&p).ok()?;
+    let lck = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((uid, lck))
+}
+
+/// Starts `decrypt` (via `prefix`, e.g. setpriv) with a FIFO key file, so that it waits for
+/// the key after its startup protection; returns what /proc says about it, then feeds the
+/// key and collects the exit code and output.
+fn decrypt_paused(prefix: &[&str]) -> ((u32, u64), i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let vol = write(
+        d,
+        "vol.img",
+        &std::fs::read(fixture("pbkdf2-sha256.img")).unwrap(),
+    );
+    let fifo = d.join("key");
+    mkfifo(&fifo);
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = d.join("plain").display().to_string();
+    let fifo_s = fifo.display().to_string();
+    let mut argv: Vec<&str> = prefix.to_vec();
+    let bin = env!("CARGO_BIN_EXE_tazpod");
+    argv.extend([bin, "decrypt", "--key-file", &fifo_s, &vol, &out]);
+    let child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it blocks on the FIFO (the process is then tazpod itself, past startup).
+    let start = Instant::now();
+    let seen = loop {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).ok();
+        let wchan =
+            std::fs::read_to_string(format!("/proc/{}/wchan", child.id())).unwrap_or_default();
+        // fifo_open sleeps in wait_for_partner until a writer opens the FIFO.
+        if exe.is_some_and(|e| e.ends_with("tazpod"))
+            && (wchan.contains("partner") || wchan.contains("fifo"))
+        {
+            break proc_owner_and_locked(child.id()).unwrap();
+        }
+        assert!(
+            start.elapsed() < TIME_LIMIT,
+            "tazpod never waited on the key FIFO"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    feed_fifo(fifo, PASS.as_bytes().to_vec());
+    let (code, text) = wait_bounded(child, "decrypt with a FIFO key");
+    (seen, code, text)
+}
+
+/// The verbs that handle secrets make the process non-dumpable (its /proc files then belong
+/// to root, whoever runs it) and lock its memory when allowed; as an unprivileged user with
+/// the usual 8 MiB RLIMIT_MEMLOCK, the lock is skipped with a one-line warning.
+#[test]
+fn secret_verbs_are_non_dumpable_and_lock_memory() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (to compare with an unprivileged run)");
+        return;
+    }
+    let ((uid, locked), code, text) = decrypt_paused(&[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(uid, 0);
+    assert!(locked > 1024, "VmLck {locked} KiB as root");
+    assert!(!text.contains("warning"), "{text}");
+
+    let ((uid, locked), code, text) = decrypt_paused(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    // Owned by root although running as uid 65534: PR_SET_DUMPABLE 0 took effect.
+    assert_eq!(uid, 0, "the unprivileged tazpod is still dumpable");
+    assert_eq!(locked, 0);
+    assert!(
+        text.contains("tazpod: warning: memory is not locked: RLIMIT_MEMLOCK is"),
+        "{text}"
+    );
+    assert_eq!(text.matches("warning").count(), 1, "{text}");
+}

@@ -1,6 +1,6 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
-//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`) and the
-//! terminal (`tty`).
+//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), the
+//! terminal (`tty`) and process protection for secrets (`secmem`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -12,6 +12,7 @@
 pub mod dm;
 pub mod keyring;
 pub mod loopdev;
+pub mod secmem;
 pub mod tty;
 
 use std::ffi::CString;
