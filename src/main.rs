@@ -222,6 +222,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8, CliError> {
     let verbose = cli.verbose;
+    protect_if_secret(&cli.command, verbose);
     match cli.command {
         Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
         Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),
@@ -245,6 +246,23 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::KillSlot(a) => write::cmd_kill_slot(a, verbose).map(|()| code::OK),
         Command::Config(a) => write::cmd_config(a, verbose).map(|()| code::OK),
         Command::Benchmark(a) => print_out(&benchmark::run(&a)?).map(|()| code::OK),
+    }
+}
+
+/// For the verbs that handle key material: a non-dumpable process and, when `RLIMIT_MEMLOCK`
+/// allows it, locked memory (see `kernel::secmem`), before any passphrase is read.
+fn protect_if_secret(cmd: &Command, verbose: bool) {
+    let header = match cmd {
+        Command::Open(a) => &a.header,
+        Command::Decrypt(a) => &a.header,
+        Command::Dump(a) if a.dump_volume_key => &a.header,
+        _ => return,
+    };
+    let p = kernel::secmem::protect_process(kdf_limits(header).max_memory_kib);
+    if let Some(w) = p.warning() {
+        eprintln!("{w}");
+    } else if verbose {
+        eprintln!("Process made non-dumpable, memory locked.");
     }
 }
 

@@ -41,8 +41,8 @@ impl SecretBuf {
 
     /// Shortens the buffer to `len` bytes, wiping the bytes cut off.
     pub fn truncate(&mut self, len: usize) {
-        if len < self.0.len() {
-            self.0[len..].zeroize();
+        if let Some(tail) = self.0.get_mut(len..) {
+            tail.zeroize();
             self.0.truncate(len);
         }
     }

@@ -19,6 +19,11 @@ use std::fmt;
 use std::io::{Read, Seek};
 use subtle::ConstantTimeEq;
 
+/// Stripes of every LUKS2 keyslot. cryptsetup's `luks2_keyslot_get_key` always merges
+/// `LUKS_STRIPES` (4000) stripes and never reads `af.stripes`, so neither does this library:
+/// a header whose `af.stripes` says otherwise opens exactly as it does with cryptsetup.
+pub const LUKS2_AF_STRIPES: u32 = 4000;
+
 /// Why no volume key came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -314,17 +319,26 @@ fn try_luks2_keyslot<R: Read + Seek>(
     let Ok(key_size) = usize::try_from(ks.key_size) else {
         return Ok(Attempt::Unusable("key size too large".into()));
     };
+    // An empty volume key would "verify" against nothing but its digest: never usable.
+    if key_size == 0 {
+        return Ok(Attempt::Unusable("key_size is 0".into()));
+    }
     let digest_params = KdfParams::Pbkdf2 {
         hash: digest_hash,
         iterations: digest.iterations,
     };
+    // Parameters no KDF accepts (zero iterations, no lanes…) make the keyslot unusable; only
+    // valid parameters over the limits are reported as over the limit.
+    if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+        return Ok(Attempt::Unusable(e.to_string()));
+    }
     if let Err(e) = params
         .check(limits)
         .and_then(|()| digest_params.check(limits))
     {
         return Ok(Attempt::OverLimit(e));
     }
-    let Some(split_len) = af::split_area_len(key_size, afs.stripes) else {
+    let Some(split_len) = af::split_area_len(key_size, LUKS2_AF_STRIPES) else {
         return Ok(Attempt::Unusable("AF size overflows".into()));
     };
     if u64::try_from(split_len).map_or(true, |l| l > area.size) {
@@ -344,7 +358,7 @@ fn try_luks2_keyslot<R: Read + Seek>(
         split_len,
         af_hash,
         key_size,
-        afs.stripes,
+        LUKS2_AF_STRIPES,
         &format!("keyslot {id} area"),
     )?;
     verify_digest(&digest_params, candidate, &digest.salt, &digest.digest)
@@ -450,6 +464,9 @@ fn unlock_luks1<R: Read + Seek>(
                 hash,
                 iterations: ks.iterations,
             };
+            if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+                return Ok(Attempt::Unusable(e.to_string()));
+            }
             if let Err(e) = params
                 .check(&opts.limits)
                 .and_then(|()| digest_params.check(&opts.limits))

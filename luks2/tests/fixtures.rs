@@ -3,7 +3,9 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::cast_possible_truncation
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 use luks2::error::{Error, UnlockError};

@@ -1,6 +1,12 @@
 //! LUKS1 header parsing and cryptsetup's load-time checks, one broken rule at a time, on a
 //! header made by cryptsetup.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod header_support;
 

@@ -1,6 +1,12 @@
 //! LUKS2 binary header reading: both copies, copy selection, secondary scan, and one broken
 //! binary-header rule at a time (checksum fixed afterwards so that only the rule is tested).
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod header_support;
 

@@ -5,7 +5,13 @@
 //! Computed vectors: `tests/kat_gen.py`, which shares no code with this crate (OpenSSL through
 //! Python's `cryptography` and `hashlib`, the reference Argon2 through `argon2-cffi`, and a
 //! transcription of cryptsetup's `lib/luks1/af.c`).
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use luks2::af;
 use luks2::cipher::{CipherSpec, SectorCipher};

@@ -1,5 +1,11 @@
 //! Every corpus variant (one rule broken or bent at a time) gives exactly the expected result.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod header_support;
 

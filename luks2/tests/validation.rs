@@ -1,7 +1,13 @@
 //! cryptsetup's header-validation cases (fixtures/validation, rebuilt from its
 //! tests/generators with cryptsetup 2.6.1 as the oracle): `read_header` must accept exactly the
 //! images `cryptsetup luksDump` accepts.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use serde_json::Value;
 use std::fs::File;

@@ -1,6 +1,8 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
-//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), in-memory
-//! files for `tazpod run` (`memfd`) and the terminal (`tty`).
+//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), mounts and
+//! namespaces (`mount`), privileges (`privs`), in-memory files for `tazpod run` (`memfd`),
+//! huge pages for KDF memory (`hugepages`), process protection for secrets (`secmem`) and
+//! the terminal (`tty`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -16,6 +18,7 @@ pub mod loopdev;
 pub mod memfd;
 pub mod mount;
 pub mod privs;
+pub mod secmem;
 pub mod tty;
 
 use std::ffi::CString;

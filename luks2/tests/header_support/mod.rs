@@ -1,7 +1,14 @@
 //! Test support: builds LUKS2 images (binary headers + JSON areas + checksums) and a corpus of
 //! metadata variants, each breaking (or deliberately bending) exactly one rule, with the result
 //! cryptsetup 2.6 gives. Shared by the `header_*` and `metadata_*` test crates.
-#![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use luks2::metadata::{JsonErrorKind, JsonType, Location, MetadataError, Section};
 use serde_json::{json, Value};

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Builds the seed corpora of the fuzz targets from the fixtures (fuzz/seeds/<target>/).
+
+- header, image: the first 64 KiB of every fixture image (LUKS2 and LUKS1), and of every image
+  of the validation corpus (fixtures/validation/images.tar.gz, 88 damaged LUKS2 headers). A
+  copy larger than that is cut: the targets read zeros past the input and fix the checksum
+  over them, so the JSON text (which comes first) still loads.
+- metadata: the JSON area (bytes 4096..hdr_size) of every LUKS2 seed whose area is at most
+  64 KiB (larger areas are reached through the image target).
+- luks1: the first 4 KiB of each LUKS1 fixture.
+- unlock: one byte (passphrase length), the passphrase, then the image up to its data offset
+  (header, keyslot areas), for every fixture the manifest says opens.
+- dm: device-mapper replies (DEV_STATUS, TABLE_STATUS with a crypt line, LIST_DEVICES,
+  LIST_VERSIONS) and crypt table lines.
+
+Deterministic; run from anywhere. Usage: make-seeds.py [OUTDIR]
+"""
+import json
+import os
+import struct
+import sys
+import tarfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIX = os.path.join(ROOT, "fixtures")
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "seeds")
+HDR_SIZES = [0x4000 << i for i in range(9)]
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def hdr_size(img):
+    if len(img) >= 16 and img[:6] == b"LUKS\xba\xbe" and img[6:8] == b"\x00\x02":
+        (n,) = struct.unpack(">Q", img[8:16])
+        if n in HDR_SIZES:
+            return n
+    return None
+
+
+def header_seed(name, img):
+    n = hdr_size(img)
+    seed = img[:65536]
+    put("header", name, seed)
+    if img[:6] == b"LUKS\xba\xbe" and img[6:8] == b"\x00\x01":
+        put("luks1", name, img[:4096])
+        return
+    put("image", name, seed)
+    if n and len(img) >= n and n - 4096 <= 65536:
+        put("metadata", name, img[4096:n])
+
+
+def main():
+    manifest = json.load(open(os.path.join(FIX, "manifest.json")))
+    images = {}
+    for case in manifest:
+        for key in ("image", "header"):
+            rel = case.get(key)
+            if rel and rel not in images:
+                images[rel] = open(os.path.join(FIX, rel), "rb").read()
+    for rel, img in sorted(images.items()):
+        header_seed(os.path.basename(rel), img)
+
+    tgz = os.path.join(FIX, "validation", "images.tar.gz")
+    if os.path.exists(tgz):
+        with tarfile.open(tgz) as t:
+            for m in t.getmembers():
+                if not m.isfile():
+                    continue
+                f = t.extractfile(m)
+                head = f.read(4 << 20)
+                header_seed("validation-" + os.path.basename(m.name), head)
+
+    # unlock: passphrase + image up to the data offset, for cases that open.
+    done = set()
+    for case in manifest:
+        if case["expect"] != "ok" or case.get("header") or case.get("key_slot") is not None:
+            continue
+        pw = case.get("passphrase")
+        if pw is None or case["image"] in done:
+            continue
+        done.add(case["image"])
+        img = images[case["image"]]
+        pw = pw.encode()
+        if len(pw) >= 16:
+            continue
+        # Past 600 KiB there is only LUKS1 key material of high keyslots.
+        end = min(case["data_offset"] or len(img), 600 * 1024)
+        put("unlock", case["name"], bytes([len(pw)]) + pw + img[:end])
+
+    # dm: replies as the kernel writes them (native-endian, x86-64).
+    def dm_header(data_size, target_count, flags, name=b"", uuid=b""):
+        h = bytearray(312)
+        struct.pack_into("=III", h, 0, 4, 48, 0)
+        struct.pack_into("=IIIiII", h, 12, data_size, 312, target_count, 1, flags, 0)
+        struct.pack_into("=Q", h, 40, (253 << 8) | 3)
+        h[48 : 48 + len(name)] = name
+        h[176 : 176 + len(uuid)] = uuid
+        return h
+
+    line = b"aes-xts-plain64 :64:logon:cryptsetup:3e4ae3b0-3f1a-4ac7-9d08-1f2e3d4c5b6a-d0 0 7:0 32768 2 allow_discards sector_size:4096"
+    spec = bytearray(40)
+    struct.pack_into("=QQiI", spec, 0, 0, 2048, 0, 0)
+    spec[24:29] = b"crypt"
+    body = bytes(spec) + line + b"\0"
+    body += b"\0" * (-len(body) % 8)
+    put("dm", "table-status", bytes(dm_header(312 + len(body), 1, 1 << 6, b"vault", b"CRYPT-LUKS2-3e4ae3b03f1a4ac79d081f2e3d4c5b6a-vault")) + body)
+    put("dm", "dev-status", bytes(dm_header(305, 0, 0, b"vault")))
+    rec1 = struct.pack("=QI", (253 << 8) | 0, 24) + b"vault\0" + b"\0" * 6
+    rec2 = struct.pack("=QI", (253 << 8) | 1, 0) + b"other\0" + b"\0" * 6
+    put("dm", "list-devices", bytes(dm_header(312 + 48, 0, 0)) + rec1 + rec2)
+    v1 = struct.pack("=IIII", 32, 1, 23, 0) + b"crypt\0" + b"\0" * 10
+    v2 = struct.pack("=IIII", 0, 1, 4, 0) + b"linear\0" + b"\0" * 9
+    put("dm", "list-versions", bytes(dm_header(312 + 64, 0, 0)) + v1 + v2)
+    put("dm", "crypt-line", line)
+    put("dm", "crypt-line-hex", b"aes-cbc-essiv:sha256 " + b"00" * 32 + b" 0 8:16 4096")
+
+
+if __name__ == "__main__":
+    main()

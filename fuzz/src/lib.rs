@@ -1,0 +1,156 @@
+//! Shared helpers for the fuzz targets.
+//!
+//! - [`fix_checksums`]: cryptsetup's trick from `crypt2_load_fuzz.cc`: recompute the checksum
+//!   of every LUKS2 header copy in a mutated image, so the fuzzer gets past the checksum and
+//!   reaches the JSON parser and the validator.
+//! - `kernel` and `table`: the binary crate's pure encoders and decoders (a fuzz target cannot
+//!   depend on a bin crate), compiled here from the same source files.
+#![allow(clippy::all)]
+
+/// The binary crate's kernel modules (only the pure dm encode/decode functions are fuzzed;
+/// nothing here calls the kernel).
+#[allow(dead_code, unused_imports, unused_variables)]
+#[path = "../../src/kernel/mod.rs"]
+pub mod kernel;
+
+/// The binary crate's dm-crypt table builder and parser.
+#[allow(dead_code)]
+#[path = "../../src/table.rs"]
+pub mod table;
+
+/// The nine LUKS2 header sizes (binary header + JSON area) cryptsetup accepts.
+pub const HDR_SIZES: [u64; 9] = [
+    0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
+];
+
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Recomputes the checksum of the copy at `at` if its binary header names a usable size and a
+/// hash we know (sha1, sha256, sha512), as a cryptsetup-written header would have it. Bytes of
+/// the copy past the end of `img` count as zeros (see [`Padded`]).
+pub fn fix_checksum_at(img: &mut [u8], at: usize) {
+    let Some(hdr_size) = be_u64(img, at + 8) else {
+        return;
+    };
+    if !HDR_SIZES.contains(&hdr_size) || img.len() < at + 512 {
+        return;
+    }
+    let end = at + hdr_size as usize;
+    let alg_field = &img[at + 72..at + 104];
+    let alg_len = alg_field.iter().position(|&b| b == 0).unwrap_or(32);
+    let alg = alg_field[..alg_len].to_ascii_lowercase();
+    img[at + 448..at + 512].fill(0);
+    let present = &img[at..end.min(img.len())];
+    let missing = end - at - present.len();
+    fn sum<D: sha2::Digest>(present: &[u8], missing: usize) -> Vec<u8> {
+        let mut d = D::new();
+        d.update(present);
+        let zeros = [0u8; 4096];
+        let mut left = missing;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            d.update(&zeros[..n]);
+            left -= n;
+        }
+        d.finalize().to_vec()
+    }
+    let sum = match alg.as_slice() {
+        b"sha256" => sum::<sha2::Sha256>(present, missing),
+        b"sha1" => sum::<sha1::Sha1>(present, missing),
+        b"sha512" => sum::<sha2::Sha512>(present, missing),
+        _ => return,
+    };
+    img[at + 448..at + 448 + sum.len()].copy_from_slice(&sum);
+}
+
+/// Fixes the checksum of the primary copy and of every secondary copy (`SKUL` magic at one of
+/// the nine allowed offsets).
+pub fn fix_checksums(img: &mut [u8]) {
+    if img.starts_with(b"LUKS\xba\xbe") {
+        fix_checksum_at(img, 0);
+    }
+    for off in HDR_SIZES {
+        let off = off as usize;
+        if img.get(off..off + 6) == Some(b"SKUL\xba\xbe") {
+            fix_checksum_at(img, off);
+        }
+    }
+}
+
+/// A device made of `data` followed by zeros up to `len` bytes, without allocating them, so
+/// that a short fuzz input passes the device-size checks (`config.keyslots_size` and
+/// `hdr_size` may ask for up to 136 MiB) and reaches the code after them.
+pub struct Padded<'a> {
+    data: &'a [u8],
+    len: u64,
+    pos: u64,
+}
+
+/// The largest `2 × hdr_size + keyslots_size` a valid header can ask for (2 × 4 MiB + 128 MiB).
+pub const MAX_HEADER_AND_AREAS: u64 = 2 * 0x40_0000 + 0x800_0000;
+
+impl<'a> Padded<'a> {
+    /// `data` padded with zeros to `max(len, data.len())` bytes.
+    pub fn new(data: &'a [u8], len: u64) -> Self {
+        Padded {
+            data,
+            len: len.max(data.len() as u64),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for Padded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.len - self.pos) as usize;
+        let out = &mut buf[..n];
+        let start = self.pos.min(self.data.len() as u64) as usize;
+        let avail = &self.data[start..];
+        let k = if self.pos < self.data.len() as u64 {
+            avail.len().min(n)
+        } else {
+            0
+        };
+        out[..k].copy_from_slice(&avail[..k]);
+        out[k..].fill(0);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Padded<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let new = match pos {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before start",
+            )),
+        }
+    }
+}
+
+/// Tiny KDF limits so that an unlock on fuzzed input returns in about a millisecond, yet the
+/// fixtures' own keyslots (PBKDF2 1000 iterations; Argon2 4 passes over 64 or 256 KiB) still
+/// open: 256 KiB of Argon2 memory, 4 passes, 4 lanes, 1000 PBKDF2 iterations.
+pub fn tiny_limits() -> luks2::kdf::KdfLimits {
+    luks2::kdf::KdfLimits {
+        max_memory_kib: 256,
+        max_time: 4,
+        max_cpus: 4,
+        max_pbkdf2_iterations: 1000,
+    }
+}
