@@ -414,7 +414,15 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The volume key dump, as `cryptsetup luksDump --dump-volume-key` prints it.
-pub fn volume_key(header: &Header, device: &str, seg: &DataSegment, key: &VolumeKey) -> String {
+///
+/// The text holds the key in hex: it is built in a buffer allocated once, large enough that it
+/// never grows (so no unwiped copy is left behind by a reallocation), and wiped on drop.
+pub fn volume_key(
+    header: &Header,
+    device: &str,
+    seg: &DataSegment,
+    key: &VolumeKey,
+) -> zeroize::Zeroizing<String> {
     let (name, mode) = seg
         .encryption
         .split_once('-')
@@ -423,7 +431,7 @@ pub fn volume_key(header: &Header, device: &str, seg: &DataSegment, key: &Volume
         Header::Luks2(h) => h.binary.uuid.clone(),
         Header::Luks1(h) => h.uuid.clone(),
     };
-    let mut o = String::new();
+    let mut o = zeroize::Zeroizing::new(String::with_capacity(4096 + device.len() + key.len() * 4));
     let _ = writeln!(o, "LUKS header information for {device}");
     let _ = writeln!(o, "Cipher name:   \t{name}");
     let _ = writeln!(o, "Cipher mode:   \t{mode}");

@@ -307,12 +307,12 @@ fn unlock_with(
 fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
-    let out = if a.json {
+    let out: zeroize::Zeroizing<String> = if a.json {
         let mut s = dump::json(&header);
         if matches!(header, luks2::Header::Luks1(_)) {
             s.push('\n');
         }
-        s
+        s.into()
     } else if a.dump_volume_key {
         let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
         if !a.batch_mode && kernel::tty::stdin_is_tty() && a.key.key_file.is_none() {
@@ -325,7 +325,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
         let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
         dump::volume_key(&header, &shown, &seg, &u.volume_key)
     } else {
-        dump::human(&header, &shown)
+        dump::human(&header, &shown).into()
     };
     print_out(&out)
 }
