@@ -49,3 +49,7 @@ else
   step "real-kernel tests in a QEMU guest: ghost mode"
   tests/guest/ghost-tests.sh --log-dir "${TMPDIR:-/tmp}/tazpod-guest-ghost"
 fi
+
+# Fuzz smoke: every fuzz target (fuzz/, cargo-fuzz; installs cargo-fuzz if missing) for 10 s.
+step "fuzz smoke (10 s per target)"
+fuzz/smoke.sh 10
