@@ -1,7 +1,13 @@
 //! The writer's output against tazpod's reader and cryptsetup (the oracle): luksDump,
 //! open --test-passphrase (right and wrong passphrase), luksDump --dump-volume-key, and
 //! repair finding nothing to fix, over the option combinations of `format`.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod format_support;
 

@@ -1,7 +1,13 @@
 //! Crash consistency: every header update is interrupted after each of its writes (an
 //! injected failure after write N, for every N), and the image must open with the old
 //! keyslots or with the new ones, never neither — with tazpod's reader and with cryptsetup.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod format_support;
 

@@ -1,7 +1,13 @@
 //! Property test of the writer: whatever parameters and keyslot operations it is given, every
 //! header it writes is accepted by tazpod's own reader (validation included), and the volume
 //! key still comes back.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod format_support;
 
