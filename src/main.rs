@@ -60,7 +60,10 @@ enum Command {
     Decrypt(DecryptArgs),
     // --- ghost mode (src/ghost) ---
     /// Open the vault in a ghost session: a shell that alone sees it, locked when it exits
+    /// (a vault that does not exist yet is created first)
     Unlock(ghost::cli::UnlockArgs),
+    /// Create a new, empty vault (LUKS2 image with an ext4 filesystem) and exit
+    Init(ghost::create::InitArgs),
     /// Inside a ghost session: end it
     Lock,
     /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
@@ -231,6 +234,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
         Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
+        Command::Init(a) => ghost::create::cmd_init(a, verbose),
         Command::Lock => ghost::cli::cmd_lock(),
         Command::Env => ghost::cli::cmd_env(),
         Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),

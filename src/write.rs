@@ -541,6 +541,15 @@ pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
     })?;
     let hash = HashAlg::from_name(&a.kdf.hash)
         .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
+    if !matches!(a.kdf.pbkdf.as_str(), "argon2id" | "argon2i" | "pbkdf2") {
+        return Err(CliError::new(
+            code::INVALID,
+            format!(
+                "unknown PBKDF '{}' (argon2id, argon2i or pbkdf2)",
+                a.kdf.pbkdf
+            ),
+        ));
+    }
     let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.header.is_some())
         .map_err(|e| fmt_err("layout", e))?;
     Ok(HeaderSpec {
