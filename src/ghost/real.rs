@@ -341,10 +341,15 @@ impl Host for RealHost {
         } else {
             crate::kernel::fs::rename_noreplace(&image.temp, &image.path).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EEXIST) {
-                    fail(io::Error::new(
-                        e.kind(),
-                        "a file appeared there meanwhile (another tazpod creating the same vault?)",
-                    ))
+                    HostError::new(
+                        "move the new vault to",
+                        format!(
+                            "{} (something appeared there meanwhile: another tazpod creating \
+                             the same vault?)",
+                            shown(&image.path)
+                        ),
+                        e,
+                    )
                 } else {
                     fail(e)
                 }
@@ -1322,5 +1327,162 @@ mod tests {
         assert!(e.to_string().contains("owned by uid 0"), "{e}");
         // root's own rights are back afterwards
         assert!(std::fs::File::create(dir.path().join("root-can-write")).is_ok());
+    }
+
+    fn nobody(home: &Path) -> Identity {
+        Identity {
+            name: "nobody".into(),
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![NOBODY],
+            home: home.to_path_buf(),
+            shell: "/bin/sh".into(),
+        }
+    }
+
+    fn cheap_spec(vault: &Path) -> crate::write::HeaderSpec {
+        let kdf = crate::write::KdfArgs {
+            pbkdf: "pbkdf2".into(),
+            iter_time: None,
+            pbkdf_memory: None,
+            pbkdf_parallel: None,
+            force_iterations: Some(1000),
+            hash: "sha256".into(),
+        };
+        crate::write::header_spec(&crate::write::format_defaults(vault, kdf).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_new_image_is_made_as_the_owner_formatted_moved_into_place_or_removed() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+        let vault = home.join("a/b/vault.img");
+        let req = ImageRequest {
+            path: vault.clone(),
+            size: 32 << 20,
+            owner: Some(nobody(&home)),
+            replace: false,
+        };
+        let mut h = RealHost::default();
+        let img = h.create_image(&req).unwrap();
+        assert_eq!(img.temp.parent(), vault.parent());
+        let name = img.temp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".vault.img.tazpod-new-"), "{name}");
+        let m = std::fs::metadata(&img.temp).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (NOBODY, NOBODY, 0o600)
+        );
+        assert_eq!(m.len(), 32 << 20);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "not sparse: {} blocks",
+            m.blocks()
+        );
+        for d in [home.join("a"), home.join("a/b")] {
+            let m = std::fs::metadata(&d).unwrap();
+            assert_eq!(
+                (m.uid(), m.mode() & 0o777),
+                (NOBODY, 0o700),
+                "{}",
+                d.display()
+            );
+        }
+        assert!(
+            !vault.exists(),
+            "the vault path holds nothing before it is complete"
+        );
+
+        // The header: the writer's, read back, and the key opens through the reader.
+        let spec = cheap_spec(&vault);
+        let pass = luks2::Passphrase::from_vec(b"new vault".to_vec());
+        let key = h
+            .format_image(
+                &img,
+                &FormatRequest {
+                    spec: &spec,
+                    passphrase: &pass,
+                    verbose: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(key.volume.version, 2);
+        assert_eq!(key.volume.segment.sector_size, 4096);
+        assert_eq!(key.volume.segment.offset, 16 << 20);
+        assert_eq!(key.key.len(), 64);
+        let mut f = std::fs::File::open(&img.temp).unwrap();
+        let header = luks2::read_header(&mut f).unwrap();
+        let opts = luks2::unlock::UnlockOptions {
+            keyslot: None,
+            limits: luks2::kdf::KdfLimits::for_available_memory(crate::device::mem_available()),
+        };
+        let u = luks2::unlock::unlock(&header, &mut f, b"new vault", &opts).unwrap();
+        assert_eq!(u.volume_key.as_bytes(), key.key.as_bytes());
+
+        // mkfs.ext4 stands for any tool: its failure names the device and the status.
+        let e = h
+            .make_filesystem(Path::new("/bin/false"), &["/dev/mapper/x".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("/dev/mapper/x"), "{e}");
+        assert!(e.to_string().contains("exit status: 1"), "{e}");
+        h.make_filesystem(Path::new("/bin/true"), &[]).unwrap();
+
+        h.publish_image(&img).unwrap();
+        let m2 = std::fs::metadata(&vault).unwrap();
+        assert_eq!((m2.ino(), m2.uid()), (m.ino(), NOBODY));
+        assert!(!img.temp.exists());
+
+        // A second image for the same path is not moved over the first, and goes.
+        let mut h2 = RealHost::default();
+        let img2 = h2.create_image(&req).unwrap();
+        let e = h2.publish_image(&img2).unwrap_err();
+        assert_eq!(e.source.raw_os_error(), Some(libc::EEXIST), "{e}");
+        h2.remove_image(&img2).unwrap();
+        assert!(!img2.temp.exists());
+        assert_eq!(std::fs::metadata(&vault).unwrap().ino(), m.ino());
+        // With `replace`, it is.
+        let mut h3 = RealHost::default();
+        let img3 = h3
+            .create_image(&ImageRequest {
+                replace: true,
+                ..req.clone()
+            })
+            .unwrap();
+        h3.publish_image(&img3).unwrap();
+        let ino3 = std::fs::metadata(&vault).unwrap().ino();
+        assert_ne!(ino3, m.ino());
+        // Removed after it was published (a session setup failing after the move): the vault
+        // goes, and only the directories made for it (none here).
+        h3.remove_image(&img3).unwrap();
+        assert!(!vault.exists());
+        assert!(home.join("a/b").exists());
+
+        // The directories made for an image go with it.
+        let deep = home.join("c/d/vault.img");
+        let mut h4 = RealHost::default();
+        let img4 = h4
+            .create_image(&ImageRequest {
+                path: deep,
+                ..req.clone()
+            })
+            .unwrap();
+        h4.remove_image(&img4).unwrap();
+        assert!(!home.join("c").exists());
+        // Where the owner may not write, nothing is made.
+        let e = RealHost::default()
+            .create_image(&ImageRequest {
+                path: dir.path().join("root-only/vault.img"),
+                ..req
+            })
+            .unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(!dir.path().join("root-only").exists());
     }
 }
