@@ -363,7 +363,7 @@ t_check_fails init-mkfs-failure-no-image test -e /tmp/init3
 t_check init-mkfs-failure-nothing-left settles 10
 
 # --- SIGKILL while creating: the vault path holds nothing or a complete vault ---------------------
-for d in 0.5 1 2 3 5 8; do
+for d in 0.5 1.5 2.5 3 3.5 4.5; do
     V4=/tmp/kill-$d/vault.img
     (exec tazpod init --vault "$V4" --key-file /tmp/new1 --size 32M $CHEAP) >/dev/null 2>&1 &
     K=$!
