@@ -353,3 +353,34 @@ fn a_creation_that_fails_half_way_leaves_nothing() {
         assert!(made(&d).is_empty(), "{:?}", made(&d));
     }
 }
+
+#[test]
+fn the_image_is_made_with_the_callers_rights() {
+    if !is_root() || !mkfs_present() {
+        eprintln!("skipped: needs root and mkfs.ext4");
+        return;
+    }
+    // As tazpod's sudo re-execution runs it: --invoker names the caller (here nobody), who
+    // cannot write in a root-only directory, so nothing is made there.
+    let d = dir();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let v = s(&d.root.join("sub/vault.img"));
+    let mut args = vec![
+        "init",
+        "--invoker",
+        "65534",
+        "--vault",
+        &v,
+        "--key-file",
+        &d.key,
+        "--size",
+        "32M",
+    ];
+    args.extend_from_slice(&CHEAP);
+    let o = tazpod(&args, None);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("Permission denied"), "{}", err(&o));
+    assert!(err(&o).contains("choose a --vault path"), "{}", err(&o));
+    assert!(made(&d).is_empty(), "{:?}", made(&d));
+}

@@ -450,7 +450,10 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
             code_of(&e),
             format!("cannot set up the ghost session: {e}"),
         )
-        .hint(undone_hint)),
+        .hint(match create::where_hint(&e).filter(|_| created) {
+            Some(h) => format!("{h}; {undone_hint}"),
+            None => undone_hint.to_string(),
+        })),
         SessionEnd::Interrupted(sig) => Err(CliError::new(
             u8::try_from(128 + sig).unwrap_or(255),
             format!("interrupted by signal {sig} during setup"),

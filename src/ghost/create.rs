@@ -12,7 +12,7 @@
 //! step removes the image and undoes the mapping; the vault path never holds a half-made
 //! vault, and `init --force` leaves the old vault in place until the new one replaces it.
 
-use super::host::{FormatRequest, Identity, ImageRequest};
+use super::host::{FormatRequest, HostError, Identity, ImageRequest};
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::real::RealHost;
 use super::session::{create_vault, NewVault, SetupError};
@@ -182,6 +182,14 @@ pub fn find_mkfs() -> Result<PathBuf, CliError> {
              e2fsprogs); nothing was created",
         )
     })
+}
+
+/// What to do when the image could not be made where the vault goes.
+pub fn where_hint(e: &HostError) -> Option<&'static str> {
+    (e.op == "create" && e.source.kind() == io::ErrorKind::PermissionDenied).then_some(
+        "the image is created with the rights of the user who ran tazpod: choose a --vault \
+         path that user can write, or make its directory writable for them",
+    )
 }
 
 /// What creating a vault needs, all checked before anything is created.
@@ -521,13 +529,17 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
                 SetupError::Host(e) => CliError::new(
                     super::cli::host_error_code(&e),
                     format!("cannot create the vault {shown}: {e}"),
-                ),
+                )
+                .hint(match where_hint(&e) {
+                    Some(h) => format!("{h}; {hint}"),
+                    None => hint.to_string(),
+                }),
                 SetupError::Interrupted(sig) => CliError::new(
                     u8::try_from(128 + sig).unwrap_or(255),
                     format!("interrupted by signal {sig} while creating the vault {shown}"),
-                ),
-            }
-            .hint(hint));
+                )
+                .hint(hint),
+            });
         }
     };
     for e in &warnings {
