@@ -15,7 +15,7 @@
 //! tazpod wipes the reader and `exec`s the command in its own place: no tazpod process stays
 //! around holding plaintext, and the command's exit status is the one the caller sees.
 
-use super::walk::stream;
+use super::tree::stream;
 use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
 use crate::config::{ConfigFile, SecretKind};
 use crate::error::{code, CliError};
@@ -191,7 +191,7 @@ fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretB
         at: 0,
     };
     let mut chunk = SecretBuf::zeroed(len.clamp(1, 64 * 1024));
-    let n = stream(fs, vault, path, &mut chunk, &mut sink)?;
+    let n = stream(fs, vault, path, &mut chunk, &mut sink, u64::MAX)?;
     let mut n = usize::try_from(n).unwrap_or(len).min(len);
     while n > 0 && matches!(buf.as_bytes().get(n - 1), Some(b'\n' | b'\r')) {
         n -= 1;
@@ -245,7 +245,7 @@ fn serve_file(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<Memfd, 
     let mut m = Memfd::create(&format!("tazpod:{name}")).map_err(memfd_error)?;
     let mut sink = MemfdWriter(&mut m);
     let mut chunk = SecretBuf::zeroed(64 * 1024);
-    stream(fs, vault, path, &mut chunk, &mut sink)?;
+    stream(fs, vault, path, &mut chunk, &mut sink, u64::MAX)?;
     m.seal().map_err(memfd_error)?;
     Ok(m)
 }
