@@ -44,6 +44,10 @@ pub struct VaultArgs {
     /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Read the LUKS header (and keyslots) from FILE; the vault file holds only the encrypted
+    /// data (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
     /// Try only this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     pub key_slot: Option<u32>,
@@ -87,9 +91,10 @@ pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
     }
 }
 
-/// Opens the vault read-only, asks for the passphrase, recovers the volume key and loads the
-/// ext4 superblock and group descriptors. The volume key itself is wiped before this returns:
-/// only the expanded cipher key schedule lives on, inside the reader (wiped on drop).
+/// Opens the vault read-only (and the `--header` file, if any), asks for the passphrase,
+/// recovers the volume key and loads the ext4 superblock and group descriptors. The volume key
+/// itself is wiped before this returns: only the expanded cipher key schedule lives on, inside
+/// the reader (wiped on drop).
 pub fn open_vault(
     v: &VaultArgs,
     config: &ConfigFile,
@@ -105,8 +110,30 @@ pub fn open_vault(
         e
     })?;
     let name = f.name.clone();
-    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&name, e))?;
-    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&name, e))?;
+    // With a detached header, the header and keyslots come from that file; the vault file is
+    // only the data segment's device.
+    let mut detached = match &v.header {
+        Some(h) => Some(device::ReadOnly::open(h).map_err(|mut e| {
+            e.message = e.message.replacen("device ", "header file ", 1);
+            e
+        })?),
+        None => None,
+    };
+    let hdr_name = detached
+        .as_ref()
+        .map_or_else(|| name.clone(), |h| h.name.clone());
+    let header = luks2::read_header(detached.as_mut().unwrap_or(&mut f)).map_err(|e| {
+        let mut e = CliError::luks(&hdr_name, e);
+        if v.header.is_none() {
+            e.hint = Some(
+                "check that this is the vault; if its header is kept apart, give it with \
+                 --header FILE"
+                    .into(),
+            );
+        }
+        e
+    })?;
+    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&hdr_name, e))?;
     let size = f.size()?;
     let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
@@ -117,9 +144,18 @@ pub fn open_vault(
         keyslot: v.key_slot,
         limits,
     };
-    let unlocked = crate::unlock_with(&mut f, &header, key, &name, &opts, verbose)?;
-    let dec = Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&name, e))?;
+    let unlocked = crate::unlock_with(
+        detached.as_mut().unwrap_or(&mut f),
+        &header,
+        key,
+        &hdr_name,
+        &opts,
+        verbose,
+    )?;
+    let dec =
+        Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&hdr_name, e))?;
     drop(unlocked);
+    drop(detached);
     let reader = VaultReader::new(f, dec, len);
     let stats = reader.stats();
     let fs = guarded(&name, || {
