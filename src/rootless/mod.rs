@@ -158,9 +158,7 @@ pub fn open_vault(
     drop(detached);
     let reader = VaultReader::new(f, dec, len);
     let stats = reader.stats();
-    let fs = guarded(&name, || {
-        Ext4::load(Box::new(reader)).map_err(|e| fs_error(&name, None, e))
-    })?;
+    let fs = guarded(&name, || tree::load(Box::new(reader), &name, len))?;
     Ok(Vault {
         fs,
         name,
@@ -234,6 +232,19 @@ pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Resul
                 .hint(tree::corrupt_hint()),
         )
     })
+}
+
+/// For `--verbose`, once the vault (and with it the ext4 reader and its caches) is dropped:
+/// how much freed memory was zeroed.
+pub fn report_wiped() {
+    if crate::ALLOC.wiping() {
+        eprintln!(
+            "Zeroed {} bytes of freed memory (the ext4 reader's caches and buffers among them).",
+            crate::ALLOC.wiped_bytes()
+        );
+    } else {
+        eprintln!("Freed memory is not being zeroed.");
+    }
 }
 
 /// A path of the vault as the user typed it: absolute (relative paths start at the vault's

@@ -291,6 +291,7 @@ pub fn run(a: RunArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     if verbose {
+        super::report_wiped();
         eprintln!(
             "Running {} with {} secret(s) from the vault.",
             program.to_string_lossy(),

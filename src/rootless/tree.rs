@@ -9,7 +9,7 @@
 //! corrupt image would otherwise be walked again and again).
 
 use crate::error::{code, CliError};
-use ext4_view::{Ext4, Ext4Error, FileType, Metadata};
+use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata};
 use luks2::SecretBuf;
 use std::io::{self, Write};
 
@@ -42,6 +42,75 @@ pub fn is_known_ext4_view_panic(file: &str, line: u32) -> bool {
 /// directories than that has met a loop.
 pub fn max_dirs(fs_len: u64) -> u64 {
     fs_len / MIN_INODE_SIZE
+}
+
+/// Loads the ext4 filesystem of `len` bytes that `reader` reads (the vault's data segment),
+/// after [`check_geometry`] on its superblock.
+pub fn load(mut reader: Box<dyn Ext4Read>, vault: &str, len: u64) -> Result<Ext4, CliError> {
+    let mut sb = [0u8; 1024];
+    reader
+        .read(1024, &mut sb)
+        .map_err(|e| fs_error(vault, None, Ext4Error::Io(e)))?;
+    check_geometry(&sb, len).map_err(|what| {
+        CliError::new(
+            code::INVALID,
+            format!("{vault}: the filesystem in the vault is corrupt: {what}"),
+        )
+        .hint(corrupt_hint())
+    })?;
+    Ext4::load(reader).map_err(|e| fs_error(vault, None, e))
+}
+
+/// Checks what `ext4-view` 1.0.0 trusts in a superblock (`sb`, its 1024 bytes) before it
+/// allocates by it: it reserves memory for every block group the superblock counts, up to
+/// 2^32 of them, at once (`Vec::with_capacity` in `BlockGroupDescriptor::read_all`; found by
+/// the `ext4` fuzz target: a superblock claiming 2^29 groups asks for 24 GiB, and the
+/// allocation failure would abort the process). As the kernel and e2fsck do, a filesystem
+/// must fit in its device (`len` bytes: "block count exceeds size of device") and have 8 to
+/// 8 × block size blocks per group (one block of bitmap per group); then the group count, and
+/// the memory `ext4-view` reserves for it, is at most `len / 8192`, a small share of the
+/// vault's size. A superblock that is not ext4 (bad magic, block size) is left to `ext4-view`,
+/// which reports it.
+pub fn check_geometry(sb: &[u8; 1024], len: u64) -> Result<(), String> {
+    let u32_at = |at: usize| {
+        sb.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let magic = sb.get(0x38..0x3a) == Some(&[0x53, 0xef][..]);
+    let log = u32_at(24);
+    if !magic || log > 6 {
+        return Ok(());
+    }
+    let block_size = 1024u64 << log;
+    let incompat = u32_at(0x60);
+    let ro_compat = u32_at(0x64);
+    let blocks_hi = if incompat & 0x80 != 0 {
+        u64::from(u32_at(0x150))
+    } else {
+        0
+    };
+    let blocks = u64::from(u32_at(4)) | (blocks_hi << 32);
+    if blocks.checked_mul(block_size).is_none_or(|b| b > len) {
+        return Err(format!(
+            "its superblock counts {blocks} blocks of {block_size} bytes, more than the \
+             {len} bytes of the vault's data segment"
+        ));
+    }
+    let per_group = u64::from(u32_at(32));
+    // With bigalloc (ro_compat 0x200) the bitmap counts clusters: more blocks per group.
+    let most = if ro_compat & 0x200 != 0 {
+        u64::MAX
+    } else {
+        8 * block_size
+    };
+    if per_group < 8 || per_group > most {
+        return Err(format!(
+            "its superblock counts {per_group} blocks per group (ext4 has 8 to {})",
+            8 * block_size
+        ));
+    }
+    Ok(())
 }
 
 /// A vault path for messages: quoted, with control characters escaped.
@@ -448,6 +517,38 @@ mod tests {
         assert_eq!(shown(b"/new\nline"), "'/new\\nline'");
         assert_eq!(join(b"/", b"a"), b"/a");
         assert_eq!(join(b"/a", b"b"), b"/a/b");
+    }
+
+    /// A superblock: 1 KiB blocks, `blocks` of them, `per_group` per group.
+    fn superblock(blocks: u32, per_group: u32) -> [u8; 1024] {
+        let mut sb = [0u8; 1024];
+        sb[4..8].copy_from_slice(&blocks.to_le_bytes());
+        sb[32..36].copy_from_slice(&per_group.to_le_bytes());
+        sb[0x38..0x3a].copy_from_slice(&[0x53, 0xef]);
+        sb
+    }
+
+    #[test]
+    fn geometry_must_fit_the_device() {
+        assert_eq!(check_geometry(&superblock(512, 8192), 512 * 1024), Ok(()));
+        let e = check_geometry(&superblock(513, 8192), 512 * 1024).unwrap_err();
+        assert!(e.contains("513 blocks of 1024 bytes"), "{e}");
+        // The fuzz finding: 2^32 - 1 blocks, 8 per group (2^29 groups) on a small image.
+        assert!(check_geometry(&superblock(u32::MAX, 8), 1 << 20).is_err());
+        for bad in [0, 7, 8193] {
+            let e = check_geometry(&superblock(512, bad), 1 << 20).unwrap_err();
+            assert!(e.contains(&format!("{bad} blocks per group")), "{e}");
+        }
+        // 64-bit block counts.
+        let mut sb = superblock(0, 8192);
+        sb[0x60] = 0x80;
+        sb[0x150] = 1;
+        assert!(check_geometry(&sb, u64::MAX).is_ok());
+        assert!(check_geometry(&sb, 1 << 40).is_err());
+        // Not ext4: left to ext4-view.
+        let mut sb = superblock(u32::MAX, 0);
+        sb[0x38] = 0;
+        assert_eq!(check_geometry(&sb, 0), Ok(()));
     }
 
     #[test]

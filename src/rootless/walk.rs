@@ -93,6 +93,10 @@ pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
     if verbose {
         report(&vault);
     }
+    drop(vault);
+    if verbose {
+        super::report_wiped();
+    }
     match (r, flushed) {
         (Err(mut e), _) | (Ok(()), Err(mut e)) if !is_quiet(&e) => {
             if e.code == WRITE_FAILED {
@@ -136,6 +140,10 @@ pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
     if verbose {
         report(&vault);
     }
+    drop(vault);
+    if verbose {
+        super::report_wiped();
+    }
     match last {
         None => Ok(()),
         Some(mut e) => {
@@ -159,9 +167,8 @@ fn report(vault: &super::Vault) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
-    use super::super::tree::{walk_all, KNOWN_EXT4_VIEW_PANIC};
+    use super::super::tree::{load, walk_all, KNOWN_EXT4_VIEW_PANIC};
     use super::*;
-    use ext4_view::Ext4;
     use luks2::unlock::{unlock, UnlockOptions};
     use luks2::volume::{DataSegment, Decryptor};
     use std::panic::{self, AssertUnwindSafe};
@@ -182,8 +189,9 @@ mod tests {
     /// Everything `ls -R --long`, `cat` and `run` do, on an in-memory image: Ok(entries
     /// listed) or the first error (files that fail to stream are counted, not fatal).
     fn walk_everything(img: Vec<u8>) -> Result<usize, CliError> {
-        let dirs = max_dirs(img.len() as u64);
-        let fs = Ext4::load(Box::new(img)).map_err(|e| fs_error("v", None, e))?;
+        let len = img.len() as u64;
+        let fs = load(Box::new(img), "v", len)?;
+        let dirs = max_dirs(len);
         walk_all(&fs, "v", dirs, u64::MAX).map(|s| s.entries)
     }
 
@@ -232,7 +240,8 @@ mod tests {
                 *x = (i as u8).wrapping_mul(151) ^ 0x3c;
             }
             let r = super::super::guarded("v", || {
-                let fs = Ext4::load(Box::new(img)).map_err(|e| fs_error("v", None, e))?;
+                let len = img.len() as u64;
+                let fs = load(Box::new(img), "v", len)?;
                 let mut out = Vec::new();
                 Lister {
                     fs: &fs,
