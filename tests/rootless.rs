@@ -484,6 +484,31 @@ fn detached_header() {
     assert!(!out.status.success());
 }
 
+/// `ls`, `cat` and `run` zero memory when it is freed (`--verbose` says how much): at least
+/// `ext4-view`'s block cache (64 blocks of 4 KiB and a 32 KiB read buffer, freed with the
+/// filesystem) and the 64 KiB cache of decrypted sectors go through it. The allocator's own
+/// tests (`kernel::wipe`) show that a freed block is zero.
+#[test]
+fn freed_memory_is_zeroed_by_ls_cat_and_run() {
+    let v = "luks2-xts-4k.img";
+    let least = 64 * 4096 + 32 * 1024 + 64 * 1024;
+    for (verb, args) in [
+        ("ls", &["-R"][..]),
+        ("cat", &["README"][..]),
+        ("run", &["--env", "T=README", "--", "true"][..]),
+    ] {
+        let out = tazpod(v, verb, &[&["--verbose"][..], args].concat());
+        ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let n: u64 = stderr
+            .split_once("Zeroed ")
+            .and_then(|(_, rest)| rest.split_once(" bytes of freed memory"))
+            .map(|(n, _)| n.parse().unwrap())
+            .unwrap_or_else(|| panic!("{verb}: no wipe report in: {stderr}"));
+        assert!(n >= least, "{verb}: only {n} bytes zeroed");
+    }
+}
+
 #[test]
 fn wrong_passphrase_and_missing_vault() {
     let v = Path::new(DIR).join("luks2-xts-4k.img");

@@ -44,7 +44,7 @@ pub struct RunArgs {
     #[command(flatten)]
     vault: VaultArgs,
     /// Set variable NAME to the content of the vault file PATH (trailing newlines removed);
-    /// adds to the config's [[secret]] map, or replaces its entry for NAME
+    /// adds to the config's `[[secret]]` map, or replaces its entry for NAME
     #[arg(long = "env", value_name = "NAME=PATH", value_parser = parse_assignment)]
     env: Vec<(String, OsString)>,
     /// Serve the vault file PATH through an in-memory file; NAME is set to its /proc/self/fd
