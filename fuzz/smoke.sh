@@ -50,7 +50,8 @@ max_len() {
 failed=()
 summary=()
 for t in $targets; do
-    mkdir -p "$corpus_root/$t" "artifacts/$t"
+    # (A target may have no seeds: ext4's need e2fsprogs.)
+    mkdir -p "$corpus_root/$t" "artifacts/$t" "$work/seeds/$t"
     case $t in
         dm) dict=() ;;
         ext4) dict=(-dict="$here/ext4.dict") ;;
