@@ -12,14 +12,27 @@
   (header, keyslot areas), for every fixture the manifest says opens.
 - dm: device-mapper replies (DEV_STATUS, TABLE_STATUS with a crypt line, LIST_DEVICES,
   LIST_VERSIONS) and crypt table lines.
+- ext4: small plaintext filesystems made by `mkfs.ext4 -d` (e2fsprogs; skipped with a note
+  when it is missing) from the source tree of the rootless fixtures
+  (fixtures/rootless/make-fixtures.py, its "small" tree with a shorter medium.bin, plus an
+  htree directory, a sparse file, a long symlink and a FIFO), directories indexed by
+  `e2fsck -fD`: ext4 with 1 KiB and 4 KiB blocks, with and without metadata_csum, with a
+  journal holding one transaction to replay, ext3 and ext2 (block maps, no extents); and one
+  whose htree root counts 0xffff entries (the known ext4-view 1.0.0 panic, let through by the
+  target). Trailing zeros are cut (the target pads them back).
 
-Deterministic; run from anywhere. Usage: make-seeds.py [OUTDIR]
+Deterministic (but for the timestamps inside the ext4 seeds); run from anywhere.
+Usage: make-seeds.py [OUTDIR]
 """
+import importlib.util
 import json
 import os
+import shutil
 import struct
+import subprocess
 import sys
 import tarfile
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -121,5 +134,98 @@ def main():
     put("dm", "crypt-line-hex", b"aes-cbc-essiv:sha256 " + b"00" * 32 + b" 0 8:16 4096")
 
 
+def ext4_tree(root):
+    """The rootless fixtures' small tree, made smaller, plus what the full tree adds."""
+    path = os.path.join(ROOT, "fixtures", "rootless", "make-fixtures.py")
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    mf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mf)
+    mf.build_tree(root, "small")
+    with open(f"{root}/medium.bin", "r+b") as f:
+        f.truncate(5000)
+    with open(f"{root}/sparse.bin", "wb") as f:
+        f.write(mf.stream("sparse-head", 700))
+        f.seek(20 * 1024, 1)
+        f.write(mf.stream("sparse-tail", 300))
+    long_dir = f"{root}/long/" + "/".join(["x" * 20] * 4)
+    mf.write(f"{long_dir}/target.txt", b"reached through a long symlink\n")
+    os.symlink(os.path.relpath(f"{long_dir}/target.txt", root), f"{root}/long-link")
+    os.symlink("loop2", f"{root}/loop1")
+    os.symlink("loop1", f"{root}/loop2")
+    os.mkfifo(f"{root}/fifo", 0o644)
+    for i in range(120):
+        mf.write(f"{root}/many/entry-{i:04d}-" + "n" * 32, f"entry {i}\n".encode() if i % 40 == 0 else b"")
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)}: {r.stderr.decode()}")
+    return r.stdout.decode()
+
+
+def ext4_seeds():
+    if not all(shutil.which(t) for t in ("mkfs.ext4", "e2fsck", "debugfs", "tune2fs")):
+        print("make-seeds: e2fsprogs missing (mkfs.ext4, e2fsck, debugfs, tune2fs): no ext4 seeds",
+              file=sys.stderr)
+        return
+    work = tempfile.mkdtemp()
+    try:
+        src = os.path.join(work, "src")
+        try:
+            ext4_tree(src)
+        except ImportError as e:
+            # make-fixtures.py imports python3-cryptography (for its vaults, not for this).
+            print(f"make-seeds: cannot load fixtures/rootless/make-fixtures.py ({e}): no ext4 seeds",
+                  file=sys.stderr)
+            return
+        # name: mkfs options, size in KiB, whether to add a journal with one transaction.
+        variants = {
+            "ext4-1k-csum": (["-b", "1024"], 512, False),
+            "ext4-4k-csum": (["-b", "4096"], 1024, False),
+            "ext4-1k-nocsum": (["-b", "1024", "-O", "^metadata_csum"], 512, False),
+            "ext4-1k-journal": (["-b", "1024"], 4096, True),
+            "ext3-1k": (["-t", "ext3", "-b", "1024"], 512, False),
+            "ext2-1k-128": (["-t", "ext2", "-b", "1024", "-I", "128"], 512, False),
+        }
+        for name, (opts, kib, journal) in variants.items():
+            fs = os.path.join(work, name)
+            with open(fs, "wb") as f:
+                f.truncate(kib * 1024)
+            r = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "192", "-O", "^has_journal",
+                                "-E", "hash_seed=7a2f0d00-6d6f-4e00-9a11-0000000000bb",
+                                "-U", "7a2f0d00-6d6f-4e00-9a11-0000000000aa"]
+                               + opts + ["-d", src, fs], capture_output=True)
+            if r.returncode != 0:
+                sys.exit(f"mkfs.ext4 {name}: {r.stderr.decode()}")
+            # Index the directories (htree); exit code 1 means "optimized".
+            r = subprocess.run(["e2fsck", "-fyD", fs], capture_output=True)
+            if r.returncode not in (0, 1):
+                sys.exit(f"e2fsck {name}: {r.stderr.decode()}")
+            if journal:
+                # The smallest journal (1 MiB) right after the data, so that the seed stops
+                # a few blocks into it; then one transaction that rewrites the root directory
+                # block with its own content (replayed by the reader, the tree unchanged).
+                run(["tune2fs", "-J", "size=1,location=256", fs])
+                block = int(run(["debugfs", "-R", "bmap / 0", fs]).split()[0])
+                copy = os.path.join(work, "block")
+                with open(fs, "rb") as f, open(copy, "wb") as out:
+                    f.seek(block * 1024)
+                    out.write(f.read(1024))
+                subprocess.run(["debugfs", "-w", "-f", "-", fs], check=True, capture_output=True,
+                               input=f"jo -c\njw -b {block} {copy}\njc\n".encode())
+            img = open(fs, "rb").read()
+            put("ext4", name, img.rstrip(b"\0"))
+            if name == "ext4-1k-csum":
+                # The htree root of /many (its first block) with count 0xffff at 0x22.
+                root = int(run(["debugfs", "-R", "bmap /many 0", fs]).split()[0]) * 1024
+                bad = bytearray(img)
+                bad[root + 0x22:root + 0x24] = b"\xff\xff"
+                put("ext4", "ext4-1k-htree-count-overflow", bytes(bad).rstrip(b"\0"))
+    finally:
+        shutil.rmtree(work)
+
+
 if __name__ == "__main__":
     main()
+    ext4_seeds()

@@ -15,7 +15,7 @@ set -euo pipefail
 secs=${1:-${FUZZ_SECONDS:-20}}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm"}
+targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm ext4"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz" >&2
@@ -42,6 +42,7 @@ max_len() {
         luks1) echo 4096 ;;
         dm) echo 8192 ;;
         unlock) echo 614400 ;;
+        ext4) echo 327680 ;;
         *) echo 65536 ;;
     esac
 }
@@ -49,9 +50,13 @@ max_len() {
 failed=()
 summary=()
 for t in $targets; do
-    mkdir -p "$corpus_root/$t" "artifacts/$t"
-    dict=()
-    [ "$t" != dm ] && dict=(-dict="$here/luks2.dict")
+    # (A target may have no seeds: ext4's need e2fsprogs.)
+    mkdir -p "$corpus_root/$t" "artifacts/$t" "$work/seeds/$t"
+    case $t in
+        dm) dict=() ;;
+        ext4) dict=(-dict="$here/ext4.dict") ;;
+        *) dict=(-dict="$here/luks2.dict") ;;
+    esac
     log=$work/$t.log
     echo "smoke: $t for ${secs}s" >&2
     if cargo "${tc[@]}" fuzz run -O "$t" "$corpus_root/$t" "$work/seeds/$t" -- \

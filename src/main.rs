@@ -28,9 +28,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Large (KDF) allocations get transparent huge pages: see `kernel::hugepages`.
+/// Large (KDF) allocations get transparent huge pages (see `kernel::hugepages`); the rootless
+/// verbs switch on the zeroing of freed memory (see `kernel::wipe`).
 #[global_allocator]
-static ALLOC: kernel::hugepages::HugePageAlloc = kernel::hugepages::HugePageAlloc;
+static ALLOC: kernel::wipe::WipeOnFree<kernel::hugepages::HugePageAlloc> =
+    kernel::wipe::WipeOnFree::new(kernel::hugepages::HugePageAlloc);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -239,6 +241,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8, CliError> {
     let verbose = cli.verbose;
     protect_if_secret(&cli.command, verbose);
+    if matches!(
+        cli.command,
+        Command::Ls(_) | Command::Cat(_) | Command::Run(_)
+    ) {
+        // The ext4 reader's buffers hold decrypted blocks: zero them when freed.
+        ALLOC.wipe_freed_memory();
+    }
     match cli.command {
         Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
         Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),

@@ -5,6 +5,10 @@
 //!   reaches the JSON parser and the validator.
 //! - `kernel` and `table`: the binary crate's pure encoders and decoders (a fuzz target cannot
 //!   depend on a bin crate), compiled here from the same source files.
+//! - `error` and `tree`: the binary crate's CLI error type and the filesystem walk of the
+//!   rootless verbs (`ls`, `cat`, `run`), for the `ext4` target, with [`Ext4Image`] (a fuzzed
+//!   image padded with zeros, superblock checksum fixed up) and
+//!   [`let_only_the_known_ext4_panic_unwind`].
 #![allow(clippy::all)]
 
 /// The binary crate's kernel modules (only the pure dm encode/decode functions are fuzzed;
@@ -17,6 +21,16 @@ pub mod kernel;
 #[allow(dead_code)]
 #[path = "../../src/table.rs"]
 pub mod table;
+
+/// The binary crate's CLI error type (what the rootless walk returns).
+#[allow(dead_code)]
+#[path = "../../src/error.rs"]
+pub mod error;
+
+/// The binary crate's filesystem walk of `ls`, `cat` and `run`.
+#[allow(dead_code)]
+#[path = "../../src/rootless/tree.rs"]
+pub mod tree;
 
 /// The nine LUKS2 header sizes (binary header + JSON area) cryptsetup accepts.
 pub const HDR_SIZES: [u64; 9] = [
@@ -153,4 +167,110 @@ pub fn tiny_limits() -> luks2::kdf::KdfLimits {
         max_cpus: 4,
         max_pbkdf2_iterations: 1000,
     }
+}
+
+/// Largest filesystem an [`Ext4Image`] pretends to be (zeros past the input).
+pub const MAX_EXT4_IMAGE: u64 = 256 << 20;
+
+/// A fuzzed ext4 image as `ext4-view` reads it: the input, then zeros up to the size its
+/// superblock claims (at most [`MAX_EXT4_IMAGE`]), so that seeds can drop the long runs of
+/// zeros at the end of a freshly made filesystem and stay small. Reads past that size fail,
+/// as they do past the end of a vault's data segment.
+pub struct Ext4Image {
+    data: Vec<u8>,
+    len: u64,
+}
+
+/// Offset of the ext4 superblock.
+const SB: usize = 1024;
+/// Offset of `s_checksum` in the superblock.
+const SB_CSUM: usize = 0x3fc;
+
+impl Ext4Image {
+    /// `data` with its superblock checksum recomputed (when the superblock says
+    /// `metadata_csum`), cryptsetup's fix-up trick applied to ext4: mutations of the superblock
+    /// get past its checksum and reach the code after it (also the flip of `metadata_csum`
+    /// itself, which turns every other checksum off).
+    pub fn new(mut data: Vec<u8>) -> Self {
+        let u32_at = |d: &[u8], at: usize| {
+            d.get(at..at + 4)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()))
+        };
+        let ro_compat = u32_at(&data, SB + 0x64);
+        if ro_compat & 0x400 != 0 && data.len() >= SB + 1024 {
+            const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+            let sum = CRC32C.checksum(&data[SB..SB + SB_CSUM]) ^ !0;
+            data[SB + SB_CSUM..SB + SB_CSUM + 4].copy_from_slice(&sum.to_le_bytes());
+        }
+        let log = u32_at(&data, SB + 24);
+        let blocks_lo = u64::from(u32_at(&data, SB + 4));
+        let incompat = u32_at(&data, SB + 0x60);
+        let blocks_hi = if incompat & 0x80 != 0 {
+            u64::from(u32_at(&data, SB + 0x150))
+        } else {
+            0
+        };
+        let blocks = blocks_lo | (blocks_hi << 32);
+        let claimed = if log <= 6 {
+            blocks.saturating_mul(1024 << log)
+        } else {
+            0
+        };
+        let len = claimed.min(MAX_EXT4_IMAGE).max(data.len() as u64);
+        Ext4Image { data, len }
+    }
+
+    /// The bytes the filesystem spans (input and zeros).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The bytes of the input (after the fix-up).
+    pub fn input_len(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+impl ext4_view::Ext4Read for Ext4Image {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let end = start
+            .checked_add(dst.len() as u64)
+            .filter(|e| *e <= self.len)
+            .ok_or("read past the end of the image")?;
+        dst.fill(0);
+        let have = self.data.len() as u64;
+        if start < have {
+            let n = (end.min(have) - start) as usize;
+            let s = start as usize;
+            dst[..n].copy_from_slice(&self.data[s..s + n]);
+        }
+        Ok(())
+    }
+}
+
+/// Known `ext4-view` panics caught so far (see [`let_only_the_known_ext4_panic_unwind`]).
+pub static KNOWN_EXT4_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Installs (once) a panic hook that lets the one known `ext4-view` 1.0.0 panic
+/// ([`tree::KNOWN_EXT4_VIEW_PANIC`], located by file and line) unwind to the target's
+/// `catch_unwind`, and hands every other panic to the hook that was there before: libFuzzer's,
+/// which reports it and aborts, so any other panic is still a crash.
+pub fn let_only_the_known_ext4_panic_unwind() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(l) = info.location() {
+                if tree::is_known_ext4_view_panic(l.file(), l.line()) {
+                    KNOWN_EXT4_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+            previous(info);
+        }));
+    });
 }

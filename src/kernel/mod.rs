@@ -2,7 +2,7 @@
 //! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), mounts and
 //! namespaces (`mount`), privileges (`privs`), no-replace renames (`fs`), in-memory files
 //! for `tazpod run` (`memfd`), huge pages for KDF memory (`hugepages`), process protection for
-//! secrets (`secmem`) and the terminal (`tty`).
+//! secrets (`secmem`), the terminal (`tty`) and zeroing freed memory (`wipe`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -21,6 +21,7 @@ pub mod mount;
 pub mod privs;
 pub mod secmem;
 pub mod tty;
+pub mod wipe;
 
 use std::ffi::CString;
 use std::fmt;

@@ -13,16 +13,18 @@
 
 pub mod reader;
 mod run;
+pub mod tree;
 mod walk;
 
 pub use run::{run, RunArgs};
+pub use tree::{fs_error, shown};
 pub use walk::{cat, ls, CatArgs, LsArgs};
 
 use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
-use ext4_view::{Ext4, Ext4Error};
+use ext4_view::Ext4;
 use luks2::kdf::KdfLimits;
 use luks2::unlock::UnlockOptions;
 use luks2::volume::{DataSegment, Decryptor};
@@ -42,6 +44,10 @@ pub struct VaultArgs {
     /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Read the LUKS header (and keyslots) from FILE; the vault file holds only the encrypted
+    /// data (detached header)
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
     /// Try only this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     pub key_slot: Option<u32>,
@@ -58,6 +64,8 @@ pub struct Vault {
     pub name: String,
     /// What the decrypting reader did so far.
     pub stats: Rc<Cell<Stats>>,
+    /// Bytes of the filesystem (the data segment).
+    pub len: u64,
 }
 
 /// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
@@ -83,9 +91,10 @@ pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
     }
 }
 
-/// Opens the vault read-only, asks for the passphrase, recovers the volume key and loads the
-/// ext4 superblock and group descriptors. The volume key itself is wiped before this returns:
-/// only the expanded cipher key schedule lives on, inside the reader (wiped on drop).
+/// Opens the vault read-only (and the `--header` file, if any), asks for the passphrase,
+/// recovers the volume key and loads the ext4 superblock and group descriptors. The volume key
+/// itself is wiped before this returns: only the expanded cipher key schedule lives on, inside
+/// the reader (wiped on drop).
 pub fn open_vault(
     v: &VaultArgs,
     config: &ConfigFile,
@@ -101,8 +110,30 @@ pub fn open_vault(
         e
     })?;
     let name = f.name.clone();
-    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&name, e))?;
-    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&name, e))?;
+    // With a detached header, the header and keyslots come from that file; the vault file is
+    // only the data segment's device.
+    let mut detached = match &v.header {
+        Some(h) => Some(device::ReadOnly::open(h).map_err(|mut e| {
+            e.message = e.message.replacen("device ", "header file ", 1);
+            e
+        })?),
+        None => None,
+    };
+    let hdr_name = detached
+        .as_ref()
+        .map_or_else(|| name.clone(), |h| h.name.clone());
+    let header = luks2::read_header(detached.as_mut().unwrap_or(&mut f)).map_err(|e| {
+        let mut e = CliError::luks(&hdr_name, e);
+        if v.header.is_none() {
+            e.hint = Some(
+                "check that this is the vault; if its header is kept apart, give it with \
+                 --header FILE"
+                    .into(),
+            );
+        }
+        e
+    })?;
+    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&hdr_name, e))?;
     let size = f.size()?;
     let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
@@ -113,22 +144,35 @@ pub fn open_vault(
         keyslot: v.key_slot,
         limits,
     };
-    let unlocked = crate::unlock_with(&mut f, &header, key, &name, &opts, verbose)?;
-    let dec = Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&name, e))?;
+    let unlocked = crate::unlock_with(
+        detached.as_mut().unwrap_or(&mut f),
+        &header,
+        key,
+        &hdr_name,
+        &opts,
+        verbose,
+    )?;
+    let dec =
+        Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&hdr_name, e))?;
     drop(unlocked);
+    drop(detached);
     let reader = VaultReader::new(f, dec, len);
     let stats = reader.stats();
-    let fs = guarded(&name, || {
-        Ext4::load(Box::new(reader)).map_err(|e| fs_error(&name, None, e))
-    })?;
-    Ok(Vault { fs, name, stats })
+    let fs = guarded(&name, || tree::load(Box::new(reader), &name, len))?;
+    Ok(Vault {
+        fs,
+        name,
+        stats,
+        len,
+    })
 }
 
 thread_local! {
     /// How many [`guarded`] calls are running on this thread.
     static GUARDS: Cell<u32> = const { Cell::new(0) };
-    /// Where and why the last guarded panic of this thread happened.
-    static PANIC_NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Where and why the last guarded panic of this thread happened, and whether it was
+    /// [`tree::KNOWN_EXT4_VIEW_PANIC`].
+    static PANIC_NOTE: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
 }
 
 /// Installs (once per process) a panic hook that, inside [`guarded`], records the panic
@@ -150,9 +194,10 @@ fn install_panic_hook() {
                         // The crate and file, not the whole registry path.
                         let parts: Vec<&str> = l.file().rsplitn(4, '/').take(3).collect();
                         let file: Vec<&str> = parts.into_iter().rev().collect();
-                        format!("{what}, at {}:{}", file.join("/"), l.line())
+                        let known = tree::is_known_ext4_view_panic(l.file(), l.line());
+                        (format!("{what}, at {}:{}", file.join("/"), l.line()), known)
                     }
-                    None => what.to_string(),
+                    None => (what.to_string(), false),
                 };
                 PANIC_NOTE.with(|p| *p.borrow_mut() = Some(note));
             } else {
@@ -170,20 +215,36 @@ pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Resul
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
     r.unwrap_or_else(|_| {
-        let note = PANIC_NOTE
+        let (note, known) = PANIC_NOTE
             .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| "no detail".into());
-        Err(CliError::new(
-            code::INVALID,
-            format!("{vault}: the ext4 reader stopped on unexpected data, the filesystem in the vault is probably corrupt ({note})"),
+            .unwrap_or_else(|| ("no detail".into(), false));
+        let what = if known {
+            // ext4-view 1.0.0 checksums a directory index node before checking its entry
+            // count; see tree::KNOWN_EXT4_VIEW_PANIC.
+            "the ext4 reader stopped on a directory index (htree) node that counts more \
+             entries than its block holds: the filesystem in the vault is corrupt"
+        } else {
+            "the ext4 reader stopped on unexpected data, the filesystem in the vault is \
+             probably corrupt"
+        };
+        Err(
+            CliError::new(code::INVALID, format!("{vault}: {what} ({note})"))
+                .hint(tree::corrupt_hint()),
         )
-        .hint(corrupt_hint()))
     })
 }
 
-fn corrupt_hint() -> String {
-    "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage (remove fs.img after)"
-        .into()
+/// For `--verbose`, once the vault (and with it the ext4 reader and its caches) is dropped:
+/// how much freed memory was zeroed.
+pub fn report_wiped() {
+    if crate::ALLOC.wiping() {
+        eprintln!(
+            "Zeroed {} bytes of freed memory (the ext4 reader's caches and buffers among them).",
+            crate::ALLOC.wiped_bytes()
+        );
+    } else {
+        eprintln!("Freed memory is not being zeroed.");
+    }
 }
 
 /// A path of the vault as the user typed it: absolute (relative paths start at the vault's
@@ -199,72 +260,6 @@ pub fn vault_path(p: &std::ffi::OsStr) -> Vec<u8> {
     out
 }
 
-/// A vault path for messages: quoted, with control characters escaped.
-pub fn shown(path: &[u8]) -> String {
-    format!("'{}'", String::from_utf8_lossy(path).escape_debug())
-}
-
-/// Turns an `ext4-view` error met on `path` (or on the filesystem as a whole) into a CLI error
-/// that says what is wrong and where.
-pub fn fs_error(vault: &str, path: Option<&[u8]>, e: Ext4Error) -> CliError {
-    let at = path.map_or_else(|| "the vault's filesystem".to_string(), shown);
-    match e {
-        Ext4Error::NotFound => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} does not exist in the vault"),
-        )
-        .hint("list a directory with `tazpod ls [PATH]`"),
-        Ext4Error::NotADirectory => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is not a directory (or a part of it is not)"),
-        ),
-        Ext4Error::IsADirectory => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is a directory, not a file"),
-        )
-        .hint("list it with `tazpod ls`"),
-        Ext4Error::IsASpecialFile => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is not a regular file (a device, FIFO or socket)"),
-        ),
-        Ext4Error::TooManySymlinks => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at}: too many levels of symbolic links (a symlink loop?)"),
-        ),
-        Ext4Error::Encrypted => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} uses ext4 file encryption (fscrypt), which tazpod cannot read"),
-        ),
-        Ext4Error::NotAbsolute | Ext4Error::MalformedPath | Ext4Error::PathTooLong => {
-            CliError::new(
-                code::INVALID,
-                format!("{vault}: {at} is not a valid path in the vault: {e}"),
-            )
-        }
-        Ext4Error::Io(inner) => CliError::new(
-            code::DEVICE,
-            format!("{vault}: reading {at} failed: {inner}"),
-        ),
-        Ext4Error::Incompatible(i) => CliError::new(
-            code::INVALID,
-            format!("{vault}: the filesystem uses a feature tazpod cannot read: {i}"),
-        )
-        .hint("open the vault with `tazpod open` or ghost mode instead (they need root)"),
-        Ext4Error::Corrupt(c) => CliError::new(
-            code::INVALID,
-            match path {
-                Some(p) => format!(
-                    "{vault}: the filesystem in the vault is corrupt (reading {}): {c}",
-                    shown(p)
-                ),
-                None => format!("{vault}: the filesystem in the vault is corrupt: {c}"),
-            },
-        )
-        .hint(corrupt_hint()),
-        other => CliError::new(code::INVALID, format!("{vault}: {at}: {other}")),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -275,7 +270,6 @@ mod tests {
         assert_eq!(vault_path("a/b".as_ref()), b"/a/b");
         assert_eq!(vault_path("/a".as_ref()), b"/a");
         assert_eq!(vault_path("".as_ref()), b"/");
-        assert_eq!(shown(b"/new\nline"), "'/new\\nline'");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! tazpod wipes the reader and `exec`s the command in its own place: no tazpod process stays
 //! around holding plaintext, and the command's exit status is the one the caller sees.
 
-use super::walk::stream;
+use super::tree::stream;
 use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
 use crate::config::{ConfigFile, SecretKind};
 use crate::error::{code, CliError};
@@ -44,7 +44,7 @@ pub struct RunArgs {
     #[command(flatten)]
     vault: VaultArgs,
     /// Set variable NAME to the content of the vault file PATH (trailing newlines removed);
-    /// adds to the config's [[secret]] map, or replaces its entry for NAME
+    /// adds to the config's `[[secret]]` map, or replaces its entry for NAME
     #[arg(long = "env", value_name = "NAME=PATH", value_parser = parse_assignment)]
     env: Vec<(String, OsString)>,
     /// Serve the vault file PATH through an in-memory file; NAME is set to its /proc/self/fd
@@ -191,7 +191,7 @@ fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretB
         at: 0,
     };
     let mut chunk = SecretBuf::zeroed(len.clamp(1, 64 * 1024));
-    let n = stream(fs, vault, path, &mut chunk, &mut sink)?;
+    let n = stream(fs, vault, path, &mut chunk, &mut sink, u64::MAX)?;
     let mut n = usize::try_from(n).unwrap_or(len).min(len);
     while n > 0 && matches!(buf.as_bytes().get(n - 1), Some(b'\n' | b'\r')) {
         n -= 1;
@@ -245,7 +245,7 @@ fn serve_file(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<Memfd, 
     let mut m = Memfd::create(&format!("tazpod:{name}")).map_err(memfd_error)?;
     let mut sink = MemfdWriter(&mut m);
     let mut chunk = SecretBuf::zeroed(64 * 1024);
-    stream(fs, vault, path, &mut chunk, &mut sink)?;
+    stream(fs, vault, path, &mut chunk, &mut sink, u64::MAX)?;
     m.seal().map_err(memfd_error)?;
     Ok(m)
 }
@@ -291,6 +291,7 @@ pub fn run(a: RunArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     if verbose {
+        super::report_wiped();
         eprintln!(
             "Running {} with {} secret(s) from the vault.",
             program.to_string_lossy(),

@@ -1,18 +1,15 @@
-//! `tazpod ls` and `tazpod cat`: listing and streaming files of the vault's filesystem.
+//! `tazpod ls` and `tazpod cat`: listing and streaming files of the vault's filesystem (the
+//! filesystem work itself is in [`super::tree`]).
 
-use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
+use super::tree::{
+    is_quiet, max_dirs, stream, write_error, Format, Lister, CAT_CHUNK, WRITE_FAILED,
+};
+use super::{fs_error, guarded, load_config, open_vault, vault_path, VaultArgs};
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
-use ext4_view::{Ext4, FileType, Metadata};
 use luks2::SecretBuf;
 use std::ffi::OsString;
 use std::io::{self, Write};
-
-/// Bytes of plaintext moved per write by `cat` (the file is never loaded whole).
-const CAT_CHUNK: usize = 64 * 1024;
-
-/// Deepest directory `ls --recursive` descends into.
-const MAX_DEPTH: usize = 128;
 
 /// `tazpod ls`.
 #[derive(clap::Args, Debug)]
@@ -47,13 +44,6 @@ pub struct CatArgs {
     paths: Vec<OsString>,
 }
 
-/// What `ls` prints for each entry.
-#[derive(Debug, Clone, Copy)]
-struct Format {
-    long: bool,
-    end: u8,
-}
-
 /// Lists `a.path` of the vault.
 pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
     let path = vault_path(&a.path);
@@ -77,6 +67,8 @@ pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
                 vault: &name,
                 fmt,
                 out: &mut out,
+                dirs_left: max_dirs(vault.len),
+                found: None,
             };
             lister.dir(&path, b"", a.recursive, 0)
         } else {
@@ -91,6 +83,8 @@ pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
                 vault: &name,
                 fmt,
                 out: &mut out,
+                dirs_left: 0,
+                found: None,
             };
             lister.entry(&path, &shown_name, &lmeta)
         }
@@ -98,6 +92,10 @@ pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
     let flushed = out.flush().map_err(write_error);
     if verbose {
         report(&vault);
+    }
+    drop(vault);
+    if verbose {
+        super::report_wiped();
     }
     match (r, flushed) {
         (Err(mut e), _) | (Ok(()), Err(mut e)) if !is_quiet(&e) => {
@@ -108,170 +106,6 @@ pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
         }
         _ => Ok(()),
     }
-}
-
-/// Prints directory listings.
-struct Lister<'a, W: Write> {
-    fs: &'a Ext4,
-    vault: &'a str,
-    fmt: Format,
-    out: &'a mut W,
-}
-
-impl<W: Write> Lister<'_, W> {
-    /// Lists directory `path`; entries are shown as `prefix` + name.
-    fn dir(
-        &mut self,
-        path: &[u8],
-        prefix: &[u8],
-        recursive: bool,
-        depth: usize,
-    ) -> Result<(), CliError> {
-        if depth > MAX_DEPTH {
-            return Err(CliError::new(
-                code::INVALID,
-                format!(
-                    "{}: {} is nested more than {MAX_DEPTH} directories deep (a directory loop?)",
-                    self.vault,
-                    shown(path)
-                ),
-            ));
-        }
-        let mut entries = Vec::new();
-        let dir = self
-            .fs
-            .read_dir(path)
-            .map_err(|e| fs_error(self.vault, Some(path), e))?;
-        for entry in dir {
-            let entry = entry.map_err(|e| fs_error(self.vault, Some(path), e))?;
-            let name = entry.file_name().as_ref().to_vec();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let ft = entry
-                .file_type()
-                .map_err(|e| fs_error(self.vault, Some(path), e))?;
-            entries.push((name, ft));
-        }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (name, ft) in entries {
-            let full = join(path, &name);
-            let mut rel = prefix.to_vec();
-            rel.extend_from_slice(&name);
-            if self.fmt.long {
-                let meta = self
-                    .fs
-                    .symlink_metadata(full.as_slice())
-                    .map_err(|e| fs_error(self.vault, Some(&full), e))?;
-                self.entry(&full, &rel, &meta)?;
-            } else {
-                self.line(&rel)?;
-            }
-            if recursive && ft.is_dir() {
-                rel.push(b'/');
-                self.dir(&full, &rel, true, depth + 1)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// One entry in the chosen format.
-    fn entry(&mut self, full: &[u8], rel: &[u8], meta: &Metadata) -> Result<(), CliError> {
-        if !self.fmt.long {
-            return self.line(rel);
-        }
-        let mut text = format!(
-            "{} {:>5} {:>5} {:>10} ",
-            mode_string(meta.file_type(), meta.mode()),
-            meta.uid(),
-            meta.gid(),
-            meta.len()
-        )
-        .into_bytes();
-        text.extend_from_slice(rel);
-        if meta.is_symlink() {
-            let target = self
-                .fs
-                .read_link(full)
-                .map_err(|e| fs_error(self.vault, Some(full), e))?;
-            text.extend_from_slice(b" -> ");
-            text.extend_from_slice(target.as_ref());
-        }
-        self.line(&text)
-    }
-
-    fn line(&mut self, bytes: &[u8]) -> Result<(), CliError> {
-        self.out
-            .write_all(bytes)
-            .and_then(|()| self.out.write_all(&[self.fmt.end]))
-            .map_err(write_error)
-    }
-}
-
-/// `dir` + `/` + `name`.
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = dir.to_vec();
-    if p.last() != Some(&b'/') {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
-}
-
-/// The type and permission column of `ls -l` (`drwxr-xr-x`).
-pub fn mode_string(ft: FileType, mode: u16) -> String {
-    let t = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_char_dev() {
-        'c'
-    } else if ft.is_block_dev() {
-        'b'
-    } else if ft.is_fifo() {
-        'p'
-    } else if ft.is_socket() {
-        's'
-    } else {
-        '-'
-    };
-    let bit = |mask: u16, c: char| if mode & mask != 0 { c } else { '-' };
-    let special = |x: bool, set: bool, on: char, off: char, plain: char| match (set, x) {
-        (true, true) => on,
-        (true, false) => off,
-        (false, true) => plain,
-        (false, false) => '-',
-    };
-    let mut s = String::with_capacity(10);
-    s.push(t);
-    s.push(bit(0o400, 'r'));
-    s.push(bit(0o200, 'w'));
-    s.push(special(
-        mode & 0o100 != 0,
-        mode & 0o4000 != 0,
-        's',
-        'S',
-        'x',
-    ));
-    s.push(bit(0o040, 'r'));
-    s.push(bit(0o020, 'w'));
-    s.push(special(
-        mode & 0o010 != 0,
-        mode & 0o2000 != 0,
-        's',
-        'S',
-        'x',
-    ));
-    s.push(bit(0o004, 'r'));
-    s.push(bit(0o002, 'w'));
-    s.push(special(
-        mode & 0o001 != 0,
-        mode & 0o1000 != 0,
-        't',
-        'T',
-        'x',
-    ));
-    s
 }
 
 /// Streams the files `a.paths` of the vault to standard output. As cat does, a file that
@@ -288,7 +122,7 @@ pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
     for p in &a.paths {
         let path = vault_path(p);
         match guarded(&name, || {
-            stream(&vault.fs, &name, &path, &mut buf, &mut out)
+            stream(&vault.fs, &name, &path, &mut buf, &mut out, u64::MAX)
         }) {
             Ok(_) => {}
             Err(e) if is_quiet(&e) => break,
@@ -306,6 +140,10 @@ pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
     if verbose {
         report(&vault);
     }
+    drop(vault);
+    if verbose {
+        super::report_wiped();
+    }
     match last {
         None => Ok(()),
         Some(mut e) => {
@@ -315,58 +153,6 @@ pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
             Err(e)
         }
     }
-}
-
-/// Copies one file of the vault to `out` in [`CAT_CHUNK`] pieces through `buf`; returns the
-/// bytes copied.
-pub fn stream(
-    fs: &Ext4,
-    vault: &str,
-    path: &[u8],
-    buf: &mut SecretBuf,
-    out: &mut impl Write,
-) -> Result<u64, CliError> {
-    let mut file = fs.open(path).map_err(|e| fs_error(vault, Some(path), e))?;
-    let mut total = 0u64;
-    loop {
-        let mut n = 0usize;
-        while let Some(rest) = buf.as_mut_bytes().get_mut(n..).filter(|r| !r.is_empty()) {
-            let got = file
-                .read_bytes(rest)
-                .map_err(|e| fs_error(vault, Some(path), e))?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-        }
-        if n == 0 {
-            return Ok(total);
-        }
-        let chunk = buf.as_bytes().get(..n).unwrap_or_default();
-        out.write_all(chunk).map_err(write_error)?;
-        total += n as u64;
-    }
-}
-
-/// Marks a failed write to standard output inside this module (never an exit code: it is
-/// replaced by [`code::INVALID`] before the error leaves).
-const WRITE_FAILED: u8 = 255;
-
-/// A failed write to standard output. A closed pipe (`tazpod cat f | head`) is not an error:
-/// it gives the quiet marker (code 0, see [`is_quiet`]).
-fn write_error(e: io::Error) -> CliError {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        return CliError::new(code::OK, String::new());
-    }
-    CliError::new(
-        WRITE_FAILED,
-        format!("cannot write to standard output: {e}"),
-    )
-}
-
-/// Whether `e` stands for "the reader went away": stop quietly.
-fn is_quiet(e: &CliError) -> bool {
-    e.code == code::OK
 }
 
 /// The reader's counters, for `--verbose`.
@@ -381,26 +167,11 @@ fn report(vault: &super::Vault) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
+    use super::super::tree::{load, walk_all, KNOWN_EXT4_VIEW_PANIC};
     use super::*;
     use luks2::unlock::{unlock, UnlockOptions};
     use luks2::volume::{DataSegment, Decryptor};
     use std::panic::{self, AssertUnwindSafe};
-
-    #[test]
-    fn mode_strings() {
-        let fs = ext4_view::FileType::Regular;
-        assert_eq!(mode_string(fs, 0o644), "-rw-r--r--");
-        assert_eq!(
-            mode_string(ext4_view::FileType::Directory, 0o1777),
-            "drwxrwxrwt"
-        );
-        assert_eq!(mode_string(fs, 0o4754), "-rwsr-xr--");
-        assert_eq!(mode_string(fs, 0o2644), "-rw-r-Sr--");
-        assert_eq!(
-            mode_string(ext4_view::FileType::Symlink, 0o777),
-            "lrwxrwxrwx"
-        );
-    }
 
     /// The plaintext filesystem of a fixture vault (decrypted with the library).
     fn plaintext(vault: &str) -> Vec<u8> {
@@ -415,29 +186,25 @@ mod tests {
         out
     }
 
-    /// Everything `ls -R --long` and `cat` do, on an in-memory image: Ok(entries listed) or
-    /// the first error (files that fail to stream are counted, not fatal).
+    /// Everything `ls -R --long`, `cat` and `run` do, on an in-memory image: Ok(entries
+    /// listed) or the first error (files that fail to stream are counted, not fatal).
     fn walk_everything(img: Vec<u8>) -> Result<usize, CliError> {
-        let fs = Ext4::load(Box::new(img)).map_err(|e| super::super::fs_error("v", None, e))?;
-        let mut listing = Vec::new();
-        Lister {
-            fs: &fs,
-            vault: "v",
-            fmt: Format { long: true, end: 0 },
-            out: &mut listing,
+        let len = img.len() as u64;
+        let fs = load(Box::new(img), "v", len)?;
+        let dirs = max_dirs(len);
+        walk_all(&fs, "v", dirs, u64::MAX).map(|s| s.entries)
+    }
+
+    /// A panic the guard caught must be the known one of `ext4-view` (the guard's note names
+    /// the crate, file and line); any other is a bug to look at.
+    fn assert_known_panic_only(message: &str) {
+        if message.contains("the ext4 reader stopped") {
+            let (file, line) = KNOWN_EXT4_VIEW_PANIC;
+            assert!(
+                message.contains(&format!("{file}:{line}")),
+                "a panic at a new place: {message}"
+            );
         }
-        .dir(b"/", b"", true, 0)?;
-        let mut buf = SecretBuf::zeroed(CAT_CHUNK);
-        let entries: Vec<&[u8]> = listing
-            .split(|b| *b == 0)
-            .filter(|l| l.len() > 34)
-            .collect();
-        for line in &entries {
-            let name = line.get(34..).unwrap();
-            let name = name.split(|b| *b == b' ').next().unwrap();
-            let _ = stream(&fs, "v", &[b"/", name].concat(), &mut buf, &mut io::sink());
-        }
-        Ok(entries.len())
     }
 
     /// Corrupts every used filesystem block of two fixtures in turn (zeros, then noise) and
@@ -473,8 +240,8 @@ mod tests {
                 *x = (i as u8).wrapping_mul(151) ^ 0x3c;
             }
             let r = super::super::guarded("v", || {
-                let fs =
-                    Ext4::load(Box::new(img)).map_err(|e| super::super::fs_error("v", None, e))?;
+                let len = img.len() as u64;
+                let fs = load(Box::new(img), "v", len)?;
                 let mut out = Vec::new();
                 Lister {
                     fs: &fs,
@@ -484,11 +251,14 @@ mod tests {
                         end: b'\n',
                     },
                     out: &mut out,
+                    dirs_left: 1,
+                    found: None,
                 }
                 .dir(b"/many", b"", false, 0)
             });
             let e = r.expect_err("a corrupt /many lists without error");
             assert!(e.message.starts_with("v: "), "{}", e.message);
+            assert_known_panic_only(&e.message);
             eprintln!("block {b}: {}", e.message);
         }
     }
@@ -533,6 +303,7 @@ mod tests {
                         Ok(Err(e)) => {
                             outcomes[1] += 1;
                             if e.message.contains("the ext4 reader stopped") {
+                                assert_known_panic_only(&e.message);
                                 caught.push((vault, block, pattern, e.message));
                             }
                         }
