@@ -12,9 +12,12 @@
   (header, keyslot areas), for every fixture the manifest says opens.
 - dm: device-mapper replies (DEV_STATUS, TABLE_STATUS with a crypt line, LIST_DEVICES,
   LIST_VERSIONS) and crypt table lines.
+- format: the input is a string of choices (options, passphrases, operations), so any bytes
+  do; a few pseudo-random strings of 32 to 480 bytes to start from.
 
 Deterministic; run from anywhere. Usage: make-seeds.py [OUTDIR]
 """
+import hashlib
 import json
 import os
 import struct
@@ -119,6 +122,10 @@ def main():
     put("dm", "list-versions", bytes(dm_header(312 + 64, 0, 0)) + v1 + v2)
     put("dm", "crypt-line", line)
     put("dm", "crypt-line-hex", b"aes-cbc-essiv:sha256 " + b"00" * 32 + b" 0 8:16 4096")
+
+    for i in range(8):
+        data = b"".join(hashlib.sha256(b"format-%d-%d" % (i, j)).digest() for j in range(1 + 2 * i))
+        put("format", "choices-%d" % i, data)
 
 
 if __name__ == "__main__":

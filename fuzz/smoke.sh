@@ -15,7 +15,7 @@ set -euo pipefail
 secs=${1:-${FUZZ_SECONDS:-20}}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm"}
+targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm format"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz" >&2
@@ -41,6 +41,7 @@ max_len() {
     case $1 in
         luks1) echo 4096 ;;
         dm) echo 8192 ;;
+        format) echo 1024 ;;
         unlock) echo 614400 ;;
         *) echo 65536 ;;
     esac
@@ -51,7 +52,7 @@ summary=()
 for t in $targets; do
     mkdir -p "$corpus_root/$t" "artifacts/$t"
     dict=()
-    [ "$t" != dm ] && dict=(-dict="$here/luks2.dict")
+    case $t in dm | format) ;; *) dict=(-dict="$here/luks2.dict") ;; esac
     log=$work/$t.log
     echo "smoke: $t for ${secs}s" >&2
     if cargo "${tc[@]}" fuzz run -O "$t" "$corpus_root/$t" "$work/seeds/$t" -- \
