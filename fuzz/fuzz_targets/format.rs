@@ -27,7 +27,14 @@ const CIPHERS: [&str; 6] = [
     "serpent-xts-plain64",
 ];
 const HASHES: [&str; 8] = [
-    "sha256", "sha1", "sha512", "sha384", "ripemd160", "whirlpool", "sha3-256", "blake2b",
+    "sha256",
+    "sha1",
+    "sha512",
+    "sha384",
+    "ripemd160",
+    "whirlpool",
+    "sha3-256",
+    "blake2b",
 ];
 
 /// A deterministic random source (splitmix64) that can be told to fail after `fail_after`
@@ -144,7 +151,10 @@ fn check_model(image: &[u8], model: &BTreeMap<u32, Vec<u8>>, vk: &[u8], only: Op
     let ids: Vec<u32> = h.metadata.keyslots.keys().copied().collect();
     let want: Vec<u32> = model.keys().copied().collect();
     assert_eq!(ids, want, "keyslots in the header");
-    for (&id, pass) in model.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)) {
+    for (&id, pass) in model
+        .iter()
+        .filter(|(id, _)| only.is_none_or(|o| o == **id))
+    {
         match open(&h, image, Some(id), pass) {
             Ok(k) => assert_eq!(k, vk, "keyslot {id} gives another volume key"),
             Err(e) => panic!("keyslot {id} does not open with its passphrase: {e}"),
@@ -228,8 +238,16 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         encryption: encryption.clone(),
         sector_size,
         layout,
-        label: if u.ratio(1u8, 2)? { String::new() } else { text(u, 50)? },
-        subsystem: if u.ratio(3u8, 4)? { String::new() } else { text(u, 50)? },
+        label: if u.ratio(1u8, 2)? {
+            String::new()
+        } else {
+            text(u, 50)?
+        },
+        subsystem: if u.ratio(3u8, 4)? {
+            String::new()
+        } else {
+            text(u, 50)?
+        },
         uuid: match u.int_in_range(0u8..=3)? {
             0 => Some(text(u, 40)?),
             1 => Some("0b5a2c1e-7d3f-4e8a-9c6b-2F1E0D9C8B7A".into()),
@@ -276,51 +294,56 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         let h = header(&image);
         let before = model.clone();
         let mut after = model.clone();
-        let r = match u.int_in_range(0u8..=3)? {
-            0 => {
-                let pass = passphrase(u)?;
-                let id = if u.arbitrary()? {
-                    Some(u.int_in_range(0..=33)?)
-                } else {
-                    None
-                };
-                let s = spec(u, &encryption)?;
-                format::add_keyslot(&h, &vk, 0, &pass, &s, id, &mut |b: &mut [u8]| rng.fill(b))
-                    .map(|(plan, id)| {
-                        assert!(!before.contains_key(&id), "add-key reused keyslot {id}");
-                        after.insert(id, pass);
-                        plan
-                    })
-            }
-            1 => {
-                let id = u.int_in_range(0..=33)?;
-                let pass = passphrase(u)?;
-                let s = spec(u, &encryption)?;
-                format::change_keyslot(&h, &vk, id, &pass, &s, &mut |b: &mut [u8]| rng.fill(b))
-                    .map(|plan| {
-                        after.insert(id, pass);
-                        plan
-                    })
-            }
-            2 => {
-                let id = u.int_in_range(0..=33)?;
-                format::remove_keyslot(&h, id, &mut |b: &mut [u8]| rng.fill(b)).map(|plan| {
-                    after.remove(&id);
-                    plan
-                })
-            }
-            _ => {
-                let label = if u.arbitrary()? { Some(text(u, 50)?) } else { None };
-                let prio = if u.arbitrary()? {
+        let r =
+            match u.int_in_range(0u8..=3)? {
+                0 => {
+                    let pass = passphrase(u)?;
+                    let id = if u.arbitrary()? {
+                        Some(u.int_in_range(0..=33)?)
+                    } else {
+                        None
+                    };
+                    let s = spec(u, &encryption)?;
+                    format::add_keyslot(&h, &vk, 0, &pass, &s, id, &mut |b: &mut [u8]| rng.fill(b))
+                        .map(|(plan, id)| {
+                            assert!(!before.contains_key(&id), "add-key reused keyslot {id}");
+                            after.insert(id, pass);
+                            plan
+                        })
+                }
+                1 => {
                     let id = u.int_in_range(0..=33)?;
-                    let p = *u.choose(&[Priority::Ignore, Priority::Normal, Priority::High])?;
-                    Some((id, p))
-                } else {
-                    None
-                };
-                format::configure(&h, label.as_deref(), prio, &mut |b: &mut [u8]| rng.fill(b))
-            }
-        };
+                    let pass = passphrase(u)?;
+                    let s = spec(u, &encryption)?;
+                    format::change_keyslot(&h, &vk, id, &pass, &s, &mut |b: &mut [u8]| rng.fill(b))
+                        .map(|plan| {
+                            after.insert(id, pass);
+                            plan
+                        })
+                }
+                2 => {
+                    let id = u.int_in_range(0..=33)?;
+                    format::remove_keyslot(&h, id, &mut |b: &mut [u8]| rng.fill(b)).map(|plan| {
+                        after.remove(&id);
+                        plan
+                    })
+                }
+                _ => {
+                    let label = if u.arbitrary()? {
+                        Some(text(u, 50)?)
+                    } else {
+                        None
+                    };
+                    let prio = if u.arbitrary()? {
+                        let id = u.int_in_range(0..=33)?;
+                        let p = *u.choose(&[Priority::Ignore, Priority::Normal, Priority::High])?;
+                        Some((id, p))
+                    } else {
+                        None
+                    };
+                    format::configure(&h, label.as_deref(), prio, &mut |b: &mut [u8]| rng.fill(b))
+                }
+            };
         let Ok(plan) = r else {
             continue;
         };
@@ -343,7 +366,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         // A changed passphrase no longer opens its keyslot.
         for (id, old) in &before {
             if model.get(id).is_some_and(|new| new != old) {
-                assert!(open(&new, &image, Some(*id), old).is_err(), "old passphrase of {id}");
+                assert!(
+                    open(&new, &image, Some(*id), old).is_err(),
+                    "old passphrase of {id}"
+                );
             }
         }
     }
