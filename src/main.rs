@@ -60,7 +60,23 @@ enum Command {
     Decrypt(DecryptArgs),
     // --- ghost mode (src/ghost) ---
     /// Open the vault in a ghost session: a shell that alone sees it, locked when it exits
+    /// (a vault that does not exist yet is created first)
+    #[command(
+        after_help = "When the vault file does not exist, it is created first as by \
+        `tazpod init` (passphrase asked twice, or the whole --key-file; --size and the KDF \
+        options apply), then the session starts on the new, empty vault."
+    )]
     Unlock(ghost::cli::UnlockArgs),
+    /// Create a new, empty vault (LUKS2 image with an ext4 filesystem) and exit
+    #[command(
+        after_help = "The passphrase is asked twice on the terminal, or read whole from \
+        --key-file (- is standard input). mkfs.ext4 (e2fsprogs) must be installed. The image \
+        is a sparse file owned by the caller, built under a temporary name next to the vault \
+        and moved there only when complete: a failure leaves nothing. An existing vault is \
+        replaced only with --force, after a typed YES (or --batch-mode), and never while it \
+        is unlocked. `tazpod unlock` then opens it."
+    )]
+    Init(ghost::create::InitArgs),
     /// Inside a ghost session: end it
     Lock,
     /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
@@ -231,6 +247,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
         Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
+        Command::Init(a) => ghost::create::cmd_init(a, verbose),
         Command::Lock => ghost::cli::cmd_lock(),
         Command::Env => ghost::cli::cmd_env(),
         Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),

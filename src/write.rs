@@ -185,8 +185,8 @@ pub struct ConfigArgs {
     pub device: PathBuf,
 }
 
-/// Parses sizes like cryptsetup: a number of bytes with an optional k/m/g suffix (binary).
-fn parse_size(s: &str) -> Result<u64, String> {
+/// Parses sizes like cryptsetup: a number of bytes with an optional k/m/g/t suffix (binary).
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mul) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -194,6 +194,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
                 'k' => 1u64 << 10,
                 'm' => 1 << 20,
                 'g' => 1 << 30,
+                't' => 1 << 40,
                 _ => return Err(format!("unknown size unit in '{s}'")),
             };
             (t.get(..i).unwrap_or(""), m)
@@ -347,7 +348,7 @@ pub fn execute(plan: &Plan, sink: &mut dyn Sink, shown: &str) -> Result<(), CliE
 }
 
 /// Asks for a typed "YES" on the terminal; refuses without one.
-fn confirm(question: &str) -> Result<(), CliError> {
+pub fn confirm(question: &str) -> Result<(), CliError> {
     confirm_or(question, "operation aborted")
 }
 
@@ -370,7 +371,7 @@ fn confirm_or(question: &str, aborted: &str) -> Result<(), CliError> {
 }
 
 /// A new passphrase: from `keyfile`, asked twice on a terminal, or a line of standard input.
-fn new_passphrase(
+pub fn new_passphrase(
     keyfile: Option<&PathBuf>,
     key: Option<&KeyArgs>,
     shown: &str,
@@ -541,8 +542,51 @@ fn choose_kdf(a: &KdfArgs, key_len: usize, verbose: bool) -> Result<KdfParams, C
     })
 }
 
-/// `tazpod format`.
-pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
+/// The checked options of a new LUKS2 header (everything but the device and the key).
+#[derive(Debug, Clone)]
+pub struct HeaderSpec {
+    /// Data (and keyslot) cipher.
+    pub cipher: String,
+    /// Volume key length in bytes.
+    pub key_len: usize,
+    /// Encryption sector size.
+    pub sector_size: u32,
+    /// Hash for PBKDF2, the AF splitter and the digest.
+    pub hash: HashAlg,
+    /// Header, keyslots area and data offset.
+    pub layout: Layout,
+    /// Label.
+    pub label: String,
+    /// Subsystem.
+    pub subsystem: String,
+    /// A fixed UUID (else a random one).
+    pub uuid: Option<String>,
+    /// The keyslot's KDF options.
+    pub kdf: KdfArgs,
+}
+
+/// A header just written: its UUID and the volume key it protects.
+pub struct NewHeader {
+    /// The LUKS UUID.
+    pub uuid: String,
+    /// The volume key (random).
+    pub volume_key: luks2::VolumeKey,
+}
+
+/// `format`'s options at their defaults (the command line's own), for `device`, with the KDF
+/// options `kdf`.
+pub fn format_defaults(device: &Path, kdf: KdfArgs) -> Result<FormatArgs, CliError> {
+    use clap::{Command, FromArgMatches};
+    let mut a = FormatArgs::augment_args(Command::new("format"))
+        .try_get_matches_from([std::ffi::OsStr::new("format"), device.as_os_str()])
+        .and_then(|m| FormatArgs::from_arg_matches(&m))
+        .map_err(|e| CliError::new(code::INVALID, format!("format defaults: {e}")))?;
+    a.kdf = kdf;
+    Ok(a)
+}
+
+/// Checks the options of `format` that do not depend on the device.
+pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
     if a.luks_type != "luks2" {
         return Err(CliError::new(
             code::INVALID,
@@ -567,8 +611,76 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
     })?;
     let hash = HashAlg::from_name(&a.kdf.hash)
         .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
+    if !matches!(a.kdf.pbkdf.as_str(), "argon2id" | "argon2i" | "pbkdf2") {
+        return Err(CliError::new(
+            code::INVALID,
+            format!(
+                "unknown PBKDF '{}' (argon2id, argon2i or pbkdf2)",
+                a.kdf.pbkdf
+            ),
+        ));
+    }
     let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.header.is_some())
         .map_err(|e| fmt_err("layout", e))?;
+    Ok(HeaderSpec {
+        cipher: a.cipher.clone(),
+        key_len,
+        sector_size: a.sector_size,
+        hash,
+        layout,
+        label: a.label.clone().unwrap_or_default(),
+        subsystem: a.subsystem.clone().unwrap_or_default(),
+        uuid: a.uuid.clone(),
+        kdf: a.kdf.clone(),
+    })
+}
+
+/// Writes a new header made to `spec` with one keyslot for `pass` through `hdr` (the KDF
+/// benchmarked to `--iter-time` unless forced; a random volume key), every write synced.
+pub fn write_header(
+    spec: &HeaderSpec,
+    pass: &Passphrase,
+    hdr: &mut dyn Sink,
+    hdr_name: &str,
+    verbose: bool,
+) -> Result<NewHeader, CliError> {
+    let kdf = choose_kdf(&spec.kdf, spec.key_len, verbose)?;
+    let digest_iterations = if spec.kdf.force_iterations.is_some() {
+        format::MIN_PBKDF2_ITERATIONS
+    } else {
+        bench_pbkdf2(spec.hash, spec.key_len, DIGEST_ITER_TIME_MS)?
+    };
+    let params = FormatParams {
+        encryption: spec.cipher.clone(),
+        sector_size: spec.sector_size,
+        layout: spec.layout,
+        label: spec.label.clone(),
+        subsystem: spec.subsystem.clone(),
+        uuid: spec.uuid.clone(),
+        keyslot: KeyslotSpec {
+            kdf,
+            af_hash: spec.hash,
+            encryption: spec.cipher.clone(),
+            priority: None,
+        },
+        digest_hash: spec.hash,
+        digest_iterations,
+    };
+    let mut vk = SecretBuf::zeroed(spec.key_len);
+    os_random(vk.as_mut_bytes()).map_err(|e| CliError::new(code::INVALID, e))?;
+    let f = format::format(&params, vk.as_bytes(), pass.as_bytes(), &mut os_random)
+        .map_err(|e| fmt_err(hdr_name, e))?;
+    execute(&f.plan, hdr, hdr_name)?;
+    Ok(NewHeader {
+        uuid: f.uuid,
+        volume_key: luks2::VolumeKey::new(vk),
+    })
+}
+
+/// `tazpod format`.
+pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
+    let spec = header_spec(&a)?;
+    let layout = spec.layout;
     let shown = a.device.display().to_string();
 
     // The data device must hold the data offset plus at least one sector, in whole sectors.
@@ -622,34 +734,8 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     let pass = new_passphrase(None, Some(&a.key), &shown)?;
-    let kdf = choose_kdf(&a.kdf, key_len, verbose)?;
-    let digest_iterations = if a.kdf.force_iterations.is_some() {
-        format::MIN_PBKDF2_ITERATIONS
-    } else {
-        bench_pbkdf2(hash, key_len, DIGEST_ITER_TIME_MS)?
-    };
-    let params = FormatParams {
-        encryption: a.cipher.clone(),
-        sector_size: a.sector_size,
-        layout,
-        label: a.label.clone().unwrap_or_default(),
-        subsystem: a.subsystem.clone().unwrap_or_default(),
-        uuid: a.uuid.clone(),
-        keyslot: KeyslotSpec {
-            kdf,
-            af_hash: hash,
-            encryption: a.cipher.clone(),
-            priority: None,
-        },
-        digest_hash: hash,
-        digest_iterations,
-    };
-    let mut vk = SecretBuf::zeroed(key_len);
-    os_random(vk.as_mut_bytes()).map_err(|e| CliError::new(code::INVALID, e))?;
-    let f = format::format(&params, vk.as_bytes(), pass.as_bytes(), &mut os_random)
-        .map_err(|e| fmt_err(&hdr_name, e))?;
-    drop(vk);
-    execute(&f.plan, &mut hdr, &hdr_name)?;
+    let f = write_header(&spec, &pass, &mut hdr, &hdr_name, verbose)?;
+    drop(f.volume_key);
     drop(hdr);
     dev.sync().ok();
     if verbose {
@@ -950,6 +1036,8 @@ mod tests {
         assert_eq!(parse_size("16k"), Ok(16384));
         assert_eq!(parse_size("4M"), Ok(4 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
         assert!(parse_size("4x").is_err());
         assert!(parse_size("").is_err());
     }

@@ -1,12 +1,15 @@
 //! The ghost-mode verbs: `unlock` (outer: re-exec through sudo; root: verify the passphrase,
 //! then hold or join the session), `lock`, `env`, `shell-init`.
 
-use super::host::{ExecSpec, Identity, SecretVar, VolumeInfo};
+use super::create::{self, CreateArgs};
+use super::host::{
+    ExecSpec, FormatRequest, HostError, Identity, ImageRequest, SecretVar, VolumeInfo,
+};
 use super::lock::{self, Acquired, RUNTIME_DIR};
 use super::real::RealHost;
 use super::session::{
-    run_holder, run_joiner, trim_newlines, Bind, JoinTarget, Report, SessionEnd, SessionPlan,
-    ShellPlan, VaultKey, DEFAULT_PATH,
+    run_creator, run_holder, run_joiner, trim_newlines, Bind, JoinTarget, NewVault, Report,
+    SessionEnd, SessionPlan, ShellPlan, VaultKey, DEFAULT_PATH,
 };
 use super::shell::{export_line, shell_init, valid_guard_name, ShellKind};
 use crate::config::{
@@ -62,6 +65,9 @@ pub struct UnlockArgs {
     pub max_kdf_memory: Option<u64>,
     #[command(flatten)]
     pub key: KeyArgs,
+    /// When the vault does not exist, it is created first (passphrase asked twice)
+    #[command(flatten)]
+    pub create: CreateArgs,
     /// uid of the user who ran `tazpod unlock` (set by tazpod when it re-executes itself)
     #[arg(long, hide = true, value_name = "UID")]
     pub invoker: Option<u32>,
@@ -98,12 +104,42 @@ pub fn cmd_unlock(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         return Ok(code::OK);
     }
     if privs::geteuid() != 0 {
+        // A vault named on the command line that does not exist is created as root: what
+        // would stop that is checked now, before sudo asks for a password.
+        if let Some(v) = &args.vault {
+            let v = absolute(v);
+            if matches!(std::fs::symlink_metadata(&v), Err(e) if e.kind() == io::ErrorKind::NotFound)
+            {
+                check_new_vault(&args, &v)?;
+            }
+        }
         return Err(reexec_as_root(&args, verbose));
     }
     unlock_as_root(args, verbose)
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// The checks before a missing vault is created by `unlock`.
+fn check_new_vault(args: &UnlockArgs, vault: &Path) -> Result<create::Prepared, CliError> {
+    if args.readonly {
+        return Err(CliError::new(
+            code::INVALID,
+            format!(
+                "{} does not exist, and a new vault cannot be created read-only",
+                vault.display()
+            ),
+        )
+        .hint("drop --readonly to create it, or check the vault path; nothing was created"));
+    }
+    create::prepare(
+        vault,
+        &args.create,
+        &args.key,
+        crate::kernel::tty::stdin_is_tty(),
+    )
+}
+
+/// `p` made absolute (relative to the working directory), except `~/...` and `-`.
+pub fn absolute(p: &Path) -> PathBuf {
     if p.starts_with("~") || p == Path::new("-") {
         return p.to_path_buf();
     }
@@ -155,6 +191,7 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, invoker: u32, verbose: bool) -> 
     );
     num("--keyfile-size", args.key.keyfile_size);
     num("--tries", Some(u64::from(args.key.tries)));
+    args.create.push_argv(&mut v);
     if !args.command.is_empty() {
         v.push("--".into());
         v.extend(args.command.iter().cloned());
@@ -162,26 +199,34 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, invoker: u32, verbose: bool) -> 
     v
 }
 
+/// The path of this executable, to run it again as root.
+pub fn current_exe() -> Result<PathBuf, CliError> {
+    std::env::current_exe().map_err(|e| {
+        CliError::new(
+            code::INVALID,
+            format!("cannot find the tazpod executable to run it as root: {e}"),
+        )
+    })
+}
+
 /// Re-executes through `--sudo-command`; returns only on failure.
 fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
-    let exe = match std::env::current_exe() {
+    let exe = match current_exe() {
         Ok(e) => e,
-        Err(e) => {
-            return CliError::new(
-                code::INVALID,
-                format!("cannot find the tazpod executable to run it as root: {e}"),
-            )
-        }
+        Err(e) => return e,
     };
     let argv = root_argv(args, &exe, privs::getuid(), verbose);
-    let tool = Path::new(&args.sudo_command).display().to_string();
-    let e = std::process::Command::new(&args.sudo_command)
-        .args(&argv)
-        .exec();
+    exec_as_root(&args.sudo_command, &argv, "unlock")
+}
+
+/// Execs `sudo argv` (`verb` names the tazpod verb in messages); returns only on failure.
+pub fn exec_as_root(sudo: &OsStr, argv: &[OsString], verb: &str) -> CliError {
+    let tool = Path::new(sudo).display().to_string();
+    let e = std::process::Command::new(sudo).args(argv).exec();
     if e.kind() == io::ErrorKind::NotFound {
         CliError::new(
             code::PERMISSION,
-            format!("tazpod unlock needs root, and `{tool}` was not found"),
+            format!("tazpod {verb} needs root, and `{tool}` was not found"),
         )
         .hint("run it as root, install sudo, or name another tool with --sudo-command")
     } else {
@@ -204,12 +249,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         no_new_privs: args.no_new_privs,
     };
     let settings = Settings::resolve(files, &flags);
-    let (spec, defaulted) = match (&settings.user, args.invoker) {
-        (Some(u), _) => (u.clone(), false),
-        (None, Some(uid)) => (UserSpec::Uid(uid), false),
-        (None, None) => (UserSpec::Name(DEFAULT_USER.into()), true),
-    };
-    let user = resolve_identity(&spec, defaulted)?;
+    let user = session_user(settings.user.as_ref(), args.invoker)?;
     let vault = expand_home(&settings.vault, &user.home);
     let mount = expand_home(&settings.mount, &user.home);
     let binds: Vec<Bind> = settings
@@ -221,6 +261,71 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
             readonly: b.readonly,
         })
         .collect();
+
+    let config_var = args.config.as_deref().map(absolute);
+    let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let cwd = std::env::current_dir().ok();
+    let exec_for = |mount: &Path| {
+        let exec = build_exec(&ExecInputs {
+            user: &user,
+            shell: settings.shell.as_deref(),
+            command: &args.command,
+            vault: &vault,
+            mount,
+            config: config_var.as_deref(),
+            secrets: &settings.secrets,
+            inherited: &inherited,
+            cwd: cwd.as_deref(),
+        });
+        ShellPlan {
+            user: user.clone(),
+            exec,
+            no_new_privs: settings.no_new_privs,
+            drop_bounding_set: true,
+        }
+    };
+    let plan_named = |name: String| SessionPlan {
+        vault: vault.clone(),
+        name,
+        readonly: args.readonly,
+        mapper_dir: PathBuf::from("/dev/mapper"),
+        mount_point: mount.clone(),
+        binds: binds.clone(),
+        user: user.clone(),
+    };
+
+    // No vault yet: create it, then the session goes on as usual on the new vault.
+    if matches!(std::fs::symlink_metadata(&vault), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+        let prepared = check_new_vault(&args, &vault)?;
+        eprintln!(
+            "tazpod: {} does not exist: creating a new vault ({})",
+            vault.display(),
+            create::human_size(prepared.size)
+        );
+        let pass = create::new_passphrase(&args.key, &vault)?;
+        let new = NewVault {
+            image: ImageRequest {
+                path: vault.clone(),
+                size: prepared.size,
+                owner: create::invoker_identity(args.invoker),
+                replace: false,
+            },
+            format: FormatRequest {
+                spec: &prepared.spec,
+                passphrase: &pass,
+                verbose,
+            },
+            mkfs: prepared.mkfs.clone(),
+            root_owner: (user.uid, user.gid),
+        };
+        // The mapping is named after the new file's identity, known once it exists.
+        let plan = plan_named(String::new());
+        let shell = exec_for(&mount);
+        let mut host = RealHost::creating(&vault, &mount);
+        let report = run_creator(&mut host, &plan, &shell, &new);
+        drop(pass);
+        return finish(report, true);
+    }
 
     // Before anything is created: the header, the passphrase, the volume key.
     let mut f = device::ReadOnly::open(&vault)?;
@@ -255,45 +360,17 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     };
     lock::ensure_runtime_dir(runtime).map_err(lock_err)?;
     let acquired = lock::acquire(runtime, &id, lock::find_ns_member).map_err(lock_err)?;
-    let config_var = args.config.as_deref().map(absolute);
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let cwd = std::env::current_dir().ok();
-
     match acquired {
         Acquired::Holder(lock) => {
-            let exec = build_exec(&ExecInputs {
-                user: &user,
-                shell: settings.shell.as_deref(),
-                command: &args.command,
-                vault: &vault,
-                mount: &mount,
-                config: config_var.as_deref(),
-                secrets: &settings.secrets,
-                inherited: &inherited,
-                cwd: cwd.as_deref(),
-            });
-            let shell = ShellPlan {
-                user: user.clone(),
-                exec,
-                no_new_privs: settings.no_new_privs,
-                drop_bounding_set: true,
-            };
-            let plan = SessionPlan {
-                vault: vault.clone(),
-                name: lock::mapping_name(&id),
-                readonly: args.readonly,
-                mapper_dir: PathBuf::from("/dev/mapper"),
-                mount_point: mount.clone(),
-                binds,
-                user,
-            };
+            let shell = exec_for(&mount);
+            let plan = plan_named(lock::mapping_name(&id));
             let mut host = RealHost::holder(lock, &vault, &mount);
             let key = VaultKey {
                 volume: VolumeInfo::of(&header, segment, unlocked.digest),
                 key: unlocked.volume_key,
             };
             let report = run_holder(&mut host, &plan, &shell, key);
-            finish(report)
+            finish(report, false)
         }
         Acquired::Joiner { lock, record, pid } => {
             drop(unlocked);
@@ -301,24 +378,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
                 "tazpod: this vault is already unlocked in a session; joining it (mounted at {})",
                 record.mount
             );
-            let session_mount = PathBuf::from(&record.mount);
-            let exec = build_exec(&ExecInputs {
-                user: &user,
-                shell: settings.shell.as_deref(),
-                command: &args.command,
-                vault: &vault,
-                mount: &session_mount,
-                config: config_var.as_deref(),
-                secrets: &settings.secrets,
-                inherited: &inherited,
-                cwd: cwd.as_deref(),
-            });
-            let shell = ShellPlan {
-                user: user.clone(),
-                exec,
-                no_new_privs: settings.no_new_privs,
-                drop_bounding_set: true,
-            };
+            let shell = exec_for(Path::new(&record.mount));
             let mut host = RealHost::joiner(lock);
             let target = JoinTarget {
                 pid,
@@ -326,13 +386,36 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
                 ns_ino: record.ns.ino,
             };
             let report = run_joiner(&mut host, target, &shell);
-            finish(report)
+            finish(report, false)
         }
     }
 }
 
-/// Turns a session report into messages and the exit status.
-fn finish(report: Report) -> Result<u8, CliError> {
+/// The exit code for a failed host operation (cryptsetup's meaning of its errno).
+pub fn host_error_code(e: &HostError) -> u8 {
+    match e.source.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
+        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
+        _ => code::INVALID,
+    }
+}
+
+/// The session user: `--user` / the config's, else the caller (`--invoker`), else TazPod's.
+pub fn session_user(
+    configured: Option<&UserSpec>,
+    invoker: Option<u32>,
+) -> Result<Identity, CliError> {
+    let (spec, defaulted) = match (configured, invoker) {
+        (Some(u), _) => (u.clone(), false),
+        (None, Some(uid)) => (UserSpec::Uid(uid), false),
+        (None, None) => (UserSpec::Name(DEFAULT_USER.into()), true),
+    };
+    resolve_identity(&spec, defaulted)
+}
+
+/// Turns a session report into messages and the exit status (`created`: the session was to
+/// start on a vault it created).
+fn finish(report: Report, created: bool) -> Result<u8, CliError> {
     for e in &report.cleanup_errors {
         eprintln!("tazpod: warning: could not {e}");
     }
@@ -342,17 +425,15 @@ fn finish(report: Report) -> Result<u8, CliError> {
             eprintln!("vault locked");
         }
     };
-    let undone_hint = if clean {
+    let undone_hint = if clean && created {
+        "nothing was left behind (the new vault was removed)"
+    } else if clean {
         "nothing was left behind"
     } else {
         "some steps could not be undone (warnings above); the kernel removes the rest when \
          the session's processes are gone"
     };
-    let code_of = |e: &super::host::HostError| match e.source.raw_os_error() {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
-        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
-        _ => code::INVALID,
-    };
+    let code_of = host_error_code;
     match report.end {
         SessionEnd::Shell(st) => {
             if report.torn_down {
@@ -369,7 +450,10 @@ fn finish(report: Report) -> Result<u8, CliError> {
             code_of(&e),
             format!("cannot set up the ghost session: {e}"),
         )
-        .hint(undone_hint)),
+        .hint(match create::where_hint(&e).filter(|_| created) {
+            Some(h) => format!("{h}; {undone_hint}"),
+            None => undone_hint.to_string(),
+        })),
         SessionEnd::Interrupted(sig) => Err(CliError::new(
             u8::try_from(128 + sig).unwrap_or(255),
             format!("interrupted by signal {sig} during setup"),

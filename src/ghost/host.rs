@@ -3,9 +3,11 @@
 //! tests only writes them down. The orchestration in [`session`](super::session) calls
 //! nothing else, so its order and its unwinding are tested without root.
 
+use super::session::VaultKey;
 use crate::kernel::privs::WaitStatus;
+use crate::write::HeaderSpec;
 use luks2::volume::DataSegment;
-use luks2::{Header, VolumeKey};
+use luks2::{Header, Passphrase, VolumeKey};
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -135,6 +137,43 @@ pub struct MappingHandle {
     pub key_serial: Option<i32>,
 }
 
+/// A vault image to create (`tazpod init`, or `tazpod unlock` of a missing vault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRequest {
+    /// Where the vault goes. It is built under a temporary name next to it
+    /// ([`NewImage::temp`]) and moved there only when complete.
+    pub path: PathBuf,
+    /// Its size in bytes (a sparse file).
+    pub size: u64,
+    /// Create the image (and its missing parent directories, mode 0700) with this user's
+    /// filesystem rights, so that they belong to the user; `None`: as root.
+    pub owner: Option<Identity>,
+    /// Replace an existing file at `path` when moving the image into place (`init --force`);
+    /// otherwise an existing file there stops it.
+    pub replace: bool,
+}
+
+/// An image being created, as [`Host::create_image`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewImage {
+    /// The temporary file it is built in (`.NAME.tazpod-new-XXXXXXXX`, next to the vault).
+    pub temp: PathBuf,
+    /// Where it goes when complete.
+    pub path: PathBuf,
+    /// Its identity `<dev>-<ino>` (names the session lock and the mapping; a rename keeps it).
+    pub id: String,
+}
+
+/// How [`Host::format_image`] writes the LUKS2 header: the writer's options, the passphrase.
+pub struct FormatRequest<'a> {
+    /// Cipher, sector size, layout, KDF options (`tazpod format`'s defaults).
+    pub spec: &'a HeaderSpec,
+    /// The new vault's passphrase or key-file content.
+    pub passphrase: &'a Passphrase,
+    /// Print the KDF parameters chosen.
+    pub verbose: bool,
+}
+
 /// A directory opened for mounting on or from it. In the real host it holds an `O_PATH`
 /// descriptor opened with the user's filesystem rights, and mounts go through
 /// `/proc/self/fd/N`, so nobody can swap the path for a symbolic link in between.
@@ -222,7 +261,11 @@ pub struct SecretVar {
 /// [`release_mapping`](Host::release_mapping), [`chown`](Host::chown),
 /// [`open_user_dir`](Host::open_user_dir), [`move_mount`](Host::move_mount),
 /// [`bind_mount`](Host::bind_mount), [`session_ready`](Host::session_ready); the
-/// exact sequence is [`super::session::setup`].
+/// exact sequence is [`super::session::setup`]. Creating a vault adds
+/// [`create_image`](Host::create_image) and [`format_image`](Host::format_image) first, and
+/// [`make_filesystem`](Host::make_filesystem) and [`publish_image`](Host::publish_image)
+/// between the deferred removal and the mount ([`super::session::create_vault`] for
+/// `tazpod init`).
 pub trait Host {
     // ---- signals -------------------------------------------------------------------------
     /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGCHLD so they queue: during setup
@@ -230,6 +273,23 @@ pub trait Host {
     fn block_signals(&mut self) -> HostResult<()>;
     /// A termination signal that arrived while blocked, if any (consumes it).
     fn pending_signal(&mut self) -> HostResult<Option<i32>>;
+
+    // ---- creating a vault, as root --------------------------------------------------------
+    /// Creates the image as a new sparse file of `req.size` bytes, mode 0600, under a
+    /// temporary name next to `req.path` (parent directories created as needed), and takes
+    /// the session lock of the new file. All or nothing.
+    fn create_image(&mut self, req: &ImageRequest) -> HostResult<NewImage>;
+    /// Writes a new LUKS2 header on the image (keyslot 0 for the passphrase, a random volume
+    /// key) and returns what mapping it needs.
+    fn format_image(&mut self, image: &NewImage, req: &FormatRequest<'_>) -> HostResult<VaultKey>;
+    /// Runs `program` (mkfs.ext4) with `args` and waits for it; fails unless it exits 0.
+    fn make_filesystem(&mut self, program: &Path, args: &[OsString]) -> HostResult<()>;
+    /// Syncs the image and moves it from its temporary name to its path (replacing what is
+    /// there only when the request said so).
+    fn publish_image(&mut self, image: &NewImage) -> HostResult<()>;
+    /// Removes the image (under its temporary name or at its path, only if it is still the
+    /// file created) and releases its lock: the undo of [`create_image`](Host::create_image).
+    fn remove_image(&mut self, image: &NewImage) -> HostResult<()>;
 
     // ---- setup, as root ------------------------------------------------------------------
     /// `unshare(CLONE_NEWNS)`.

@@ -14,11 +14,15 @@
 //!    plus the secrets map, and execs; the parent forwards signals and waits;
 //! 5. **teardown** ([`session::teardown`]): in reverse order, every step attempted.
 //!
+//! A vault that does not exist is created first ([`create`]: `tazpod init`, or the first
+//! `tazpod unlock`): image, LUKS2 header, mapping, `mkfs.ext4`, all undone on failure.
+//!
 //! A second `unlock` of the same vault joins the live session ([`lock`],
 //! [`session::run_joiner`]). All system calls go through the [`host::Host`] trait:
 //! [`real::RealHost`] performs them, the recording double of the tests writes them down.
 
 pub mod cli;
+pub mod create;
 pub mod host;
 pub mod lock;
 pub mod real;

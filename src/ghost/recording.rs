@@ -2,9 +2,13 @@
 //! test double of the session orchestration.
 
 use super::host::{
-    DirMode, DirRef, Fork, Host, HostError, HostResult, Identity, MapRequest, MappingHandle,
+    DirMode, DirRef, Fork, FormatRequest, Host, HostError, HostResult, Identity, ImageRequest,
+    MapRequest, MappingHandle, NewImage, VolumeInfo,
 };
+use super::session::VaultKey;
 use crate::kernel::privs::WaitStatus;
+use luks2::volume::DataSegment;
+use luks2::VolumeKey;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
@@ -92,6 +96,62 @@ fn p(path: &Path) -> String {
 }
 
 impl Host for RecordingHost {
+    fn create_image(&mut self, req: &ImageRequest) -> HostResult<NewImage> {
+        self.call(
+            "create_image",
+            format!(
+                "{} size={} owner={} replace={}",
+                p(&req.path),
+                req.size,
+                req.owner.as_ref().map_or(0, |u| u.uid),
+                req.replace
+            ),
+        )?;
+        Ok(NewImage {
+            temp: req.path.with_file_name(".new"),
+            path: req.path.clone(),
+            id: "801-2a".into(),
+        })
+    }
+    fn format_image(&mut self, image: &NewImage, req: &FormatRequest<'_>) -> HostResult<VaultKey> {
+        self.call(
+            "format_image",
+            format!("{} pbkdf={}", p(&image.temp), req.spec.kdf.pbkdf),
+        )?;
+        Ok(VaultKey {
+            volume: VolumeInfo {
+                version: 2,
+                uuid: "new-uuid".into(),
+                persistent_flags: vec![],
+                segment: DataSegment {
+                    offset: 16 << 20,
+                    size: None,
+                    encryption: "aes-xts-plain64".into(),
+                    key_size: 64,
+                    sector_size: req.spec.sector_size,
+                    iv_tweak: 0,
+                },
+                digest: 0,
+            },
+            key: VolumeKey::from_vec(vec![0x22; req.spec.key_len]),
+        })
+    }
+    fn make_filesystem(&mut self, program: &Path, args: &[OsString]) -> HostResult<()> {
+        let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+        self.call(
+            "make_filesystem",
+            format!("{} {}", p(program), shown.join(" ")),
+        )
+    }
+    fn publish_image(&mut self, image: &NewImage) -> HostResult<()> {
+        self.call(
+            "publish_image",
+            format!("{} {}", p(&image.temp), p(&image.path)),
+        )
+    }
+    fn remove_image(&mut self, image: &NewImage) -> HostResult<()> {
+        self.call("remove_image", p(&image.temp))
+    }
     fn block_signals(&mut self) -> HostResult<()> {
         self.call("block_signals", "")
     }

@@ -4,9 +4,10 @@
 //! exactly what was done, and teardown attempts every undo even when one fails.
 
 use super::host::{
-    DirMode, DirRef, ExecSpec, Fork, Host, HostError, HostResult, Identity, MapRequest,
-    MappingHandle, VolumeInfo,
+    DirMode, DirRef, ExecSpec, Fork, FormatRequest, Host, HostError, HostResult, Identity,
+    ImageRequest, MapRequest, MappingHandle, NewImage, VolumeInfo,
 };
+use super::lock::mapping_name;
 use crate::kernel::privs::WaitStatus;
 use luks2::VolumeKey;
 use std::ffi::{OsStr, OsString};
@@ -60,6 +61,53 @@ pub struct VaultKey {
     pub key: VolumeKey,
 }
 
+/// A vault to create: the image, its LUKS2 header, its ext4 filesystem.
+pub struct NewVault<'a> {
+    /// The image file.
+    pub image: ImageRequest,
+    /// The header (options and passphrase).
+    pub format: FormatRequest<'a>,
+    /// `mkfs.ext4`, found before anything was created.
+    pub mkfs: PathBuf,
+    /// Who owns the root directory of the new filesystem (the session user): uid, gid.
+    pub root_owner: (u32, u32),
+}
+
+/// The label of a new vault's ext4 filesystem.
+pub const FS_LABEL: &str = "tazpod-vault";
+
+/// `mkfs.ext4`'s arguments for a new vault on `device`: quiet, no questions (the device is
+/// new), no blocks reserved for root (one user's data), blocks of 4096 bytes when the
+/// encryption sector is larger than 1024 (a block must not be smaller than a sector), the root
+/// directory owned by `owner`, no discard (dm-crypt refuses it without `allow-discards`).
+pub fn mkfs_args(device: &Path, sector_size: u32, owner: (u32, u32)) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "-q".into(),
+        "-F".into(),
+        "-L".into(),
+        FS_LABEL.into(),
+        "-m".into(),
+        "0".into(),
+    ];
+    if sector_size > 1024 {
+        v.push("-b".into());
+        v.push("4096".into());
+    }
+    v.push("-E".into());
+    v.push(format!("root_owner={}:{},nodiscard", owner.0, owner.1).into());
+    v.push(device.into());
+    v
+}
+
+/// Where the session's vault comes from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// An existing vault, unlocked: its key.
+    Unlocked(&'a VaultKey),
+    /// A vault to create first (`tazpod unlock` of a missing vault).
+    New(&'a NewVault<'a>),
+}
+
 /// How the inner shell is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShellPlan {
@@ -78,6 +126,8 @@ pub struct ShellPlan {
 enum Undo {
     Umount(PathBuf),
     Mapping(MappingHandle),
+    /// A vault being created: removed if setup fails (never by a session's teardown).
+    Image(NewImage),
     Hold(MappingHandle),
 }
 
@@ -111,15 +161,19 @@ pub struct SetupFailure {
     pub unwind_errors: Vec<HostError>,
 }
 
-/// Sets a session up; on failure undoes, in reverse order, exactly what was done.
+/// Sets a session up; on failure undoes, in reverse order, exactly what was done. A vault
+/// created on the way is removed on failure and kept on success.
 pub fn setup<H: Host>(
     host: &mut H,
     plan: &SessionPlan,
-    vault: &VaultKey,
+    vault: Source<'_>,
 ) -> Result<Session, SetupFailure> {
     let mut undo = Vec::new();
     match setup_steps(host, plan, vault, &mut undo) {
-        Ok(()) => Ok(Session { undo }),
+        Ok(()) => {
+            undo.retain(|u| !matches!(u, Undo::Image(_)));
+            Ok(Session { undo })
+        }
         Err(error) => {
             let unwind_errors = unwind(host, &mut undo);
             Err(SetupFailure {
@@ -133,9 +187,21 @@ pub fn setup<H: Host>(
 fn setup_steps<H: Host>(
     host: &mut H,
     plan: &SessionPlan,
-    vault: &VaultKey,
+    source: Source<'_>,
     undo: &mut Vec<Undo>,
 ) -> Result<(), SetupError> {
+    // A new vault: the image and its header first; its mapping is named after the new file.
+    let new_key;
+    let (vault_path, name, vault, creating) = match source {
+        Source::Unlocked(k) => (plan.vault.clone(), plan.name.clone(), k, None),
+        Source::New(n) => {
+            let img = host.create_image(&n.image)?;
+            undo.push(Undo::Image(img.clone()));
+            new_key = host.format_image(&img, &n.format)?;
+            let name = mapping_name(&img.id);
+            (img.temp.clone(), name, &new_key, Some((n, img)))
+        }
+    };
     host.unshare_mount_ns()?;
     host.make_rprivate(Path::new("/"))?;
     // The mapper node must live only in this namespace.
@@ -144,8 +210,8 @@ fn setup_steps<H: Host>(
     let staging = plan.staging();
     host.make_dir(&staging, 0o700)?;
     let m = host.map_vault(&MapRequest {
-        vault: &plan.vault,
-        name: &plan.name,
+        vault: &vault_path,
+        name: &name,
         readonly: plan.readonly,
         node_dir: &plan.mapper_dir,
         volume: &vault.volume,
@@ -157,6 +223,11 @@ fn setup_steps<H: Host>(
     host.hold_mapping(&m)?;
     undo.push(Undo::Hold(m.clone()));
     host.defer_remove(&m)?;
+    if let Some((n, img)) = &creating {
+        let sector = vault.volume.segment.sector_size;
+        host.make_filesystem(&n.mkfs, &mkfs_args(&m.node, sector, n.root_owner))?;
+        host.publish_image(img)?;
+    }
     host.mount_ext4(&m.node, &staging, plan.readonly)?;
     undo.push(Undo::Umount(staging.clone()));
     host.release_mapping(&m)?;
@@ -207,6 +278,72 @@ fn setup_steps<H: Host>(
     Ok(())
 }
 
+/// `tazpod init`: creates a vault and nothing else. The image is made and formatted, mapped in
+/// a private mount namespace (on a private `/dev/mapper` tmpfs at `mapper_dir`), `mkfs.ext4`
+/// runs on the mapping, the mapping goes, and only then is the image moved into place.
+/// Returns the warnings of that last cleanup; on failure (or a termination signal) everything
+/// done is undone, the image removed.
+pub fn create_vault<H: Host>(
+    host: &mut H,
+    new: &NewVault<'_>,
+    mapper_dir: &Path,
+) -> Result<Vec<HostError>, SetupFailure> {
+    let mut undo = Vec::new();
+    let mut warnings = Vec::new();
+    match create_steps(host, new, mapper_dir, &mut undo, &mut warnings) {
+        Ok(()) => Ok(warnings),
+        Err(error) => {
+            warnings.extend(unwind(host, &mut undo));
+            Err(SetupFailure {
+                error,
+                unwind_errors: warnings,
+            })
+        }
+    }
+}
+
+fn create_steps<H: Host>(
+    host: &mut H,
+    new: &NewVault<'_>,
+    mapper_dir: &Path,
+    undo: &mut Vec<Undo>,
+    warnings: &mut Vec<HostError>,
+) -> Result<(), SetupError> {
+    host.block_signals()?;
+    let img = host.create_image(&new.image)?;
+    undo.push(Undo::Image(img.clone()));
+    let key = host.format_image(&img, &new.format)?;
+    host.unshare_mount_ns()?;
+    host.make_rprivate(Path::new("/"))?;
+    host.mount_tmpfs(mapper_dir)?;
+    undo.push(Undo::Umount(mapper_dir.to_path_buf()));
+    let m = host.map_vault(&MapRequest {
+        vault: &img.temp,
+        name: &mapping_name(&img.id),
+        readonly: false,
+        node_dir: mapper_dir,
+        volume: &key.volume,
+        key: &key.key,
+    })?;
+    let sector = key.volume.segment.sector_size;
+    drop(key);
+    undo.push(Undo::Mapping(m.clone()));
+    host.hold_mapping(&m)?;
+    undo.push(Undo::Hold(m.clone()));
+    host.defer_remove(&m)?;
+    host.make_filesystem(&new.mkfs, &mkfs_args(&m.node, sector, new.root_owner))?;
+    if let Some(sig) = host.pending_signal()? {
+        return Err(SetupError::Interrupted(sig));
+    }
+    // The filesystem is made: the mapping goes (everything it wrote is in the image), then
+    // the image moves into place and stays.
+    let mut mapping = undo.split_off(1);
+    warnings.extend(unwind(host, &mut mapping));
+    host.publish_image(&img)?;
+    undo.clear();
+    Ok(())
+}
+
 /// Undoes `undo` in reverse order, attempting every step; returns the failures.
 fn unwind<H: Host>(host: &mut H, undo: &mut Vec<Undo>) -> Vec<HostError> {
     let mut errors = Vec::new();
@@ -219,6 +356,7 @@ fn unwind<H: Host>(host: &mut H, undo: &mut Vec<Undo>) -> Vec<HostError> {
                 host.revoke_key(m),
                 host.detach_loop(m),
             ],
+            Undo::Image(i) => vec![host.remove_image(i)],
         };
         errors.extend(results.into_iter().filter_map(Result::err));
     }
@@ -401,14 +539,42 @@ pub fn run_holder<H: Host>(
     vault: VaultKey,
 ) -> Report {
     if let Err(e) = host.block_signals() {
-        return Report {
-            end: SessionEnd::SetupFailed(e),
-            cleanup_errors: Vec::new(),
-            torn_down: true,
-        };
+        return setup_not_started(e);
     }
-    let setup = setup(host, plan, &vault);
+    let setup = setup(host, plan, Source::Unlocked(&vault));
     drop(vault);
+    run_set_up(host, shell, setup)
+}
+
+/// [`run_holder`] for a vault that does not exist yet: setup creates it first (and removes
+/// it again if setup fails), then the session goes on as usual on the new, empty vault.
+pub fn run_creator<H: Host>(
+    host: &mut H,
+    plan: &SessionPlan,
+    shell: &ShellPlan,
+    new: &NewVault<'_>,
+) -> Report {
+    if let Err(e) = host.block_signals() {
+        return setup_not_started(e);
+    }
+    let setup = setup(host, plan, Source::New(new));
+    run_set_up(host, shell, setup)
+}
+
+fn setup_not_started(e: HostError) -> Report {
+    Report {
+        end: SessionEnd::SetupFailed(e),
+        cleanup_errors: Vec::new(),
+        torn_down: true,
+    }
+}
+
+/// The session after its setup: the shell, waiting, teardown.
+fn run_set_up<H: Host>(
+    host: &mut H,
+    shell: &ShellPlan,
+    setup: Result<Session, SetupFailure>,
+) -> Report {
     let session = match setup {
         Ok(s) => s,
         Err(f) => {

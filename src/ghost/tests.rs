@@ -532,3 +532,349 @@ fn joiner_that_cannot_enter_starts_nothing() {
     assert_eq!(host.calls.len(), 2);
     assert!(matches!(r.end, SessionEnd::SetupFailed(_)));
 }
+
+// ---- creating a vault -------------------------------------------------------------------------
+
+use super::host::{FormatRequest, ImageRequest};
+use super::session::{create_vault, mkfs_args, run_creator, NewVault, SetupError};
+use crate::write::{format_defaults, header_spec, HeaderSpec, KdfArgs};
+use luks2::Passphrase;
+use std::path::Path;
+
+const NEW_TEMP: &str = "/workspace/.tazpod-vault/.new";
+const NEW_NAME: &str = "tazpod-801-2a";
+
+fn spec() -> HeaderSpec {
+    let kdf = KdfArgs {
+        pbkdf: "pbkdf2".into(),
+        iter_time: None,
+        pbkdf_memory: None,
+        pbkdf_parallel: None,
+        force_iterations: Some(1000),
+        hash: "sha256".into(),
+    };
+    header_spec(&format_defaults(Path::new("/workspace/.tazpod-vault/vault.img"), kdf).unwrap())
+        .unwrap()
+}
+
+fn new_vault<'a>(spec: &'a HeaderSpec, pass: &'a Passphrase, replace: bool) -> NewVault<'a> {
+    NewVault {
+        image: ImageRequest {
+            path: "/workspace/.tazpod-vault/vault.img".into(),
+            size: 512 << 20,
+            owner: Some(user()),
+            replace,
+        },
+        format: FormatRequest {
+            spec,
+            passphrase: pass,
+            verbose: false,
+        },
+        mkfs: "/sbin/mkfs.ext4".into(),
+        root_owner: (1000, 1000),
+    }
+}
+
+fn create_call() -> String {
+    "create_image /workspace/.tazpod-vault/vault.img size=536870912 owner=1000 replace=false"
+        .to_string()
+}
+
+fn mkfs_call() -> String {
+    format!(
+        "make_filesystem /sbin/mkfs.ext4 -q -F -L tazpod-vault -m 0 -b 4096 \
+         -E root_owner=1000:1000,nodiscard /dev/mapper/{NEW_NAME}"
+    )
+}
+
+/// The setup table of a session on an existing vault, turned into the one of a session that
+/// creates its vault: the image and header first, the mapping named after the new file,
+/// mkfs.ext4 and the move into place before the mount, and the image removed last by every
+/// unwind after it exists.
+fn creating_setup_table() -> Vec<(String, Vec<String>)> {
+    let remove = format!("remove_image {NEW_TEMP}");
+    let rename = |c: &str| renamed(c);
+    let mut t = Vec::new();
+    for (call, unwind) in setup_table() {
+        let call = rename(&call);
+        let mut unwind: Vec<String> = unwind.iter().map(|u| rename(u)).collect();
+        if call == "block_signals" {
+            t.push((call, unwind));
+            t.push((create_call(), vec![]));
+            t.push((
+                format!("format_image {NEW_TEMP} pbkdf=pbkdf2"),
+                vec![remove.clone()],
+            ));
+            continue;
+        }
+        unwind.push(remove.clone());
+        if call.starts_with("mount_ext4") {
+            t.push((mkfs_call(), unwind.clone()));
+            t.push((
+                format!("publish_image {NEW_TEMP} /workspace/.tazpod-vault/vault.img"),
+                unwind.clone(),
+            ));
+        }
+        t.push((call, unwind));
+    }
+    t
+}
+
+fn run_new(host: &mut RecordingHost) -> Report {
+    let s = spec();
+    let pass = Passphrase::from_vec(b"new".to_vec());
+    let mut p = plan();
+    p.name = String::new();
+    run_creator(host, &p, &shell(), &new_vault(&s, &pass, false))
+}
+
+/// A call of a session on the existing vault, as made on a created one: the mapping is
+/// named after the new file, which is mapped under its temporary name.
+fn renamed(c: &str) -> String {
+    c.split(' ')
+        .map(|w| match w {
+            "tazpod-v" => NEW_NAME.to_string(),
+            "/dev/mapper/tazpod-v" => format!("/dev/mapper/{NEW_NAME}"),
+            "/workspace/.tazpod-vault/vault.img" => NEW_TEMP.to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Teardown of a session on a created vault: as usual, named after the new file; the vault
+/// itself stays.
+fn creating_teardown() -> Vec<String> {
+    teardown_calls().iter().map(|c| renamed(c)).collect()
+}
+
+#[test]
+fn unlock_of_a_missing_vault_creates_it_then_runs_the_session() {
+    let mut host = RecordingHost::default();
+    let r = run_new(&mut host);
+    let mut want: Vec<String> = creating_setup_table().into_iter().map(|(c, _)| c).collect();
+    want.extend(
+        ["fork", "wait_child 4242", "wait_for_joined_shells"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    want.extend(creating_teardown());
+    assert_eq!(host.calls, want);
+    assert!(matches!(r.end, SessionEnd::Shell(WaitStatus::Exited(0))));
+    assert!(r.cleanup_errors.is_empty() && r.torn_down);
+    // the session's end never removes the vault it created
+    assert!(!host.calls.iter().any(|c| c.starts_with("remove_image")));
+}
+
+#[test]
+fn failure_at_each_step_of_a_creating_session_removes_the_new_vault() {
+    let table = creating_setup_table();
+    for (i, (call, unwind)) in table.iter().enumerate() {
+        let op: &'static str =
+            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
+        let nth = table[..=i]
+            .iter()
+            .filter(|(c, _)| c.split(' ').next() == Some(op))
+            .count();
+        let mut host = RecordingHost {
+            fail: Some((op, nth)),
+            ..RecordingHost::default()
+        };
+        let r = run_new(&mut host);
+        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
+        want.extend(unwind.iter().cloned());
+        assert_eq!(host.calls, want, "failure injected at {call}");
+        match r.end {
+            SessionEnd::SetupFailed(e) => assert_eq!(e.op, op, "at {call}"),
+            other => panic!("at {call}: {other:?}"),
+        }
+        assert!(r.cleanup_errors.is_empty());
+        // once the image exists, the unwind ends by removing it
+        let made = i > 1;
+        assert_eq!(
+            host.calls.last().unwrap() == &format!("remove_image {NEW_TEMP}"),
+            made,
+            "at {call}"
+        );
+    }
+}
+
+#[test]
+fn a_signal_while_creating_removes_the_new_vault() {
+    let mut host = RecordingHost {
+        pending: Some(libc::SIGTERM),
+        ..RecordingHost::default()
+    };
+    let r = run_new(&mut host);
+    assert!(matches!(r.end, SessionEnd::Interrupted(libc::SIGTERM)));
+    assert_eq!(
+        host.calls.last().unwrap(),
+        &format!("remove_image {NEW_TEMP}")
+    );
+    assert!(!host.calls.iter().any(|c| c == "fork"));
+}
+
+#[test]
+fn a_failing_removal_of_the_new_vault_is_reported() {
+    let mut host = RecordingHost {
+        fail: Some(("make_filesystem", 1)),
+        always_fail: vec!["remove_image"],
+        ..RecordingHost::default()
+    };
+    let r = run_new(&mut host);
+    assert!(matches!(r.end, SessionEnd::SetupFailed(_)));
+    assert_eq!(r.cleanup_errors.len(), 1);
+    assert_eq!(r.cleanup_errors[0].op, "remove_image");
+}
+
+#[test]
+fn mkfs_gets_4096_byte_blocks_only_for_large_sectors() {
+    let shown = |v: Vec<std::ffi::OsString>| {
+        v.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        shown(mkfs_args(Path::new("/dev/mapper/x"), 4096, (1000, 100))),
+        "-q -F -L tazpod-vault -m 0 -b 4096 -E root_owner=1000:100,nodiscard /dev/mapper/x"
+    );
+    assert_eq!(
+        shown(mkfs_args(Path::new("/dev/mapper/x"), 512, (7, 8))),
+        "-q -F -L tazpod-vault -m 0 -E root_owner=7:8,nodiscard /dev/mapper/x"
+    );
+}
+
+/// `tazpod init`: the calls up to the end of mkfs.ext4, each with its unwind.
+fn init_table() -> Vec<(String, Vec<String>)> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let remove = format!("remove_image {NEW_TEMP}");
+    let unmap = |pre: &[&str]| {
+        let mut v = s(pre);
+        v.extend(UNMAP.iter().map(|u| renamed(u)));
+        v.push(TMPFS.into());
+        v.push(remove.clone());
+        v
+    };
+    let rel = format!("release_mapping {NEW_NAME}");
+    vec![
+        ("block_signals".into(), vec![]),
+        (create_call(), vec![]),
+        (
+            format!("format_image {NEW_TEMP} pbkdf=pbkdf2"),
+            vec![remove.clone()],
+        ),
+        ("unshare_mount_ns".into(), vec![remove.clone()]),
+        ("make_rprivate /".into(), vec![remove.clone()]),
+        ("mount_tmpfs /dev/mapper".into(), vec![remove.clone()]),
+        (
+            format!("map_vault {NEW_TEMP} {NEW_NAME} ro=false keylen=64"),
+            vec![TMPFS.into(), remove.clone()],
+        ),
+        (format!("hold_mapping {NEW_NAME}"), unmap(&[])),
+        (format!("defer_remove {NEW_NAME}"), unmap(&[&rel])),
+        (mkfs_call(), unmap(&[&rel])),
+        ("pending_signal".into(), unmap(&[&rel])),
+    ]
+}
+
+fn init_run(
+    host: &mut RecordingHost,
+    replace: bool,
+) -> Result<Vec<super::host::HostError>, super::session::SetupFailure> {
+    let s = spec();
+    let pass = Passphrase::from_vec(b"new".to_vec());
+    create_vault(
+        host,
+        &new_vault(&s, &pass, replace),
+        Path::new("/dev/mapper"),
+    )
+}
+
+/// After mkfs.ext4: the mapping goes, then the image moves into place.
+fn init_tail() -> Vec<String> {
+    let mut v = vec![format!("release_mapping {NEW_NAME}")];
+    v.extend(UNMAP.iter().map(|u| renamed(u)));
+    v.push(TMPFS.into());
+    v.push(format!(
+        "publish_image {NEW_TEMP} /workspace/.tazpod-vault/vault.img"
+    ));
+    v
+}
+
+#[test]
+fn init_creates_maps_makes_the_filesystem_unmaps_then_publishes() {
+    let mut host = RecordingHost::default();
+    let warnings = init_run(&mut host, false).unwrap();
+    assert!(warnings.is_empty());
+    let mut want: Vec<String> = init_table().into_iter().map(|(c, _)| c).collect();
+    want.extend(init_tail());
+    assert_eq!(host.calls, want);
+}
+
+#[test]
+fn init_failure_at_each_step_leaves_nothing() {
+    let table = init_table();
+    for (i, (call, unwind)) in table.iter().enumerate() {
+        let op: &'static str =
+            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
+        let mut host = RecordingHost {
+            fail: Some((op, 1)),
+            ..RecordingHost::default()
+        };
+        let f = init_run(&mut host, false).unwrap_err();
+        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
+        want.extend(unwind.iter().cloned());
+        assert_eq!(host.calls, want, "failure injected at {call}");
+        match f.error {
+            SetupError::Host(e) => assert_eq!(e.op, op),
+            SetupError::Interrupted(_) => panic!("at {call}"),
+        }
+        assert!(f.unwind_errors.is_empty());
+    }
+    // the move into place fails: the mapping is gone already, the image is removed
+    let mut host = RecordingHost {
+        fail: Some(("publish_image", 1)),
+        ..RecordingHost::default()
+    };
+    assert!(init_run(&mut host, false).is_err());
+    assert_eq!(
+        host.calls_from("release_mapping").last().unwrap(),
+        &format!("remove_image {NEW_TEMP}")
+    );
+    assert_eq!(
+        host.calls
+            .iter()
+            .filter(|c| c.starts_with("remove_mapping"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn init_interrupted_by_a_signal_leaves_nothing() {
+    let mut host = RecordingHost {
+        pending: Some(libc::SIGINT),
+        ..RecordingHost::default()
+    };
+    let f = init_run(&mut host, false).unwrap_err();
+    assert!(matches!(f.error, SetupError::Interrupted(libc::SIGINT)));
+    assert_eq!(
+        host.calls.last().unwrap(),
+        &format!("remove_image {NEW_TEMP}")
+    );
+    assert!(!host.calls.iter().any(|c| c.starts_with("publish_image")));
+}
+
+#[test]
+fn init_cleanup_failures_after_mkfs_are_warnings_and_the_vault_stays() {
+    let mut host = RecordingHost {
+        always_fail: vec!["remove_mapping"],
+        ..RecordingHost::default()
+    };
+    let warnings = init_run(&mut host, true).unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(host.calls.last().unwrap().starts_with("publish_image"));
+    assert!(host.calls[1].ends_with("replace=true"));
+    assert!(!host.calls.iter().any(|c| c.starts_with("remove_image")));
+}

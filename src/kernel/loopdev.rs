@@ -441,6 +441,39 @@ fn configure(
     Ok(Attempt::Attached)
 }
 
+/// The attached loop devices whose backing file is the file `(dev, ino)` (by
+/// `LOOP_GET_STATUS64`, so whatever path the file was attached by). Devices
+/// that cannot be opened or queried are skipped.
+pub fn attached_to(dev: u64, ino: u64) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix("loop")) else {
+            continue;
+        };
+        if n.parse::<u32>().is_err() || !e.path().join("loop").exists() {
+            continue;
+        }
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let Ok(f) = File::open(&path) else {
+            continue;
+        };
+        let mut buf = [0u8; LOOP_INFO64_SIZE];
+        if ioctl_struct(&f, LOOP_GET_STATUS64, &mut buf).is_err() {
+            continue;
+        }
+        if let Ok(info) = decode_loop_info64(&buf) {
+            if info.device == dev && info.inode == ino {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// The backing file of a loop device, from
 /// `/sys/dev/block/MAJ:MIN/loop/backing_file`; `None` when `dev` is not an
 /// attached loop device.

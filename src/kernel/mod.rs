@@ -1,8 +1,8 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
 //! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), mounts and
-//! namespaces (`mount`), privileges (`privs`), in-memory files for `tazpod run` (`memfd`),
-//! huge pages for KDF memory (`hugepages`), process protection for secrets (`secmem`) and
-//! the terminal (`tty`).
+//! namespaces (`mount`), privileges (`privs`), no-replace renames (`fs`), in-memory files
+//! for `tazpod run` (`memfd`), huge pages for KDF memory (`hugepages`), process protection for
+//! secrets (`secmem`) and the terminal (`tty`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod dm;
+pub mod fs;
 pub mod hugepages;
 pub mod keyring;
 pub mod loopdev;

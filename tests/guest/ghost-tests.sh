@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release
-tests/guest/run.sh --bin target/release/tazpod --file fixtures/demo:/fixtures/demo --host-bin flock \
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
     "$@" tests/guest/ghost.sh

@@ -2,8 +2,12 @@
 # Scenario: ghost mode (`tazpod unlock`) against the real kernel, on a copy of the demo vault:
 # the session's command sees the vault as the user and nobody else does; exit status; wrong
 # passphrase; SIGKILL during the session and during setup leave nothing; two sessions share
-# one vault; bind mounts and the secrets map; `tazpod env`; `tazpod lock`; no capabilities.
+# one vault; bind mounts and the secrets map; `tazpod env`; `tazpod lock`; no capabilities;
+# creating a vault (`tazpod unlock` of a missing vault, `tazpod init`, `init --force`).
+# Only the creation part runs when the guest has /etc/tazpod-ghost-only containing "create"
+# (ghost-tests.sh --file FILE:/etc/tazpod-ghost-only), for quick runs while developing it.
 . "${GUEST_LIB:-/lib.sh}"
+ONLY=$(cat /etc/tazpod-ghost-only 2>/dev/null || true)
 
 chmod 1777 /tmp
 cp /fixtures/demo/vault.img /tmp/vault.img
@@ -56,6 +60,7 @@ wait_file() {
     [ -e "$1" ]
 }
 
+if [ "$ONLY" != create ]; then
 # --- a session reads a secret and writes one as the user --------------------------------------
 out=$(unlock -- sh -c 'cat ~/secrets/README; id -u; echo written >~/secrets/new; stat -c %u ~/secrets/new; echo "$TAZPOD_GHOST_MODE $HOME $USER"' 2>/tmp/err)
 rc=$?
@@ -200,6 +205,180 @@ t_check lock-said-vault-locked grep -q "vault locked" /tmp/err
 t_check lock-nothing-left settles 10
 tazpod lock 2>/dev/null
 rc=$?; [ "$rc" = 1 ] && t_pass lock-outside-session-exit-1 || t_fail lock-outside-session-exit-1 "rc=$rc"
+fi
+
+# --- creating a vault ----------------------------------------------------------------------------
+# A cheap KDF (the default Argon2id benchmark to 2 s would dominate under emulation). The
+# commands run as root with --invoker 1000, the command line tazpod's own sudo re-execution
+# gives the root process: the image and its directory then belong to tester.
+CHEAP="--pbkdf pbkdf2 --pbkdf-force-iterations 1000"
+printf %s new-vault-one >/tmp/new1
+printf %s new-vault-two >/tmp/new2
+chmod 600 /tmp/new1 /tmp/new2
+NEWDIR=/home/tester/vaults/new
+NEW=$NEWDIR/vault.img
+new_unlock() { tazpod unlock --invoker 1000 --vault "$NEW" --mount "$MNT" "$@"; }
+csetup() { cryptsetup --disable-locks "$@"; }
+# What is next to the vault: the vault alone (no temporary image left).
+dir_holds_only_vault() { [ "$(ls -A "$1")" = vault.img ] || { ls -la "$1"; return 1; }; }
+
+out=$(new_unlock --key-file /tmp/new1 --size 64M $CHEAP -- sh -c 'ls -A ~/secrets; echo hello >~/secrets/hello; stat -c %u ~/secrets/hello ~/secrets; id -u' 2>/tmp/err)
+rc=$?
+want="lost+found
+1000
+1000
+1000"
+[ "$rc" = 0 ] && [ "$out" = "$want" ] && t_pass create-on-unlock-session-writes-as-user \
+    || t_fail create-on-unlock-session-writes-as-user "rc=$rc out=[$out] err=[$(cat /tmp/err)]"
+t_check create-on-unlock-said-creating grep -q "does not exist: creating a new vault (64 MiB)" /tmp/err
+t_check create-on-unlock-said-vault-locked grep -q "vault locked" /tmp/err
+t_check create-on-unlock-nothing-left settles 10
+t_check_output create-image-owned-by-invoker "1000:1000 600 67108864" stat -c '%u:%g %a %s' "$NEW"
+t_check_output create-dirs-owned-by-invoker "1000 700
+1000 700" stat -c '%u %a' /home/tester/vaults "$NEWDIR"
+t_check create-no-temporary-left dir_holds_only_vault "$NEWDIR"
+used=$(du -k "$NEW" | cut -f1)
+t_log "new 64 MiB vault: ${used} KiB allocated"
+[ "$used" -lt 49152 ] && t_pass create-image-sparse "$used KiB of 65536" || t_fail create-image-sparse "$used KiB of 65536"
+t_check create-cryptsetup-luksdump csetup luksDump "$NEW"
+t_check create-cryptsetup-test-passphrase csetup open --test-passphrase --key-file /tmp/new1 "$NEW"
+t_check_fails create-cryptsetup-wrong-passphrase csetup open --test-passphrase --key-file /tmp/new2 "$NEW"
+t_check_output create-sector-4096 4096 sh -c "cryptsetup luksDump '$NEW' | sed -n 's/^[[:space:]]*sector: \([0-9]*\) .*/\1/p'"
+t_check_output create-rootless-ls "hello
+lost+found" tazpod ls --vault "$NEW" --key-file /tmp/new1
+out=$(new_unlock --key-file /tmp/new1 -- sh -c 'cat ~/secrets/hello; stat -c %U ~/secrets' 2>/tmp/err)
+t_check_output create-second-unlock-sees-file "hello
+tester" echo "$out"
+t_check create-second-unlock-nothing-left settles 10
+# The filesystem: ext4 with the label, 4096-byte blocks (through cryptsetup's own mapping).
+if csetup open --key-file /tmp/new1 "$NEW" newcheck 2>/tmp/err; then
+    # ext4 superblock at 1024: s_volume_name at +0x78 (16 bytes), s_log_block_size at +0x18.
+    t_check_output create-ext4-label tazpod-vault sh -c "dd if=/dev/mapper/newcheck bs=1 skip=1144 count=16 2>/dev/null | tr -d '\\000'"
+    t_check_output create-ext4-block-4096 2 sh -c "od -An -tu4 -j1048 -N4 /dev/mapper/newcheck | tr -d ' '"
+    csetup close newcheck
+else
+    t_fail create-cryptsetup-open "$(cat /tmp/err)"
+fi
+
+# --- tazpod init on an existing vault: refused without --force; --force needs a YES or -q ----
+sum=$(t_sha256 "$NEW")
+tazpod init --invoker 1000 --vault "$NEW" --key-file /tmp/new2 $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "already exists" /tmp/err && t_pass init-existing-refused \
+    || t_fail init-existing-refused "rc=$rc $(cat /tmp/err)"
+tazpod init --invoker 1000 --vault "$NEW" --force --key-file /tmp/new2 $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "refused without a terminal" /tmp/err && t_pass init-force-without-terminal-refused \
+    || t_fail init-force-without-terminal-refused "rc=$rc $(cat /tmp/err)"
+t_check_output init-refusals-changed-nothing "$sum" t_sha256 "$NEW"
+
+# --- a vault in use is not replaced (exit 5): a live session, or a mapping ----------------------
+# (Sessions change the filesystem, so "unchanged" is the same file with the same header.)
+header_of() { echo "$(stat -c %i "$NEW") $(t_sha256 "$NEW" 16777216)"; }
+rm -f /tmp/c-ready /tmp/c-go
+(exec tazpod unlock --vault "$NEW" --mount "$MNT" --user tester --key-file /tmp/new1 -- sh -c 'touch /tmp/c-ready; while [ ! -e /tmp/c-go ]; do sleep 0.1; done') >/dev/null 2>&1 &
+C=$!
+if wait_file /tmp/c-ready; then
+    hdr=$(header_of)
+    tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
+    rc=$?; [ "$rc" = 5 ] && grep -q "unlocked in a ghost session" /tmp/err && [ "$(header_of)" = "$hdr" ] && t_pass init-force-busy-session-exit-5 \
+        || t_fail init-force-busy-session-exit-5 "rc=$rc $(cat /tmp/err)"
+else
+    t_fail init-force-busy-session-started
+fi
+touch /tmp/c-go
+wait "$C"
+t_check init-busy-session-nothing-left settles 10
+if tazpod open --key-file /tmp/new1 "$NEW" cvol 2>/tmp/err; then
+    hdr=$(header_of)
+    tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
+    rc=$?; [ "$rc" = 5 ] && grep -q "is in use" /tmp/err && [ "$(header_of)" = "$hdr" ] && t_pass init-force-busy-mapping-exit-5 \
+        || t_fail init-force-busy-mapping-exit-5 "rc=$rc $(cat /tmp/err)"
+    tazpod close cvol
+else
+    t_fail init-force-busy-mapping-open "$(cat /tmp/err)"
+fi
+t_check init-busy-nothing-left settles 10
+
+# --- init --force --batch-mode replaces it with a new, empty vault ------------------------------
+old_ino=$(stat -c %i "$NEW")
+start=$(date +%s)
+tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 --size 32M $CHEAP 2>/tmp/err
+rc=$?; t_log "init --force of a 32 MiB vault took $(($(date +%s) - start)) s"
+[ "$rc" = 0 ] && t_pass init-force-batch-replaces || t_fail init-force-batch-replaces "rc=$rc $(cat /tmp/err)"
+t_check init-force-said-created grep -q "created the vault $NEW: 32 MiB" /tmp/err
+[ "$(stat -c %i "$NEW")" != "$old_ino" ] && t_pass init-force-new-file || t_fail init-force-new-file
+t_check_output init-force-owner-size "1000:1000 600 33554432" stat -c '%u:%g %a %s' "$NEW"
+t_check init-force-new-passphrase csetup open --test-passphrase --key-file /tmp/new2 "$NEW"
+t_check_fails init-force-old-passphrase-gone csetup open --test-passphrase --key-file /tmp/new1 "$NEW"
+t_check_output init-force-empty lost+found tazpod ls --vault "$NEW" --key-file /tmp/new2
+t_check init-force-no-temporary-left dir_holds_only_vault "$NEWDIR"
+t_check init-force-nothing-left settles 10
+
+# --- init of a new path: default size, key on standard input --------------------------------------
+V2=/tmp/init2/vault.img
+printf %s piped-key | tazpod init --vault "$V2" --key-file - $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 0 ] && t_pass init-new-default-size || t_fail init-new-default-size "rc=$rc $(cat /tmp/err)"
+t_check_output init-new-512m-root-owned "0:0 600 536870912" stat -c '%u:%g %a %s' "$V2"
+used=$(du -k "$V2" | cut -f1)
+t_log "new 512 MiB vault: ${used} KiB allocated"
+[ "$used" -lt 131072 ] && t_pass init-new-sparse "$used KiB of 524288" || t_fail init-new-sparse "$used KiB of 524288"
+printf %s piped-key >/tmp/pk
+t_check init-new-cryptsetup-opens csetup open --test-passphrase --key-file /tmp/pk "$V2"
+# The filesystem's root belongs to the session user (here the default: tester is uid 1000).
+out=$(tazpod unlock --vault "$V2" --mount "$MNT" --user tester --key-file /tmp/pk -- sh -c 'touch ~/secrets/x && stat -c %u ~/secrets' 2>/tmp/err)
+t_check_output init-new-root-owned-by-user 1000 echo "$out"
+t_check init-new-nothing-left settles 10
+
+# --- refusals before anything is created ----------------------------------------------------------
+V3=/tmp/init3/sub/vault.img
+echo piped | tazpod unlock --vault "$V3" --mount "$MNT" --user tester -- true 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "asked twice" /tmp/err && t_pass create-piped-passphrase-refused \
+    || t_fail create-piped-passphrase-refused "rc=$rc $(cat /tmp/err)"
+tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --readonly -- true 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && t_pass create-readonly-refused || t_fail create-readonly-refused "rc=$rc $(cat /tmp/err)"
+tazpod init --vault "$V3" --key-file /tmp/new1 --size 8M $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "too small" /tmp/err && t_pass create-too-small-refused \
+    || t_fail create-too-small-refused "rc=$rc $(cat /tmp/err)"
+MKFS=$(command -v mkfs.ext4)
+mv "$MKFS" "$MKFS.away"
+tazpod init --vault "$V3" --key-file /tmp/new1 $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "install e2fsprogs" /tmp/err && t_pass create-without-mkfs-refused \
+    || t_fail create-without-mkfs-refused "rc=$rc $(cat /tmp/err)"
+mv "$MKFS.away" "$MKFS"
+t_check_fails create-refusals-created-nothing test -e /tmp/init3
+t_check create-refusals-nothing-left settles 5
+
+# --- a failure after the mapping (mkfs.ext4 fails) removes the image and the mapping --------------
+mkdir -p /tmp/fakebin
+printf '#!/bin/sh\necho "mke2fs: simulated failure" >&2\nexit 1\n' >/tmp/fakebin/mkfs.ext4
+chmod 755 /tmp/fakebin/mkfs.ext4
+PATH=/tmp/fakebin:$PATH tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --size 32M $CHEAP -- true 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && grep -q "nothing was left behind" /tmp/err \
+    && t_pass create-mkfs-failure-reported || t_fail create-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
+t_check_fails create-mkfs-failure-no-image test -e /tmp/init3
+t_check create-mkfs-failure-nothing-left settles 10
+PATH=/tmp/fakebin:$PATH tazpod init --vault "$V3" --key-file /tmp/new1 --size 32M $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && t_pass init-mkfs-failure-reported \
+    || t_fail init-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
+t_check_fails init-mkfs-failure-no-image test -e /tmp/init3
+t_check init-mkfs-failure-nothing-left settles 10
+
+# --- SIGKILL while creating: the vault path holds nothing or a complete vault ---------------------
+for d in 0.5 1.5 2.5 3 3.5 4.5; do
+    V4=/tmp/kill-$d/vault.img
+    (exec tazpod init --vault "$V4" --key-file /tmp/new1 --size 32M $CHEAP) >/dev/null 2>&1 &
+    K=$!
+    sleep "$d"
+    kill -9 "$K" 2>/dev/null
+    wait "$K" 2>/dev/null
+    if [ -e "$V4" ]; then
+        t_check "kill-init-after-${d}s-vault-complete" csetup open --test-passphrase --key-file /tmp/new1 "$V4"
+    else
+        t_pass "kill-init-after-${d}s-no-vault"
+    fi
+    t_check "kill-init-after-${d}s-nothing-mapped" settles 15
+    for n in $(t_dm_names); do t_log "left by kill at ${d}s: $n"; tazpod close "$n" 2>/dev/null; done
+    t_log "kill at ${d}s left: $(ls -A "/tmp/kill-$d" 2>/dev/null | tr '\n' ' ')"
+done
 
 AFTER=$(t_state)
 [ "$AFTER" = "$BEFORE" ] && t_pass final-nothing-left || t_fail final-nothing-left "$AFTER"
