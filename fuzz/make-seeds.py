@@ -20,10 +20,13 @@
   journal holding one transaction to replay, ext3 and ext2 (block maps, no extents); and one
   whose htree root counts 0xffff entries (the known ext4-view 1.0.0 panic, let through by the
   target). Trailing zeros are cut (the target pads them back).
+- format: the input is a string of choices (options, passphrases, operations), so any bytes
+  do; a few pseudo-random strings of 32 to 480 bytes to start from.
 
 Deterministic (but for the timestamps inside the ext4 seeds); run from anywhere.
 Usage: make-seeds.py [OUTDIR]
 """
+import hashlib
 import importlib.util
 import json
 import os
@@ -132,6 +135,10 @@ def main():
     put("dm", "list-versions", bytes(dm_header(312 + 64, 0, 0)) + v1 + v2)
     put("dm", "crypt-line", line)
     put("dm", "crypt-line-hex", b"aes-cbc-essiv:sha256 " + b"00" * 32 + b" 0 8:16 4096")
+
+    for i in range(8):
+        data = b"".join(hashlib.sha256(b"format-%d-%d" % (i, j)).digest() for j in range(1 + 2 * i))
+        put("format", "choices-%d" % i, data)
 
 
 def ext4_tree(root):

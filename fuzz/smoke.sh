@@ -15,7 +15,7 @@ set -euo pipefail
 secs=${1:-${FUZZ_SECONDS:-20}}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm ext4"}
+targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm ext4 format"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz" >&2
@@ -41,6 +41,7 @@ max_len() {
     case $1 in
         luks1) echo 4096 ;;
         dm) echo 8192 ;;
+        format) echo 1024 ;;
         unlock) echo 614400 ;;
         ext4) echo 327680 ;;
         *) echo 65536 ;;
@@ -53,7 +54,7 @@ for t in $targets; do
     # (A target may have no seeds: ext4's need e2fsprogs.)
     mkdir -p "$corpus_root/$t" "artifacts/$t" "$work/seeds/$t"
     case $t in
-        dm) dict=() ;;
+        dm | format) dict=() ;;
         ext4) dict=(-dict="$here/ext4.dict") ;;
         *) dict=(-dict="$here/luks2.dict") ;;
     esac

@@ -196,6 +196,31 @@ pub fn with_passphrase<T>(
     Err(last.unwrap_or_else(|| CliError::new(code::PERMISSION, "no passphrase given")))
 }
 
+/// Reads one passphrase, with no retries: from the key file, a line of standard input when it
+/// is not a terminal, or the terminal after `prompt`. Returns `None` when the input held
+/// nothing at all: standard input (or `--key-file -`) that ended before its first byte, which
+/// cryptsetup reports as "Nothing to read on input" (an empty line or an empty key file is an
+/// empty passphrase).
+pub fn read_once(args: &KeyArgs, prompt: &str) -> Result<Option<Passphrase>, CliError> {
+    if let Some(path) = &args.key_file {
+        let pass = read_key_file(args, path)?;
+        let from_stdin = path.as_os_str() == "-";
+        return Ok((!from_stdin || !pass.as_bytes().is_empty()).then_some(pass));
+    }
+    let line = if tty::stdin_is_tty() {
+        tty::prompt_passphrase(prompt, PASSPHRASE_MAX)
+            .map(|l| l.map_or(tty::Line::TooLong, tty::Line::Text))
+    } else {
+        tty::read_line(PASSPHRASE_MAX)
+    }
+    .map_err(|e| CliError::new(code::INVALID, format!("cannot read the passphrase: {e}")))?;
+    match line {
+        tty::Line::Text(b) => Ok(Some(Passphrase::new(b))),
+        tty::Line::Eof => Ok(None),
+        tty::Line::TooLong => Err(too_long()),
+    }
+}
+
 fn too_long() -> CliError {
     CliError::new(
         code::INVALID,

@@ -153,9 +153,13 @@ pub struct KillSlotArgs {
     /// Header file (detached header)
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
-    /// Do not ask for confirmation (needed to kill the last slot without a terminal)
+    /// Do not ask for confirmation (needed to kill the last slot without a terminal); on a
+    /// terminal and without a key file, also no remaining passphrase is asked for
     #[arg(short = 'q', long = "batch-mode")]
     pub batch_mode: bool,
+    /// A remaining key (it must open another keyslot, or the killed one if it is the last)
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// The LUKS device or image file
     pub device: PathBuf,
     /// The keyslot to wipe
@@ -234,6 +238,67 @@ fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
         })
 }
 
+/// Opens the device `format` writes its header to: read-write, and on a block device with
+/// `O_EXCL`, as cryptsetup does, so that a mounted, mapped or otherwise claimed device is refused
+/// (and stays unclaimed by others while tazpod writes). Regular files get no such check.
+fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let is_block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(create).truncate(false);
+    if is_block {
+        o.custom_flags(libc::O_EXCL);
+    }
+    match o.open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if is_block && e.raw_os_error() == Some(libc::EBUSY) => Err(busy(path)),
+        Err(e) => Err(CliError::new(
+            code::DEVICE,
+            format!("cannot open {} for writing: {e}", path.display()),
+        )),
+    }
+}
+
+/// The error for a block device that another user holds. cryptsetup 2.6.1 says one of two
+/// things: when blkid finds a signature on the device it first tries to wipe it, and that
+/// exclusive open fails with "Cannot exclusively open X, device in use." (exit 1); on a
+/// device without one, the library's own exclusive open fails with "Cannot use device X which
+/// is in use (already mapped or mounted)." (exit 5). tazpod knows two signatures, the ones a
+/// vault has: a LUKS header and an ext2/3/4 superblock.
+fn busy(path: &Path) -> CliError {
+    let shown = path.display();
+    let hint = "unmount it, close its mapping (`tazpod close NAME`) or stop the program that \
+                holds it; /sys/class/block/<device>/holders lists device-mapper users";
+    if has_known_signature(path) {
+        CliError::new(
+            code::INVALID,
+            format!("cannot exclusively open {shown}, device in use"),
+        )
+        .hint(hint)
+    } else {
+        CliError::new(
+            code::BUSY,
+            format!("cannot use device {shown} which is in use (already mapped or mounted)"),
+        )
+        .hint(hint)
+    }
+}
+
+/// Whether the device starts with a LUKS header or holds an ext2/3/4 superblock (read-only).
+fn has_known_signature(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 2048];
+    if f.read_exact_at(&mut head, 0).is_err() {
+        return false;
+    }
+    // ext2/3/4: the superblock at 1024, its s_magic 0xEF53 (little endian) 56 bytes in.
+    const EXT_MAGIC_AT: usize = 1024 + 56;
+    head.starts_with(&luks2::header::MAGIC_PRIMARY)
+        || head.get(EXT_MAGIC_AT..EXT_MAGIC_AT + 2) == Some(&[0x53, 0xEF][..])
+}
+
 fn size_of(f: &File, path: &Path) -> Result<u64, CliError> {
     use std::io::{Seek, SeekFrom};
     let mut f = f;
@@ -284,6 +349,11 @@ pub fn execute(plan: &Plan, sink: &mut dyn Sink, shown: &str) -> Result<(), CliE
 
 /// Asks for a typed "YES" on the terminal; refuses without one.
 pub fn confirm(question: &str) -> Result<(), CliError> {
+    confirm_or(question, "operation aborted")
+}
+
+/// [`confirm`] with the message for an answer other than "YES".
+fn confirm_or(question: &str, aborted: &str) -> Result<(), CliError> {
     if !tty::stdin_is_tty() {
         return Err(CliError::new(
             code::INVALID,
@@ -296,7 +366,7 @@ pub fn confirm(question: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::new(code::INVALID, format!("cannot read the answer: {e}")))?;
     match answer {
         Some(a) if a.as_bytes() == b"YES" => Ok(()),
-        _ => Err(CliError::new(code::PERMISSION, "operation aborted")),
+        _ => Err(CliError::new(code::PERMISSION, aborted)),
     }
 }
 
@@ -614,7 +684,13 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
     let shown = a.device.display().to_string();
 
     // The data device must hold the data offset plus at least one sector, in whole sectors.
-    let mut dev = open_rw(&a.device, false)?;
+    // The device that receives the header is opened exclusively (a block device in use is
+    // refused); with --header the data device is not written, and cryptsetup does not check it.
+    let mut dev = if a.header.is_some() {
+        open_rw(&a.device, false)?
+    } else {
+        open_for_format(&a.device, false)?
+    };
     let dev_size = size_of(&dev, &a.device)?;
     let sector = u64::from(a.sector_size);
     if dev_size <= layout.data_offset {
@@ -633,7 +709,7 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
         ));
     }
     let mut hdr = match &a.header {
-        Some(h) => open_rw(h, true)?,
+        Some(h) => open_for_format(h, true)?,
         None => dev
             .try_clone()
             .map_err(|e| CliError::new(code::DEVICE, format!("{shown}: {e}")))?,
@@ -831,14 +907,92 @@ fn kill(
     execute(&plan, f, shown)
 }
 
-/// `tazpod kill-slot`.
+/// `tazpod kill-slot`, as cryptsetup 2.6.1's `luksKillSlot`: unless `--batch-mode` is given
+/// on a terminal without a key file, a remaining passphrase is read ("Enter any remaining
+/// passphrase: ") and must open another keyslot than the one killed, or, when it is the last
+/// keyslot, that keyslot itself (after the typed "YES", which a key file or `--batch-mode`
+/// skips). Input that ends before its first byte (an empty pipe, `--key-file -` with nothing
+/// on it) skips the check, as cryptsetup does. One difference, on purpose: without a terminal
+/// the last keyslot is killed only with `--batch-mode` or a key file, where cryptsetup takes
+/// the missing terminal as a "yes".
 pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
     let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
-    kill(&mut f, &shown, &h, a.slot, a.batch_mode)?;
+    let slot = a.slot;
+    if !h.metadata.keyslots.contains_key(&slot) {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("{shown}: keyslot {slot} is not active"),
+        ));
+    }
     if verbose {
-        eprintln!("Key slot {} wiped.", a.slot);
+        eprintln!("Keyslot {slot} is selected for deletion.");
+    }
+    let last = h.metadata.keyslots.len() == 1;
+    let key_file = a.key.key_file.is_some();
+    if !a.batch_mode || key_file || !tty::stdin_is_tty() {
+        if last && !a.batch_mode && !key_file {
+            confirm_or(
+                "This is the last keyslot. Device will become unusable after purging this key.",
+                "operation aborted, the keyslot was NOT wiped",
+            )?;
+        }
+        match crate::passphrase::read_once(&a.key, "Enter any remaining passphrase: ")? {
+            Some(pass) => {
+                let opened = remaining_opens(&mut f, &h, slot, last, &pass)
+                    .map_err(|e| CliError::luks(&shown, e))?;
+                if verbose {
+                    eprintln!("Key slot {opened} unlocked.");
+                }
+            }
+            None => eprintln!(
+                "tazpod: nothing to read on input; keyslot {slot} is wiped without a passphrase check"
+            ),
+        }
+    }
+    let plan = format::remove_keyslot(&h, slot, &mut os_random).map_err(|e| fmt_err(&shown, e))?;
+    execute(&plan, &mut f, &shown)?;
+    if verbose {
+        eprintln!("Keyslot {slot} is wiped.");
     }
     Ok(())
+}
+
+/// The keyslot `pass` opens: `slot` itself when it is the `last`, else any other active one
+/// (tried by id, each on its own, so priority "ignore" keyslots count too, as in cryptsetup's
+/// `verify_keyslot`). A passphrase that opens none is a wrong passphrase (exit 2); another
+/// failure (a KDF over the memory limit, say) is reported if nothing opened.
+fn remaining_opens(
+    f: &mut File,
+    h: &Luks2Header,
+    slot: u32,
+    last: bool,
+    pass: &Passphrase,
+) -> Result<u32, luks2::Error> {
+    let header = luks2::Header::Luks2(Box::new(h.clone()));
+    let limits = luks2::kdf::KdfLimits::for_available_memory(device::mem_available());
+    let candidates: Vec<u32> = if last {
+        vec![slot]
+    } else {
+        h.metadata
+            .keyslots
+            .keys()
+            .copied()
+            .filter(|&id| id != slot)
+            .collect()
+    };
+    let mut err = luks2::Error::Unlock(luks2::error::UnlockError::WrongPassphrase);
+    for id in candidates {
+        let opts = UnlockOptions {
+            keyslot: Some(id),
+            limits,
+        };
+        match unlock(&header, f, pass.as_bytes(), &opts) {
+            Ok(u) => return Ok(u.keyslot),
+            Err(luks2::Error::Unlock(luks2::error::UnlockError::WrongPassphrase)) => {}
+            Err(e) => err = e,
+        }
+    }
+    Err(err)
 }
 
 /// `tazpod config`.

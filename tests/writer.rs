@@ -538,3 +538,715 @@ fn format_benchmarked_kdf() {
         assert!(dump.contains("PBKDF:      argon2id"), "{dump}");
     }
 }
+
+/// The keyslot ids `tazpod dump` lists ("  N: luks2" lines, as in luksDump).
+fn slots(file: &Path) -> Vec<u32> {
+    let o = tazpod(&["dump", &p(file)], b"");
+    ok(&o, "tazpod dump");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": luks2"))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// A volume with keyslots 0, 1, 2 holding "p0", "p1", "p2" (or only 0 with `one`).
+fn kill_slot_volume(dir: &Path, name: &str, one: bool) -> std::path::PathBuf {
+    let f = image(dir, name, 20 << 20);
+    let fs = p(&f);
+    let mut args = vec![
+        "format",
+        "-q",
+        "--pbkdf",
+        "pbkdf2",
+        "--luks2-keyslots-size",
+        "1m",
+    ];
+    args.extend_from_slice(CHEAP);
+    args.push(&fs);
+    ok(&tazpod(&args, b"p0\n"), "format");
+    if !one {
+        for (slot, pass) in [("1", b"p0\np1\n"), ("2", b"p0\np2\n")] {
+            let mut a = vec!["add-key", "-S", slot, "--pbkdf", "pbkdf2"];
+            a.extend_from_slice(CHEAP);
+            a.push(&fs);
+            ok(&tazpod(&a, pass), "add-key");
+        }
+    }
+    f
+}
+
+/// One row of the kill-slot comparison: options, standard input, the slot killed, the exit
+/// code and the keyslots left.
+struct KillCase {
+    one: bool,
+    opts: &'static [&'static str],
+    stdin: &'static [u8],
+    slot: &'static str,
+    code: i32,
+    left: &'static [u32],
+    /// cryptsetup's result where tazpod differs on purpose (exit code, keyslots left).
+    cryptsetup: Option<(i32, &'static [u32])>,
+}
+
+/// `kill-slot` without a terminal, against `cryptsetup luksKillSlot` 2.6.1 on copies of the
+/// same volume: a remaining passphrase is read even with --batch-mode (stdin is not a
+/// terminal), it must open another keyslot (or the last one itself), a key file is checked
+/// the same way, and input that ends before its first byte skips the check.
+#[test]
+fn kill_slot_checks_a_remaining_passphrase_like_cryptsetup() {
+    let dir = tempfile::tempdir().unwrap();
+    let three = kill_slot_volume(dir.path(), "three.img", false);
+    let one = kill_slot_volume(dir.path(), "one.img", true);
+    let keys = dir.path();
+    for (n, k) in [
+        ("k0", &b"p0"[..]),
+        ("k1", b"p1"),
+        ("k2", b"p2"),
+        ("empty", b""),
+    ] {
+        std::fs::write(keys.join(n), k).unwrap();
+    }
+    let cases = [
+        // Not the last keyslot: the passphrase must open another one.
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"p0\n",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"p2",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"p1\n",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"bad\n",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"\n",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q"],
+            stdin: b"bad\n",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q"],
+            stdin: b"p0\n",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q"],
+            stdin: b"",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "k1"],
+            stdin: b"",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q", "--key-file", "k1"],
+            stdin: b"",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q", "--key-file", "k2"],
+            stdin: b"",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "empty"],
+            stdin: b"",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "-"],
+            stdin: b"",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "-"],
+            stdin: b"p0\n",
+            slot: "1",
+            code: 2,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "-"],
+            stdin: b"p0",
+            slot: "1",
+            code: 0,
+            left: &[0, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["--key-file", "/nonexistent"],
+            stdin: b"",
+            slot: "1",
+            code: 1,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &[],
+            stdin: b"p0\n",
+            slot: "7",
+            code: 1,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: false,
+            opts: &["-q"],
+            stdin: b"",
+            slot: "40",
+            code: 1,
+            left: &[0, 1, 2],
+            cryptsetup: None,
+        },
+        // The last keyslot: the passphrase must open it. Without a terminal tazpod wants
+        // --batch-mode or a key file; cryptsetup takes the missing terminal as a "yes".
+        KillCase {
+            one: true,
+            opts: &["-q"],
+            stdin: b"p0\n",
+            slot: "0",
+            code: 0,
+            left: &[],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &["-q"],
+            stdin: b"bad\n",
+            slot: "0",
+            code: 2,
+            left: &[0],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &["-q"],
+            stdin: b"",
+            slot: "0",
+            code: 0,
+            left: &[],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &["--key-file", "k0"],
+            stdin: b"",
+            slot: "0",
+            code: 0,
+            left: &[],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &["--key-file", "k1"],
+            stdin: b"",
+            slot: "0",
+            code: 2,
+            left: &[0],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &[],
+            stdin: b"p0\n",
+            slot: "0",
+            code: 1,
+            left: &[0],
+            cryptsetup: Some((0, &[])),
+        },
+        KillCase {
+            one: true,
+            opts: &[],
+            stdin: b"",
+            slot: "0",
+            code: 1,
+            left: &[0],
+            cryptsetup: Some((0, &[])),
+        },
+    ];
+    let cs = have_cryptsetup();
+    for (i, c) in cases.iter().enumerate() {
+        let what = format!(
+            "case {i}: kill-slot {:?} slot {} stdin {:?}",
+            c.opts,
+            c.slot,
+            String::from_utf8_lossy(c.stdin)
+        );
+        let src = if c.one { &one } else { &three };
+        for tool in ["tazpod", "cryptsetup"] {
+            if tool == "cryptsetup" && !cs {
+                continue;
+            }
+            let v = dir.path().join(format!("case-{tool}.img"));
+            std::fs::copy(src, &v).unwrap();
+            let vs = p(&v);
+            let mut args: Vec<String> = vec![if tool == "tazpod" {
+                "kill-slot"
+            } else {
+                "luksKillSlot"
+            }
+            .into()];
+            let mut opts = c.opts.iter();
+            while let Some(o) = opts.next() {
+                args.push((*o).into());
+                if *o == "--key-file" {
+                    let f = opts.next().unwrap();
+                    args.push(if f.starts_with('/') || *f == "-" {
+                        (*f).into()
+                    } else {
+                        p(&keys.join(f))
+                    });
+                }
+            }
+            args.push(vs);
+            args.push(c.slot.into());
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = if tool == "tazpod" {
+                tazpod(&argv, c.stdin)
+            } else {
+                run("cryptsetup", &argv, c.stdin)
+            };
+            let (code, left) = match (tool, c.cryptsetup) {
+                ("cryptsetup", Some(theirs)) => theirs,
+                _ => (c.code, c.left),
+            };
+            assert_eq!(
+                o.status.code(),
+                Some(code),
+                "{tool} {what}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(slots(&v), left, "{tool} {what}");
+        }
+    }
+}
+
+/// Runs `argv` on a pseudo-terminal (through python3's `pty` module: no unsafe code here),
+/// typing each answer after the next prompt (output ending in ": "). Returns the exit code and
+/// the transcript, or None when python3 is missing.
+fn on_terminal(argv: &[&str], answers: &[&str]) -> Option<(i32, String)> {
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+sep = sys.argv.index('--')
+answers, cmd = sys.argv[1:sep], sys.argv[sep + 1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(cmd[0], cmd)
+out = b''
+def read_until(done, limit):
+    global out
+    end = time.time() + limit
+    while time.time() < end and not done():
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                d = os.read(fd, 4096)
+            except OSError:
+                return
+            if not d:
+                return
+            out += d
+for a in answers:
+    seen = len(out)
+    read_until(lambda: out[seen:].rstrip(b' ').endswith(b':'), 30)
+    time.sleep(0.2)
+    os.write(fd, a.encode() + b'\n')
+read_until(lambda: False, 30)
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors='replace'))
+sys.exit(os.waitstatus_to_exitcode(st))
+"#;
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("!!!!!! python3 is not installed: SKIPPING the terminal checks !!!!!!");
+        return None;
+    }
+    let mut args = vec!["-c", DRIVER];
+    args.extend_from_slice(answers);
+    args.push("--");
+    args.extend_from_slice(argv);
+    let o = Command::new("python3").args(&args).output().unwrap();
+    Some((
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    ))
+}
+
+/// `kill-slot` on a terminal, against `cryptsetup luksKillSlot`: "Enter any remaining
+/// passphrase: " for another keyslot; the typed "YES" and then the passphrase of the last
+/// keyslot itself; --batch-mode asks nothing; a key file replaces the "YES".
+#[test]
+fn kill_slot_on_a_terminal_like_cryptsetup() {
+    let dir = tempfile::tempdir().unwrap();
+    let three = kill_slot_volume(dir.path(), "three.img", false);
+    let one = kill_slot_volume(dir.path(), "one.img", true);
+    let k0 = dir.path().join("k0");
+    std::fs::write(&k0, b"p0").unwrap();
+    let k0s = p(&k0);
+    type Row<'a> = (
+        bool,
+        Vec<&'a str>,
+        &'a str,
+        Vec<&'a str>,
+        i32,
+        Vec<u32>,
+        Vec<&'a str>,
+    );
+    let rows: Vec<Row<'_>> = vec![
+        (
+            false,
+            vec![],
+            "1",
+            vec!["p0"],
+            0,
+            vec![0, 2],
+            vec!["Enter any remaining passphrase: "],
+        ),
+        (
+            false,
+            vec![],
+            "1",
+            vec!["p1"],
+            2,
+            vec![0, 1, 2],
+            vec!["no key available with this passphrase"],
+        ),
+        (false, vec!["-q"], "1", vec![], 0, vec![0, 2], vec![]),
+        (
+            true,
+            vec![],
+            "0",
+            vec!["YES", "p0"],
+            0,
+            vec![],
+            vec![
+                "This is the last keyslot",
+                "Type 'yes' in capital letters",
+                "Enter any remaining passphrase: ",
+            ],
+        ),
+        (true, vec![], "0", vec!["YES", "p1"], 2, vec![0], vec![]),
+        (
+            true,
+            vec![],
+            "0",
+            vec!["no"],
+            2,
+            vec![0],
+            vec!["keyslot was NOT wiped"],
+        ),
+        (true, vec!["-q"], "0", vec![], 0, vec![], vec![]),
+        (
+            true,
+            vec!["--key-file", &k0s],
+            "0",
+            vec![],
+            0,
+            vec![],
+            vec![],
+        ),
+    ];
+    let cs = have_cryptsetup();
+    let tz = env!("CARGO_BIN_EXE_tazpod");
+    for (one_slot, opts, slot, answers, code, left, says) in rows {
+        for tool in [tz, "cryptsetup"] {
+            if tool == "cryptsetup" && !cs {
+                continue;
+            }
+            let v = dir.path().join("tty.img");
+            std::fs::copy(if one_slot { &one } else { &three }, &v).unwrap();
+            let vs = p(&v);
+            let mut argv = vec![
+                tool,
+                if tool == tz {
+                    "kill-slot"
+                } else {
+                    "luksKillSlot"
+                },
+            ];
+            argv.extend_from_slice(&opts);
+            argv.extend([vs.as_str(), slot]);
+            let Some((got, transcript)) = on_terminal(&argv, &answers) else {
+                return;
+            };
+            let what = format!("{argv:?} answers {answers:?}:\n{transcript}");
+            assert_eq!(got, code, "{what}");
+            assert_eq!(slots(&v), left, "{what}");
+            if tool == tz {
+                for s in &says {
+                    assert!(transcript.contains(s), "{s:?} missing: {what}");
+                }
+            }
+        }
+    }
+}
+
+/// A loop device over a file, detached when dropped.
+struct LoopDev(String);
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A loop device for `file`, or None (with a loud SKIPPING line) when not root or losetup fails.
+fn loop_device(file: &Path) -> Option<LoopDev> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        eprintln!("!!!!!! not root: SKIPPING the loop device checks of `format` !!!!!!");
+        return None;
+    }
+    match Command::new("losetup")
+        .args(["-f", "--show", &p(file)])
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(LoopDev(
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )),
+        other => {
+            eprintln!("!!!!!! losetup failed ({other:?}): SKIPPING the loop device checks !!!!!!");
+            None
+        }
+    }
+}
+
+/// Holds a block device open with O_EXCL, as a mount or a mapping would.
+fn hold_exclusive(dev: &str) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(dev)
+        .unwrap()
+}
+
+fn format_args<'a>(dev: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["format", "-q", "--pbkdf", "pbkdf2"];
+    a.extend_from_slice(CHEAP);
+    a.extend_from_slice(extra);
+    a.push(dev);
+    a
+}
+
+fn cs_format(dev: &str) -> Output {
+    run(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            "-",
+            dev,
+        ],
+        b"cs",
+    )
+}
+
+/// `format` opens a block device with O_EXCL, like cryptsetup: a device that is mounted,
+/// mapped or held exclusively is refused, with cryptsetup's exit code (5 for a blank device,
+/// 1 when it carries a signature, for which cryptsetup's blkid wipe fails first), and nothing
+/// is written. Regular files and the data device of a detached header are not checked.
+/// Needs root and loop devices (skips loudly otherwise).
+#[test]
+fn format_refuses_a_block_device_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = image(dir.path(), "blk.img", 20 << 20);
+    let Some(lo) = loop_device(&f) else {
+        return;
+    };
+    let dev = lo.0.clone();
+    let cs = have_cryptsetup();
+    let zeros = |what: &str| {
+        let b = std::fs::read(&f).unwrap();
+        assert!(
+            b[..1 << 20].iter().all(|&x| x == 0),
+            "{what}: the device was written"
+        );
+    };
+
+    // A blank device held exclusively: exit 5.
+    let hold = hold_exclusive(&dev);
+    let o = tazpod(&format_args(&dev, &[]), b"pw\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("in use (already mapped or mounted)"), "{err}");
+    zeros("held blank device");
+    if cs {
+        assert_eq!(cs_format(&dev).status.code(), Some(5));
+        zeros("cryptsetup on the held blank device");
+    }
+    // A detached header does not need the data device exclusively (nor does cryptsetup).
+    let h = dir.path().join("hdr.img");
+    let hs = p(&h);
+    ok(
+        &tazpod(&format_args(&dev, &["--header", &hs]), b"pw\n"),
+        "format --header, data device held",
+    );
+    zeros("detached header");
+    drop(hold);
+
+    // Free: it formats, and cryptsetup opens it.
+    ok(
+        &tazpod(&format_args(&dev, &[]), b"pw\n"),
+        "format on a free loop device",
+    );
+    if cs {
+        assert!(cs_accepts(Path::new(&dev), None, b"pw"));
+    }
+
+    // Held again, now with a LUKS header on it: exit 1, and the header is unchanged.
+    let before = std::fs::read(&f).unwrap();
+    let hold = hold_exclusive(&dev);
+    let o = tazpod(&format_args(&dev, &[]), b"other\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot exclusively open"), "{err}");
+    if cs {
+        assert_eq!(cs_format(&dev).status.code(), Some(1));
+    }
+    assert!(
+        before == std::fs::read(&f).unwrap(),
+        "the header was changed"
+    );
+    drop(hold);
+
+    // Mounted (an ext4 filesystem on it): exit 1, as cryptsetup.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F", &dev]).output();
+    if !mkfs.is_ok_and(|o| o.status.success()) {
+        eprintln!("!!!!!! mkfs.ext4 failed or missing: SKIPPING the mounted-device check !!!!!!");
+        return;
+    }
+    let mounted = Command::new("mount").args([&dev, &p(&mnt)]).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("!!!!!! mount failed: SKIPPING the mounted-device check !!!!!!");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let um = Unmount(p(&mnt));
+    let o = tazpod(&format_args(&dev, &[]), b"pw\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    if cs {
+        assert_eq!(cs_format(&dev).status.code(), Some(1));
+    }
+    drop(um);
+    drop(lo);
+}
+
+/// A regular file gets no exclusivity check (cryptsetup has none either): another open
+/// descriptor does not stop `format`.
+#[test]
+fn format_on_a_regular_file_that_is_open_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = image(dir.path(), "file.img", 20 << 20);
+    let _other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
+    let fs = p(&f);
+    ok(
+        &tazpod(&format_args(&fs, &[]), b"pw\n"),
+        "format a file open elsewhere",
+    );
+}

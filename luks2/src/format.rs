@@ -542,9 +542,15 @@ fn build_digest(
     }))
 }
 
+/// The seqid ("Epoch" in `cryptsetup luksDump`) of a freshly formatted header. cryptsetup
+/// 2.6.1's `luksFormat` leaves 3 (its header is written more than once while it formats),
+/// with every KDF, key size, sector size, metadata size and detached header tried; tazpod
+/// writes each copy once but starts at the same value.
+pub const FORMAT_SEQID: u64 = 3;
+
 /// Builds a new LUKS2 volume header with one keyslot (id 0) holding `volume_key` under
 /// `passphrase`. The plan writes the whole keyslots area (random bytes around the keyslot),
-/// then the secondary header copy, then the primary (seqid 1).
+/// then the secondary header copy, then the primary (seqid [`FORMAT_SEQID`]).
 pub fn format(
     p: &FormatParams,
     volume_key: &[u8],
@@ -623,7 +629,7 @@ pub fn format(
     fill(rng, &mut salts[1])?;
     let fields = HeaderFields {
         metadata_size: l.metadata_size,
-        seqid: 1,
+        seqid: FORMAT_SEQID,
         label: &p.label,
         subsystem: &p.subsystem,
         uuid: &uuid,

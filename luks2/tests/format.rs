@@ -92,6 +92,55 @@ fn json_is_cryptsetup_compact_order() {
     assert_eq!(f.uuid, "ff33626d-e2a9-4ba6-8484-4c1d17696edb");
 }
 
+/// A new header starts at the seqid cryptsetup's luksFormat leaves (its "Epoch"), in both copies.
+#[test]
+fn format_seqid_is_cryptsetups() {
+    let (image, _) = build(&params(), 3, 64);
+    let h = header(&image);
+    assert_eq!(h.binary.seqid, format::FORMAT_SEQID);
+    assert_eq!(format::FORMAT_SEQID, 3);
+    if !have_cryptsetup() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.img");
+    std::fs::write(&ours, &image).unwrap();
+    let theirs = dir.path().join("theirs.img");
+    std::fs::File::create(&theirs)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let t = theirs.display().to_string();
+    let (code, _, err) = cs(
+        &[
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--luks2-keyslots-size",
+            "1m",
+            "--key-file",
+            "-",
+            &t,
+        ],
+        PASS,
+    );
+    assert_eq!(code, 0, "{err}");
+    let epoch = |d: String| {
+        d.lines()
+            .find_map(|l| l.strip_prefix("Epoch:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    assert_eq!(epoch(cs_dump(&ours)), epoch(cs_dump(&theirs)));
+    // Both copies carry it.
+    let second = usize::try_from(h.binary.hdr_size).unwrap();
+    assert_eq!(image[second + 16..second + 24], 3u64.to_be_bytes());
+}
+
 /// Replaces base64 values of salt/digest with S.
 fn regex_like(s: &str) -> String {
     let mut out = String::new();

@@ -47,8 +47,29 @@ impl Drop for EchoGuard {
 /// Reads from standard input up to a newline (not included), at most `max` bytes, directly into
 /// a secret buffer. Returns `Ok(None)` when more than `max` bytes come before the newline.
 pub fn read_line_secret(max: usize) -> io::Result<Option<SecretBuf>> {
+    Ok(match read_line(max)? {
+        Line::Text(b) => Some(b),
+        Line::Eof => Some(SecretBuf::zeroed(0)),
+        Line::TooLong => None,
+    })
+}
+
+/// A line of standard input, as [`read_line`] returns it.
+pub enum Line {
+    /// The bytes before the newline or the end of input (possibly none: an empty line).
+    Text(SecretBuf),
+    /// More than the allowed bytes came before the newline (the rest of the line is drained).
+    TooLong,
+    /// The input ended before a single byte (not even a newline) was read.
+    Eof,
+}
+
+/// Like [`read_line_secret`], but tells an empty line from input that ended at once
+/// (cryptsetup's "Nothing to read on input").
+pub fn read_line(max: usize) -> io::Result<Line> {
     let mut buf = SecretBuf::zeroed(max + 1);
     let mut len = 0usize;
+    let mut any = false;
     loop {
         let mut byte = [0u8; 1];
         // SAFETY: `byte` is a valid 1-byte writable buffer.
@@ -60,6 +81,10 @@ pub fn read_line_secret(max: usize) -> io::Result<Option<SecretBuf>> {
             }
             return Err(e);
         }
+        if n == 0 && !any {
+            return Ok(Line::Eof);
+        }
+        any = true;
         if n == 0 || byte[0] == b'\n' {
             break;
         }
@@ -67,7 +92,7 @@ pub fn read_line_secret(max: usize) -> io::Result<Option<SecretBuf>> {
             // Drain the rest of the line so it does not reach the next prompt.
             byte.zeroize();
             drain_line();
-            return Ok(None);
+            return Ok(Line::TooLong);
         }
         if let Some(slot) = buf.as_mut_bytes().get_mut(len) {
             *slot = byte[0];
@@ -76,7 +101,7 @@ pub fn read_line_secret(max: usize) -> io::Result<Option<SecretBuf>> {
         len += 1;
     }
     buf.truncate(len);
-    Ok(Some(buf))
+    Ok(Line::Text(buf))
 }
 
 fn drain_line() {

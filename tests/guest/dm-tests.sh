@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-kernel tests of `tazpod open / close / status` (device-mapper, loop, keyring) in a QEMU
 # guest, on every fixture of fixtures/manifest.json, cross-checked against cryptsetup in the
-# same guest. Builds the release binary, prepares the case list, runs tests/guest/dm.sh.
+# same guest, and volumes `tazpod format` writes (tests/guest/dm-writer.sh, sourced by dm.sh).
+# Builds the release binary, prepares the case list, runs tests/guest/dm.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release
@@ -32,6 +33,7 @@ PY
 ossl=$(dirname "$(find /usr/lib -name legacy.so -path '*ossl-modules*' 2>/dev/null | head -1)")
 extra=()
 [ -n "$ossl" ] && [ "$ossl" != . ] && extra+=(--file "$ossl:$ossl")
-tests/guest/run.sh --bin target/release/tazpod --file fixtures:/fixtures --file "$cases:/cases" \
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures:/fixtures \
+    --file "$cases:/cases" --file tests/guest/dm-writer.sh:/dm-writer.sh \
     "${extra[@]}" \
     "$@" tests/guest/dm.sh

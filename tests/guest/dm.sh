@@ -139,5 +139,8 @@ t_check def/umount umount /mnt/def
 t_check_fails def/gone-after-umount dmsetup info def
 rm -f /dev/mapper/def
 
+# --- volumes tazpod formatted: data round trips between cryptsetup and tazpod mappings ------
+. /dm-writer.sh
+
 settled "$BEFORE" && t_pass final-nothing-left || t_fail final-nothing-left "$(t_state)"
 t_done
