@@ -278,17 +278,34 @@ fn run(cli: Cli) -> Result<u8, CliError> {
 /// For the verbs that handle key material: a non-dumpable process and, when `RLIMIT_MEMLOCK`
 /// allows it, locked memory (see `kernel::secmem`), before any passphrase is read.
 fn protect_if_secret(cmd: &Command, verbose: bool) {
-    let header = match cmd {
-        Command::Open(a) => &a.header,
-        Command::Decrypt(a) => &a.header,
-        Command::Dump(a) if a.dump_volume_key => &a.header,
+    // The rootless verbs usually run as an ordinary user, whose RLIMIT_MEMLOCK is too low to
+    // lock an Argon2 keyslot's memory: they are made non-dumpable all the same, and say what
+    // was done only with --verbose, without the warning.
+    let (max_kdf_memory, warn) = match cmd {
+        Command::Open(a) => (kdf_limits(&a.header).max_memory_kib, true),
+        Command::Decrypt(a) => (kdf_limits(&a.header).max_memory_kib, true),
+        Command::Dump(a) if a.dump_volume_key => (kdf_limits(&a.header).max_memory_kib, true),
+        Command::Ls(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
+        Command::Cat(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
+        Command::Run(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
         _ => return,
     };
-    let p = kernel::secmem::protect_process(kdf_limits(header).max_memory_kib);
-    if let Some(w) = p.warning() {
-        eprintln!("{w}");
-    } else if verbose {
-        eprintln!("Process made non-dumpable, memory locked.");
+    let p = kernel::secmem::protect_process(max_kdf_memory);
+    match p.warning() {
+        Some(w) if warn => eprintln!("{w}"),
+        Some(_) => {}
+        None if verbose => eprintln!("Process made non-dumpable, memory locked."),
+        None => {}
+    }
+    if !warn && verbose && p.warning().is_some() {
+        let dump = if p.non_dumpable {
+            "made non-dumpable"
+        } else {
+            "could not be made non-dumpable"
+        };
+        eprintln!(
+            "Process {dump}; memory not locked (RLIMIT_MEMLOCK too low, or mlockall failed)."
+        );
     }
 }
 

@@ -506,6 +506,12 @@ fn freed_memory_is_zeroed_by_ls_cat_and_run() {
             .map(|(n, _)| n.parse().unwrap())
             .unwrap_or_else(|| panic!("{verb}: no wipe report in: {stderr}"));
         assert!(n >= least, "{verb}: only {n} bytes zeroed");
+        // Made non-dumpable before the passphrase is read (memory locked only if the
+        // RLIMIT_MEMLOCK allows; --verbose says which).
+        assert!(
+            stderr.contains("non-dumpable"),
+            "{verb}: no protection report in: {stderr}"
+        );
     }
 }
 

@@ -68,6 +68,20 @@ pub struct Vault {
     pub len: u64,
 }
 
+/// The KDF limits of an unlock: `--max-kdf-memory`, or from the memory available.
+fn kdf_limits(v: &VaultArgs) -> KdfLimits {
+    let mut limits = KdfLimits::for_available_memory(device::mem_available());
+    if let Some(kib) = v.max_kdf_memory {
+        limits.max_memory_kib = kib;
+    }
+    limits
+}
+
+/// The largest Argon2 memory (KiB) an unlock with these options accepts.
+pub fn max_kdf_memory_kib(v: &VaultArgs) -> u64 {
+    kdf_limits(v).max_memory_kib
+}
+
 /// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
 /// `~/.config/tazpod/config.toml`), read when `always` or when it decides something: the
 /// vault when `--vault` is absent, or an explicit `--config`.
@@ -136,10 +150,7 @@ pub fn open_vault(
     let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&hdr_name, e))?;
     let size = f.size()?;
     let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
-    let mut limits = KdfLimits::for_available_memory(device::mem_available());
-    if let Some(kib) = v.max_kdf_memory {
-        limits.max_memory_kib = kib;
-    }
+    let limits = kdf_limits(v);
     let opts = UnlockOptions {
         keyslot: v.key_slot,
         limits,

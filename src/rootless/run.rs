@@ -42,7 +42,7 @@ const NOT_EXECUTABLE: u8 = 126;
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
-    vault: VaultArgs,
+    pub vault: VaultArgs,
     /// Set variable NAME to the content of the vault file PATH (trailing newlines removed);
     /// adds to the config's `[[secret]]` map, or replaces its entry for NAME
     #[arg(long = "env", value_name = "NAME=PATH", value_parser = parse_assignment)]

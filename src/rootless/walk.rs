@@ -15,7 +15,7 @@ use std::io::{self, Write};
 #[derive(clap::Args, Debug)]
 pub struct LsArgs {
     #[command(flatten)]
-    vault: VaultArgs,
+    pub vault: VaultArgs,
     /// Show type and permissions, owner, group, size, and symlink targets
     #[arg(long)]
     long: bool,
@@ -36,7 +36,7 @@ pub struct LsArgs {
 #[derive(clap::Args, Debug)]
 pub struct CatArgs {
     #[command(flatten)]
-    vault: VaultArgs,
+    pub vault: VaultArgs,
     #[command(flatten)]
     key: KeyArgs,
     /// Files of the vault to write to standard output, in order (symlinks are followed)
