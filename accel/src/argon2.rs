@@ -631,7 +631,7 @@ fn reference_index(
 ) -> usize {
     let rand = match addr {
         Some(a) => {
-            if i % ADDRESSES_PER_BLOCK == 0 {
+            if i.is_multiple_of(ADDRESSES_PER_BLOCK) {
                 a.next();
             }
             a.get(i)

@@ -11,3 +11,4 @@
 #![deny(missing_docs)]
 
 pub mod argon2;
+pub mod xts;

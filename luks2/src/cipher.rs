@@ -357,6 +357,9 @@ pub struct SectorCipher {
     keys: DataKeys,
     /// The ESSIV cipher, AES-256 keyed by the hash of the whole key.
     essiv: Option<Aes256>,
+    /// XTS with VAES/VPCLMULQDQ (`luks2-accel`) when the CPU has them and the key is AES-128
+    /// or AES-256; `keys` (the `aes` crate) otherwise.
+    fast_xts: Option<luks2_accel::xts::Xts>,
 }
 
 impl fmt::Debug for SectorCipher {
@@ -420,10 +423,15 @@ impl SectorCipher {
             }
             _ => None,
         };
+        let fast_xts = match spec.mode {
+            CipherMode::Xts => luks2_accel::xts::Xts::new(key),
+            CipherMode::Cbc | CipherMode::Ecb => None,
+        };
         Ok(SectorCipher {
             spec: spec.clone(),
             keys,
             essiv,
+            fast_xts,
         })
     }
 
@@ -478,6 +486,9 @@ impl SectorCipher {
             step: u64::try_from(sector_size / IV_SECTOR_SIZE).unwrap_or(1),
         };
         let mut scratch = Scratch::new();
+        if let Some(fast) = &self.fast_xts {
+            return xts_accel(fast, &ivgen, data, sector_size, first_iv, dir, &mut scratch);
+        }
         match &self.keys {
             DataKeys::Xts(XtsKeys::X128(k1, k2)) => xts(
                 k1,
@@ -701,6 +712,42 @@ fn xts<C: Aes16>(
         }
         iv_num = iv_num.wrapping_add(ivs_per_chunk);
     }
+}
+
+/// XTS through `luks2-accel` (VAES kernel): IVs made here per chunk of sectors, one call per
+/// sector.
+fn xts_accel(
+    fast: &luks2_accel::xts::Xts,
+    ivgen: &IvGen<'_>,
+    data: &mut [u8],
+    sector_size: usize,
+    first_iv: u64,
+    dir: Dir,
+    scratch: &mut Scratch,
+) -> Result<(), CipherError> {
+    let sectors_per_chunk = (CHUNK / sector_size).max(1);
+    let ivs_per_chunk = ivgen
+        .step
+        .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
+    let fdir = match dir {
+        Dir::Decrypt => luks2_accel::xts::Dir::Decrypt,
+        Dir::Encrypt => luks2_accel::xts::Dir::Encrypt,
+    };
+    let mut iv_num = first_iv;
+    for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
+        let n_sectors = chunk.len() / sector_size;
+        let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
+        ivgen.fill(iv_num, ivs);
+        for (sector, iv) in chunk.chunks_exact_mut(sector_size).zip(ivs.iter()) {
+            fast.crypt_unit(sector, &iv.0, fdir)
+                .map_err(|_| CipherError::DataLength {
+                    len: sector.len(),
+                    sector_size,
+                })?;
+        }
+        iv_num = iv_num.wrapping_add(ivs_per_chunk);
+    }
+    Ok(())
 }
 
 /// CBC restarted at every sector with that sector's IV.
