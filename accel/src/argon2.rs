@@ -892,33 +892,47 @@ mod avx2 {
         }
     }
 
-    /// P on the two columns held in one register of each row (`x[r]` is row `r`'s): columns
-    /// `2j` (low halves) and `2j + 1` (high halves) become two 4×4 matrices.
+    /// Swaps the two 64-bit words inside each 128-bit half.
+    #[inline(always)]
+    unsafe fn swap64(x: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm256_shuffle_epi32::<0b01_00_11_10>(x) }
+    }
+
+    /// P on the two columns held in one register of each row (`x[r]` is row `r`'s): column
+    /// `2j` in the low 128-bit halves, `2j + 1` in the high ones. Column word `w(2r)`,
+    /// `w(2r+1)` is row `r`'s pair, so rows 0/1 are the matrix row `a` (`w0..w3`) split in
+    /// two registers, rows 2/3 are `b`, 4/5 `c`, 6/7 `d`: the column step of G needs no
+    /// shuffle, and the diagonal step only in-lane blends and swaps (libargon2's layout).
     #[inline(always)]
     unsafe fn column_pair(x: [&mut __m256i; 8]) {
-        // SAFETY: the caller guarantees AVX2 (these run inside the AVX2 backend only).
+        // SAFETY: the caller guarantees AVX2.
         unsafe {
-            let [x0, x1, x2, x3, x4, x5, x6, x7] = x;
-            let mut ae = _mm256_permute2x128_si256::<0x20>(*x0, *x1);
-            let mut ao = _mm256_permute2x128_si256::<0x31>(*x0, *x1);
-            let mut be = _mm256_permute2x128_si256::<0x20>(*x2, *x3);
-            let mut bo = _mm256_permute2x128_si256::<0x31>(*x2, *x3);
-            let mut ce = _mm256_permute2x128_si256::<0x20>(*x4, *x5);
-            let mut co = _mm256_permute2x128_si256::<0x31>(*x4, *x5);
-            let mut de = _mm256_permute2x128_si256::<0x20>(*x6, *x7);
-            let mut do_ = _mm256_permute2x128_si256::<0x31>(*x6, *x7);
-            round2(
-                [&mut ae, &mut be, &mut ce, &mut de],
-                [&mut ao, &mut bo, &mut co, &mut do_],
+            let [a0, a1, b0, b1, c0, c1, d0, d1] = x;
+            g2(
+                &mut [&mut *a0, &mut *b0, &mut *c0, &mut *d0],
+                &mut [&mut *a1, &mut *b1, &mut *c1, &mut *d1],
             );
-            *x0 = _mm256_permute2x128_si256::<0x20>(ae, ao);
-            *x1 = _mm256_permute2x128_si256::<0x31>(ae, ao);
-            *x2 = _mm256_permute2x128_si256::<0x20>(be, bo);
-            *x3 = _mm256_permute2x128_si256::<0x31>(be, bo);
-            *x4 = _mm256_permute2x128_si256::<0x20>(ce, co);
-            *x5 = _mm256_permute2x128_si256::<0x31>(ce, co);
-            *x6 = _mm256_permute2x128_si256::<0x20>(de, do_);
-            *x7 = _mm256_permute2x128_si256::<0x31>(de, do_);
+            // Diagonals: lanes (w0, w1) meet (w5, w6), (w10, w11), (w15, w12); lanes
+            // (w2, w3) meet (w7, w4), (w8, w9), (w13, w14).
+            let (p, q) = (*b0, *b1);
+            *b0 = swap64(_mm256_blend_epi32::<0x33>(p, q));
+            *b1 = swap64(_mm256_blend_epi32::<0xCC>(p, q));
+            std::mem::swap(c0, c1);
+            let (p, q) = (*d0, *d1);
+            *d0 = swap64(_mm256_blend_epi32::<0xCC>(p, q));
+            *d1 = swap64(_mm256_blend_epi32::<0x33>(p, q));
+            g2(
+                &mut [&mut *a0, &mut *b0, &mut *c0, &mut *d0],
+                &mut [&mut *a1, &mut *b1, &mut *c1, &mut *d1],
+            );
+            let (p, q) = (*b0, *b1);
+            *b0 = swap64(_mm256_blend_epi32::<0xCC>(p, q));
+            *b1 = swap64(_mm256_blend_epi32::<0x33>(p, q));
+            std::mem::swap(c0, c1);
+            let (p, q) = (*d0, *d1);
+            *d0 = swap64(_mm256_blend_epi32::<0x33>(p, q));
+            *d1 = swap64(_mm256_blend_epi32::<0xCC>(p, q));
         }
     }
 
