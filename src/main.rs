@@ -28,9 +28,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Large (KDF) allocations get transparent huge pages: see `kernel::hugepages`.
-#[global_allocator]
-static ALLOC: kernel::hugepages::HugePageAlloc = kernel::hugepages::HugePageAlloc;
+// `kernel::hugepages::HugePageAlloc` (transparent huge pages for the KDF memory) is not
+// registered as the global allocator: on the project VM huge pages come from memory the host has
+// reclaimed, and faulting it back cost 3-4 s of system time per 1 GiB Argon2 unlock, more than
+// the TLB misses they save (measurements in docs/performance.md). Register it with
+// `#[global_allocator] static ALLOC: kernel::hugepages::HugePageAlloc = ...;` on machines where
+// huge pages are warm.
 
 #[derive(Parser, Debug)]
 #[command(

@@ -308,7 +308,11 @@ fn timing() {
     };
     let mut out = [0u8; 64];
     let only_auto = std::env::var_os("TIMING_AUTO_ONLY").is_some();
-    for b in if only_auto { vec![Backend::Auto] } else { backends() } {
+    for b in if only_auto {
+        vec![Backend::Auto]
+    } else {
+        backends()
+    } {
         let t = std::time::Instant::now();
         hash_with(&p, b, b"pw", b"saltsaltsaltsalt", &[], &[], &mut out).unwrap();
         eprintln!("{b:?}: {:.3} s", t.elapsed().as_secs_f64());
