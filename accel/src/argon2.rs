@@ -938,7 +938,7 @@ mod avx2 {
 
     /// P on the rows (two at a time), then on the columns (two per register column).
     #[inline(always)]
-    unsafe fn permute(s: &mut State) {
+    unsafe fn permute(s: &mut State, after_first: impl FnOnce(__m256i)) {
         // SAFETY: the caller guarantees AVX2 (these run inside the AVX2 backend only).
         unsafe {
             let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18, s19, s20, s21, s22, s23, s24, s25, s26, s27, s28, s29, s30, s31] =
@@ -948,6 +948,8 @@ mod avx2 {
             round2([s16, s17, s18, s19], [s20, s21, s22, s23]);
             round2([s24, s25, s26, s27], [s28, s29, s30, s31]);
             column_pair([s0, s4, s8, s12, s16, s20, s24, s28]);
+            // Words 0..4 of the result are final here, a quarter before the end.
+            after_first(*s0);
             column_pair([s1, s5, s9, s13, s17, s21, s25, s29]);
             column_pair([s2, s6, s10, s14, s18, s22, s26, s30]);
             column_pair([s3, s7, s11, s15, s19, s23, s27, s31]);
@@ -978,7 +980,13 @@ mod avx2 {
     /// meanwhile, and no other thread reads `next`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_block(state: &mut State, refp: *const Block, next: *mut Block, with_xor: bool) {
+    unsafe fn fill_block(
+        state: &mut State,
+        refp: *const Block,
+        next: *mut Block,
+        with_xor: bool,
+        prefetch: impl FnOnce(u64) -> Option<*const Block>,
+    ) {
         let mut xy: State = [_mm256_setzero_si256(); 32];
         let rb = refp.cast::<__m256i>();
         let nb = next.cast::<__m256i>();
@@ -999,8 +1007,22 @@ mod avx2 {
                 *t = *s;
             }
         }
+        // As soon as the new block's first word is known, the next block's reference block
+        // (whose address depends on it) is prefetched, so that its cache and TLB misses overlap
+        // the rest of this block's work. A prefetch never faults and changes no result.
+        let xy0 = xy[0];
+        let early = |s0: __m256i| {
+            let w0 = _mm256_extract_epi64::<0>(_mm256_xor_si256(s0, xy0)) as u64;
+            if let Some(p) = prefetch(w0) {
+                let p = p.cast::<i8>();
+                for line in 0..16 {
+                    // `p + 64·line` (line < 16) stays inside the block `block_ptr` returned.
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+                }
+            }
+        };
         // SAFETY: this function runs with AVX2 enabled (target_feature).
-        unsafe { permute(state) };
+        unsafe { permute(state, early) };
         for (k, (s, t)) in state.iter_mut().zip(xy.iter()).enumerate() {
             *s = _mm256_xor_si256(*s, *t);
             // SAFETY: k < 32 stays inside the next block, writable per the contract.
@@ -1015,7 +1037,7 @@ mod avx2 {
         // SAFETY: AVX2 is present (asserted); the pointers come from live references.
         unsafe {
             let mut s = load(prev);
-            fill_block(&mut s, refb, next, with_xor);
+            fill_block(&mut s, refb, next, with_xor, |_| None);
         }
     }
 
@@ -1050,6 +1072,23 @@ mod avx2 {
             let curr = start.lane_start + col;
             let first_word = _mm256_extract_epi64::<0>(state[0]) as u64;
             let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word);
+            // Where block i + 1 will look, from the first word of block i (data-dependent
+            // addressing) or from the address block (data-independent, if it is not about
+            // to be renewed).
+            let next_i = i + 1;
+            let addr_ref = addr.as_ref();
+            let prefetch = move |w0: u64| -> Option<*const Block> {
+                if next_i >= inst.seg_len {
+                    return None;
+                }
+                let rand = match addr_ref {
+                    Some(_) if next_i.is_multiple_of(ADDRESSES_PER_BLOCK) => return None,
+                    Some(a) => a.get(next_i),
+                    None => w0,
+                };
+                let (l, c) = inst.reference(pass, slice, lane, next_i, rand);
+                mem.block_ptr(inst.index(l, c)).map(|p| p.cast_const())
+            };
             if r == curr {
                 return Err(Error::ThreadFailed);
             }
@@ -1058,7 +1097,7 @@ mod avx2 {
             // SAFETY: AVX2 is available (caller's contract); the reference block is not the
             // current one (checked) and no thread writes it in this slice; the current block
             // belongs to this lane's segment, which only this call touches (`run_slice`).
-            unsafe { fill_block(&mut state, ref_p, curr_p, pass != 0) };
+            unsafe { fill_block(&mut state, ref_p, curr_p, pass != 0, prefetch) };
         }
         Ok(())
     }
