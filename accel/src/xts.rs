@@ -17,7 +17,7 @@ const MAX_KEYS: usize = 15;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The data is not a whole number of 16-byte blocks.
+    /// The data is not a whole number of 16-byte blocks, or not the given number of units.
     NotBlocks,
 }
 
@@ -119,18 +119,38 @@ impl Xts {
     /// Encrypts or decrypts one XTS data unit (`data`, a whole number of 16-byte blocks) whose
     /// tweak is the encryption of `iv` under the tweak key.
     pub fn crypt_unit(&self, data: &mut [u8], iv: &[u8; 16], dir: Dir) -> Result<(), Error> {
-        if !data.len().is_multiple_of(16) {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = data.len();
+        self.crypt_units(data, len, std::slice::from_ref(iv), dir)
+    }
+
+    /// Encrypts or decrypts consecutive data units of `unit_len` bytes (a whole number of
+    /// 16-byte blocks); unit `i` has the IV `ivs[i]`, and `data` holds exactly `ivs.len()`
+    /// units. The tweaks of several units are computed together.
+    pub fn crypt_units(
+        &self,
+        data: &mut [u8],
+        unit_len: usize,
+        ivs: &[[u8; 16]],
+        dir: Dir,
+    ) -> Result<(), Error> {
+        if unit_len == 0
+            || !unit_len.is_multiple_of(16)
+            || unit_len.checked_mul(ivs.len()) != Some(data.len())
+        {
             return Err(Error::NotBlocks);
         }
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: an `Xts` exists only if `available()` held when it was made, and CPU
-            // features do not disappear; `data` is a valid mutable slice of whole blocks.
-            unsafe { imp::unit(self, data, iv, dir) };
+            // features do not disappear; the lengths were checked above.
+            unsafe { imp::units(self, data, unit_len, ivs, dir) };
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (iv, dir);
+            let _ = dir;
         }
         Ok(())
     }
@@ -285,125 +305,191 @@ mod imp {
     /// Blocks per group (8 registers of 2).
     const GROUP: usize = 16;
 
-    /// One data unit.
-    ///
-    /// # Safety
-    /// AES-NI, PCLMULQDQ, AVX2, VAES and VPCLMULQDQ are available; `data.len() % 16 == 0`.
-    #[target_feature(enable = "aes,avx2,vaes,vpclmulqdq")]
-    pub(super) unsafe fn unit(x: &Xts, data: &mut [u8], iv: &[u8; 16], dir: Dir) {
-        let rounds = x.rounds;
-        // The tweak: the IV encrypted under the tweak key.
-        let tk = x.tweak.get(..=rounds).unwrap_or_default();
-        let mut t = to_m128(u128::from_le_bytes(*iv));
-        if let Some((first, rest)) = tk.split_first() {
-            t = _mm_xor_si128(t, to_m128(*first));
-            for (i, k) in rest.iter().enumerate() {
-                t = if i + 1 == rest.len() {
-                    _mm_aesenclast_si128(t, to_m128(*k))
-                } else {
-                    _mm_aesenc_si128(t, to_m128(*k))
+    /// Round keys in registers, for one direction.
+    struct Keys {
+        /// Rounds 1 .. rounds−1, broadcast to both lanes.
+        ymid: [__m256i; MAX_KEYS],
+        /// The same as 128-bit values.
+        xmid: [__m128i; MAX_KEYS],
+        /// How many of `ymid`/`xmid` are used.
+        nmid: usize,
+        y0: __m256i,
+        ylast: __m256i,
+        x0: __m128i,
+        xlast: __m128i,
+    }
+
+    impl Keys {
+        #[inline(always)]
+        unsafe fn new(keys: &[u128]) -> Option<Keys> {
+            // SAFETY: the caller guarantees AVX2.
+            unsafe {
+                let (k0, rest) = keys.split_first()?;
+                let (klast, kmid) = rest.split_last()?;
+                let mut k = Keys {
+                    ymid: [_mm256_setzero_si256(); MAX_KEYS],
+                    xmid: [_mm_setzero_si128(); MAX_KEYS],
+                    nmid: kmid.len(),
+                    y0: _mm256_broadcastsi128_si256(to_m128(*k0)),
+                    ylast: _mm256_broadcastsi128_si256(to_m128(*klast)),
+                    x0: to_m128(*k0),
+                    xlast: to_m128(*klast),
                 };
+                for ((y, x), m) in k.ymid.iter_mut().zip(k.xmid.iter_mut()).zip(kmid.iter()) {
+                    *x = to_m128(*m);
+                    *y = _mm256_broadcastsi128_si256(*x);
+                }
+                Some(k)
             }
         }
-        let mut tw = from_m128(t);
+    }
 
-        let keys = match dir {
+    /// Units whose tweaks are computed together (independent AES chains, pipelined).
+    const TWEAK_BATCH: usize = 8;
+
+    /// Consecutive data units of `unit_len` bytes, unit `i` with IV `ivs[i]`.
+    ///
+    /// # Safety
+    /// AES-NI, PCLMULQDQ, AVX2, VAES and VPCLMULQDQ are available; `unit_len % 16 == 0`,
+    /// `unit_len > 0` and `data.len() == unit_len · ivs.len()`.
+    #[target_feature(enable = "aes,avx2,vaes,vpclmulqdq")]
+    pub(super) unsafe fn units(
+        x: &Xts,
+        data: &mut [u8],
+        unit_len: usize,
+        ivs: &[[u8; 16]],
+        dir: Dir,
+    ) {
+        let rounds = x.rounds;
+        let tk = x.tweak.get(..=rounds).unwrap_or_default();
+        let dk = match dir {
             Dir::Encrypt => &x.enc,
             Dir::Decrypt => &x.dec,
         };
-        let keys = keys.get(..=rounds).unwrap_or_default();
-        let (Some((k0, rest)), true) = (keys.split_first(), rounds >= 2) else {
+        // SAFETY: AVX2 is enabled in this function.
+        let (Some(keys), Some(tkeys)) = (
+            unsafe { Keys::new(dk.get(..=rounds).unwrap_or_default()) },
+            unsafe { Keys::new(tk) },
+        ) else {
             return;
         };
-        let Some((klast, kmid)) = rest.split_last() else {
-            return;
-        };
-        // Round keys broadcast to both lanes.
-        let mut ymid = [_mm256_setzero_si256(); MAX_KEYS];
-        for (y, k) in ymid.iter_mut().zip(kmid.iter()) {
-            *y = _mm256_broadcastsi128_si256(to_m128(*k));
-        }
-        let ymid = ymid.get(..kmid.len()).unwrap_or_default();
-        let y0 = _mm256_broadcastsi128_si256(to_m128(*k0));
-        let ylast = _mm256_broadcastsi128_si256(to_m128(*klast));
-        let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
-
-        let (groups, tail) = data.split_at_mut(data.len() / (16 * GROUP) * (16 * GROUP));
-        if !groups.is_empty() {
-            // Tweaks of blocks 0..16: register j holds blocks 2j (low lane) and 2j + 1.
-            let mut tws = [_mm256_setzero_si256(); 8];
-            for reg in tws.iter_mut() {
-                let a = tw;
-                let b = mul_alpha(a);
-                tw = mul_alpha(b);
-                *reg = _mm256_set_m128i(to_m128(b), to_m128(a));
+        let tmid = tkeys.xmid.get(..tkeys.nmid).unwrap_or_default();
+        for (chunk, civs) in data
+            .chunks_mut(unit_len.saturating_mul(TWEAK_BATCH))
+            .zip(ivs.chunks(TWEAK_BATCH))
+        {
+            // The tweaks of up to 8 units: their IVs encrypted under the tweak key, the 8 AES
+            // chains interleaved round by round.
+            let mut t = [_mm_setzero_si128(); TWEAK_BATCH];
+            for (t, iv) in t.iter_mut().zip(civs.iter()) {
+                *t = _mm_xor_si128(to_m128(u128::from_le_bytes(*iv)), tkeys.x0);
             }
-            for g in groups.chunks_exact_mut(16 * GROUP) {
-                let p = g.as_mut_ptr().cast::<__m256i>();
-                let mut v = [_mm256_setzero_si256(); 8];
-                for (j, (v, t)) in v.iter_mut().zip(tws.iter()).enumerate() {
-                    // SAFETY: `g` is 256 bytes = 8 registers; j < 8.
-                    let d = unsafe { _mm256_loadu_si256(p.add(j)) };
-                    *v = _mm256_xor_si256(d, _mm256_xor_si256(*t, y0));
+            for k in tmid {
+                for t in t.iter_mut() {
+                    *t = _mm_aesenc_si128(*t, *k);
                 }
+            }
+            let mut tweaks = [0u128; TWEAK_BATCH];
+            for (out, t) in tweaks.iter_mut().zip(t.iter()) {
+                *out = from_m128(_mm_aesenclast_si128(*t, tkeys.xlast));
+            }
+            for (u, tw) in chunk.chunks_exact_mut(unit_len).zip(tweaks.iter()) {
+                // SAFETY: AVX2 etc. are enabled in this function; `u` is whole blocks.
+                unsafe { unit(&keys, u, *tw, dir) };
+            }
+            tweaks.zeroize();
+        }
+    }
+
+    /// One data unit whose (encrypted) tweak is `tw`.
+    ///
+    /// # Safety
+    /// AES-NI, PCLMULQDQ, AVX2, VAES and VPCLMULQDQ are available; `data.len() % 16 == 0`.
+    #[inline(always)]
+    unsafe fn unit(keys: &Keys, data: &mut [u8], tw: u128, dir: Dir) {
+        // SAFETY: the caller guarantees the CPU features; memory accesses are commented below.
+        unsafe {
+            let mut tw = tw;
+            let ymid = keys.ymid.get(..keys.nmid).unwrap_or_default();
+            let xmid = keys.xmid.get(..keys.nmid).unwrap_or_default();
+            let (y0, ylast) = (keys.y0, keys.ylast);
+            let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
+
+            let (groups, tail) = data.split_at_mut(data.len() / (16 * GROUP) * (16 * GROUP));
+            if !groups.is_empty() {
+                // Tweaks of blocks 0..16: register j holds blocks 2j (low lane) and 2j + 1.
+                let mut tws = [_mm256_setzero_si256(); 8];
+                for reg in tws.iter_mut() {
+                    let a = tw;
+                    let b = mul_alpha(a);
+                    tw = mul_alpha(b);
+                    *reg = _mm256_set_m128i(to_m128(b), to_m128(a));
+                }
+                for g in groups.chunks_exact_mut(16 * GROUP) {
+                    let p = g.as_mut_ptr().cast::<__m256i>();
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for (j, (v, t)) in v.iter_mut().zip(tws.iter()).enumerate() {
+                        // `g` is 256 bytes = 8 registers; j < 8.
+                        let d = _mm256_loadu_si256(p.add(j));
+                        *v = _mm256_xor_si256(d, _mm256_xor_si256(*t, y0));
+                    }
+                    match dir {
+                        Dir::Encrypt => {
+                            for k in ymid {
+                                for v in v.iter_mut() {
+                                    *v = _mm256_aesenc_epi128(*v, *k);
+                                }
+                            }
+                            for (v, t) in v.iter_mut().zip(tws.iter()) {
+                                *v = _mm256_aesenclast_epi128(*v, _mm256_xor_si256(ylast, *t));
+                            }
+                        }
+                        Dir::Decrypt => {
+                            for k in ymid {
+                                for v in v.iter_mut() {
+                                    *v = _mm256_aesdec_epi128(*v, *k);
+                                }
+                            }
+                            for (v, t) in v.iter_mut().zip(tws.iter()) {
+                                *v = _mm256_aesdeclast_epi128(*v, _mm256_xor_si256(ylast, *t));
+                            }
+                        }
+                    }
+                    for (j, (v, t)) in v.iter().zip(tws.iter_mut()).enumerate() {
+                        // As for the loads.
+                        _mm256_storeu_si256(p.add(j), *v);
+                        *t = mul_alpha16(*t, poly);
+                    }
+                }
+                // The next block's tweak: the low lane of register 0.
+                tw = from_m128(_mm256_castsi256_si128(tws[0]));
+                tws.zeroize_m256();
+            }
+            let (k0, klast) = (keys.x0, keys.xlast);
+            for b in tail.chunks_exact_mut(16) {
+                let p = b.as_mut_ptr().cast::<__m128i>();
+                let t = to_m128(tw);
+                // `b` is one 16-byte block.
+                let mut v = _mm_xor_si128(_mm_loadu_si128(p), _mm_xor_si128(t, k0));
                 match dir {
                     Dir::Encrypt => {
-                        for k in ymid {
-                            for v in v.iter_mut() {
-                                *v = _mm256_aesenc_epi128(*v, *k);
-                            }
+                        for k in xmid {
+                            v = _mm_aesenc_si128(v, *k);
                         }
-                        for (v, t) in v.iter_mut().zip(tws.iter()) {
-                            *v = _mm256_aesenclast_epi128(*v, _mm256_xor_si256(ylast, *t));
-                        }
+                        v = _mm_aesenclast_si128(v, _mm_xor_si128(klast, t));
                     }
                     Dir::Decrypt => {
-                        for k in ymid {
-                            for v in v.iter_mut() {
-                                *v = _mm256_aesdec_epi128(*v, *k);
-                            }
+                        for k in xmid {
+                            v = _mm_aesdec_si128(v, *k);
                         }
-                        for (v, t) in v.iter_mut().zip(tws.iter()) {
-                            *v = _mm256_aesdeclast_epi128(*v, _mm256_xor_si256(ylast, *t));
-                        }
+                        v = _mm_aesdeclast_si128(v, _mm_xor_si128(klast, t));
                     }
                 }
-                for (j, (v, t)) in v.iter().zip(tws.iter_mut()).enumerate() {
-                    // SAFETY: as for the loads.
-                    unsafe { _mm256_storeu_si256(p.add(j), *v) };
-                    *t = mul_alpha16(*t, poly);
-                }
+                _mm_storeu_si128(p, v);
+                tw = mul_alpha(tw);
             }
-            // The next block's tweak: the low lane of register 0.
-            tw = from_m128(_mm256_castsi256_si128(tws[0]));
-            tws.zeroize_m256();
+            tw.zeroize();
         }
-        let k0 = to_m128(*k0);
-        let klast = to_m128(*klast);
-        for b in tail.chunks_exact_mut(16) {
-            let p = b.as_mut_ptr().cast::<__m128i>();
-            let t = to_m128(tw);
-            // SAFETY: `b` is one 16-byte block.
-            let mut v = _mm_xor_si128(unsafe { _mm_loadu_si128(p) }, _mm_xor_si128(t, k0));
-            match dir {
-                Dir::Encrypt => {
-                    for k in kmid {
-                        v = _mm_aesenc_si128(v, to_m128(*k));
-                    }
-                    v = _mm_aesenclast_si128(v, _mm_xor_si128(klast, t));
-                }
-                Dir::Decrypt => {
-                    for k in kmid {
-                        v = _mm_aesdec_si128(v, to_m128(*k));
-                    }
-                    v = _mm_aesdeclast_si128(v, _mm_xor_si128(klast, t));
-                }
-            }
-            // SAFETY: as above.
-            unsafe { _mm_storeu_si128(p, v) };
-            tw = mul_alpha(tw);
-        }
-        tw.zeroize();
     }
 
     /// Overwrites registers that held tweaks.

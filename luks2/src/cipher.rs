@@ -714,8 +714,8 @@ fn xts<C: Aes16>(
     }
 }
 
-/// XTS through `luks2-accel` (VAES kernel): IVs made here per chunk of sectors, one call per
-/// sector.
+/// XTS through `luks2-accel` (VAES kernel): IVs made here per chunk of sectors (up to 4 KiB),
+/// one call per chunk.
 fn xts_accel(
     fast: &luks2_accel::xts::Xts,
     ivgen: &IvGen<'_>,
@@ -734,19 +734,33 @@ fn xts_accel(
         Dir::Encrypt => luks2_accel::xts::Dir::Encrypt,
     };
     let mut iv_num = first_iv;
+    // The IVs as plain arrays for the accel API (wiped before returning).
+    let mut raw_ivs = [[0u8; 16]; MAX_SECTORS_PER_CHUNK];
     for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
         let n_sectors = chunk.len() / sector_size;
         let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
         ivgen.fill(iv_num, ivs);
-        for (sector, iv) in chunk.chunks_exact_mut(sector_size).zip(ivs.iter()) {
-            fast.crypt_unit(sector, &iv.0, fdir)
-                .map_err(|_| CipherError::DataLength {
-                    len: sector.len(),
-                    sector_size,
-                })?;
+        for (raw, iv) in raw_ivs.iter_mut().zip(ivs.iter()) {
+            *raw = iv.0;
+        }
+        let r = fast
+            .crypt_units(
+                chunk,
+                sector_size,
+                raw_ivs.get(..n_sectors).unwrap_or_default(),
+                fdir,
+            )
+            .map_err(|_| CipherError::DataLength {
+                len: n_sectors * sector_size,
+                sector_size,
+            });
+        if r.is_err() {
+            raw_ivs.zeroize();
+            return r;
         }
         iv_num = iv_num.wrapping_add(ivs_per_chunk);
     }
+    raw_ivs.zeroize();
     Ok(())
 }
 
