@@ -28,11 +28,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Large (KDF) allocations get transparent huge pages (see `kernel::hugepages`); the rootless
-/// verbs switch on the zeroing of freed memory (see `kernel::wipe`).
+/// The rootless verbs switch on the zeroing of freed memory (see `kernel::wipe`).
+///
+/// `kernel::hugepages::HugePageAlloc` (transparent huge pages for the KDF memory) is not the
+/// inner allocator: on the project VM huge pages come from memory the host has reclaimed, and
+/// faulting it back cost 3-4 s of system time per 1 GiB Argon2 unlock, more than the TLB misses
+/// they save (measurements in docs/performance.md). On machines where huge pages are warm, wrap
+/// `kernel::hugepages::HugePageAlloc` here instead of `System`.
 #[global_allocator]
-static ALLOC: kernel::wipe::WipeOnFree<kernel::hugepages::HugePageAlloc> =
-    kernel::wipe::WipeOnFree::new(kernel::hugepages::HugePageAlloc);
+static ALLOC: kernel::wipe::WipeOnFree<std::alloc::System> =
+    kernel::wipe::WipeOnFree::new(std::alloc::System);
 
 #[derive(Parser, Debug)]
 #[command(

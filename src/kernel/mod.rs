@@ -1,7 +1,7 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
 //! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), mounts and
 //! namespaces (`mount`), privileges (`privs`), no-replace renames (`fs`), in-memory files
-//! for `tazpod run` (`memfd`), huge pages for KDF memory (`hugepages`), process protection for
+//! for `tazpod run` (`memfd`), huge pages for KDF memory (`hugepages`, not registered), process protection for
 //! secrets (`secmem`), the terminal (`tty`) and zeroing freed memory (`wipe`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
