@@ -20,14 +20,14 @@ use blake2::{
     digest::{
         block_api::{UpdateCore, VariableOutputCore},
         block_buffer::LazyBuffer,
-        Digest,
+        Digest, Output,
     },
     Blake2b512, Blake2bVarCore,
 };
 use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// 64-bit words in a 1 KiB block.
 const WORDS: usize = 128;
@@ -173,7 +173,10 @@ pub fn hash_with(
         len32(ad, "associated data")?,
     ];
 
-    // H0.
+    // The memory first, so that no early return leaves H0 behind (it is wiped on drop anyway).
+    let mut mem = Memory::zeroed(inst.total_blocks())?;
+
+    // H0, written straight into its buffer (H0 ‖ j ‖ lane).
     let mut h = Blake2b512::new();
     for word in [
         params.lanes,
@@ -189,28 +192,25 @@ pub fn hash_with(
         h.update(len.to_le_bytes());
         h.update(data);
     }
-    let mut h0 = [0u8; 72];
-    if let Some(head) = h0.get_mut(..64) {
-        head.copy_from_slice(&h.finalize());
-    }
+    let mut h0 = Zeroizing::new([0u8; 72]);
+    h.finalize_into(as_output(h0.get_mut(..64).unwrap_or_default())?);
 
-    let mut mem = Memory::zeroed(inst.total_blocks())?;
     let threads = thread_count(inst.lanes);
     let r = (|| {
         // The first two blocks of each lane.
-        let mut bytes = [0u8; BLOCK_BYTES];
+        let mut bytes = Zeroizing::new([0u8; BLOCK_BYTES]);
         for lane in 0..inst.lanes {
             for j in 0..2u32 {
                 if let Some(tail) = h0.get_mut(64..) {
                     tail.copy_from_slice(&[j.to_le_bytes(), lane.to_le_bytes()].concat());
                 }
-                blake2b_long(&[&h0], &mut bytes)?;
+                blake2b_long(&[&*h0], &mut *bytes)?;
                 let idx = inst.index(lane, j);
                 let block = mem.block_mut(idx).ok_or(Error::OutOfMemory)?;
                 block.load_bytes(&bytes);
             }
         }
-        bytes.zeroize();
+        drop(bytes);
         for pass in 0..inst.passes {
             for slice in 0..SLICES {
                 run_slice(&mem, &inst, pass, slice, threads, use_avx2)?;
@@ -224,13 +224,11 @@ pub fn hash_with(
                 .ok_or(Error::OutOfMemory)?;
             last.xor_with(b);
         }
-        let mut bytes = last.le_bytes();
+        let bytes = Zeroizing::new(last.le_bytes());
         last.0.zeroize();
-        let r = blake2b_long(&[&bytes], out);
-        bytes.zeroize();
-        r
+        blake2b_long(&[&*bytes], out)
     })();
-    h0.zeroize();
+    drop(h0);
     mem.wipe(threads);
     drop(mem);
     r
@@ -1103,6 +1101,11 @@ mod avx2 {
     }
 }
 
+/// A 64-byte buffer as BLAKE2b's output array, so that digests are written in place.
+fn as_output(b: &mut [u8]) -> Result<&mut Output<Blake2b512>, Error> {
+    <&mut Output<Blake2b512>>::try_from(b).map_err(|_| invalid("output", "bad length"))
+}
+
 /// H' of RFC 9106: the variable-length BLAKE2b of the concatenated `inputs` into `out`.
 fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
     let len_bytes = u32::try_from(out.len())
@@ -1118,20 +1121,21 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
         for input in inputs {
             buf.digest_blocks(input, |blocks| hasher.update_blocks(blocks));
         }
-        let mut full = Default::default();
-        hasher.finalize_variable_core(&mut buf, &mut full);
+        let mut full = Zeroizing::new([0u8; 64]);
+        hasher.finalize_variable_core(&mut buf, as_output(full.as_mut_slice())?);
         if let Some(src) = full.get(..out.len()) {
             out.copy_from_slice(src);
         }
-        full.as_mut_slice().zeroize();
         return Ok(());
     }
+    // V_i, hashed in place (no temporary copy): the hashers wipe their state on drop.
+    let mut v = Zeroizing::new([0u8; 64]);
     let mut d = Blake2b512::new();
     d.update(len_bytes);
     for input in inputs {
         d.update(input);
     }
-    let mut v = d.finalize();
+    d.finalize_into(as_output(v.as_mut_slice())?);
     let (head, mut rest) = out.split_at_mut(32);
     if let Some(src) = v.get(..32) {
         head.copy_from_slice(src);
@@ -1139,23 +1143,20 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
     while rest.len() > 64 {
         let (chunk, tail) = rest.split_at_mut(32);
         rest = tail;
-        let next = Blake2b512::digest(v);
-        v.as_mut_slice().zeroize();
-        v = next;
+        let d = Blake2b512::new_with_prefix(&*v);
+        d.finalize_into(as_output(v.as_mut_slice())?);
         if let Some(src) = v.get(..32) {
             chunk.copy_from_slice(src);
         }
     }
     let mut hasher =
         Blake2bVarCore::new(rest.len()).map_err(|_| invalid("output", "bad length"))?;
-    let mut buf = LazyBuffer::new(&v);
-    let mut full = Default::default();
-    hasher.finalize_variable_core(&mut buf, &mut full);
+    let mut buf = LazyBuffer::new(&*v);
+    let mut full = Zeroizing::new([0u8; 64]);
+    hasher.finalize_variable_core(&mut buf, as_output(full.as_mut_slice())?);
     if let Some(src) = full.get(..rest.len()) {
         rest.copy_from_slice(src);
     }
-    full.as_mut_slice().zeroize();
-    v.as_mut_slice().zeroize();
     Ok(())
 }
 

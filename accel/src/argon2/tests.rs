@@ -358,3 +358,16 @@ fn per_block() {
         );
     }
 }
+
+/// The BLAKE2b hashers wipe themselves on drop: blake2's `zeroize` feature is on (they hold
+/// H0, the password and short tags). `Blake2b512` is `{ core: CtOutWrapper<Blake2bVarCore>,
+/// buffer: Buffer<Blake2bVarCore> }` (digest's `buffer_ct_variable!`), both checked here.
+#[test]
+fn blake2_hashers_wipe_on_drop() {
+    use blake2::digest::block_api::{Buffer, CtOutWrapper};
+    use blake2::digest::consts::U64;
+    fn wipes<T: zeroize::ZeroizeOnDrop>() {}
+    wipes::<blake2::Blake2bVarCore>();
+    wipes::<CtOutWrapper<blake2::Blake2bVarCore, U64>>();
+    wipes::<Buffer<blake2::Blake2bVarCore>>();
+}
