@@ -1143,7 +1143,7 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
     while rest.len() > 64 {
         let (chunk, tail) = rest.split_at_mut(32);
         rest = tail;
-        let d = Blake2b512::new_with_prefix(&*v);
+        let d = Blake2b512::new_with_prefix(v.as_slice());
         d.finalize_into(as_output(v.as_mut_slice())?);
         if let Some(src) = v.get(..32) {
             chunk.copy_from_slice(src);
