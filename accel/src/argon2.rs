@@ -695,19 +695,44 @@ mod portable {
         16 * (k / 2) + 2 * c + k % 2
     }
 
-    /// P on the 8 rows, then on the 8 columns.
-    pub(super) fn permute(z: &mut [u64; WORDS]) {
+    /// The working copies of one compression, kept by the caller for a whole segment and
+    /// wiped once (volatile writes, on drop) when it ends, also on error paths.
+    pub(super) struct Scratch {
+        r: [u64; WORDS],
+        z: [u64; WORDS],
+        col: [u64; 16],
+    }
+
+    impl Scratch {
+        pub(super) fn new() -> Scratch {
+            Scratch {
+                r: [0; WORDS],
+                z: [0; WORDS],
+                col: [0; 16],
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            self.r.zeroize();
+            self.z.zeroize();
+            self.col.zeroize();
+        }
+    }
+
+    /// P on the 8 rows, then on the 8 columns (`col`: room for one column).
+    pub(super) fn permute(z: &mut [u64; WORDS], col: &mut [u64; 16]) {
         for chunk in z.chunks_exact_mut(16) {
             if let Ok(row) = <&mut [u64; 16]>::try_from(chunk) {
                 round(row);
             }
         }
         for c in 0..8 {
-            let mut col = [0u64; 16];
             for (k, w) in col.iter_mut().enumerate() {
                 *w = z.get(column_index(c, k)).copied().unwrap_or(0);
             }
-            round(&mut col);
+            round(col);
             for (k, w) in col.iter().enumerate() {
                 if let Some(dst) = z.get_mut(column_index(c, k)) {
                     *dst = *w;
@@ -718,12 +743,24 @@ mod portable {
 
     /// `next = P(prev ⊕ ref) ⊕ prev ⊕ ref`, also ⊕ the old `next` if `with_xor`.
     pub(super) fn fill_block(prev: &Block, refb: &Block, next: &mut Block, with_xor: bool) {
-        let mut r = [0u64; WORDS];
+        fill_block_in(&mut Scratch::new(), prev, refb, next, with_xor);
+    }
+
+    /// [`fill_block`] with the caller's working copies.
+    #[inline(always)]
+    fn fill_block_in(
+        scratch: &mut Scratch,
+        prev: &Block,
+        refb: &Block,
+        next: &mut Block,
+        with_xor: bool,
+    ) {
+        let Scratch { r, z, col } = scratch;
         for ((x, a), b) in r.iter_mut().zip(prev.0.iter()).zip(refb.0.iter()) {
             *x = a ^ b;
         }
-        let mut z = r;
-        permute(&mut z);
+        z.copy_from_slice(r);
+        permute(z, col);
         for ((n, z), r) in next.0.iter_mut().zip(z.iter()).zip(r.iter()) {
             *n = if with_xor { *n ^ z ^ r } else { z ^ r };
         }
@@ -741,6 +778,7 @@ mod portable {
         let q = usize::try_from(inst.lane_len).map_err(|_| Error::OutOfMemory)?;
         let seg = usize::try_from(inst.seg_len).map_err(|_| Error::OutOfMemory)?;
         let slice_us = usize::try_from(slice).map_err(|_| Error::OutOfMemory)?;
+        let mut scratch = Scratch::new();
         for i in start.first..inst.seg_len {
             let col = slice_us * seg + usize::try_from(i).map_err(|_| Error::OutOfMemory)?;
             let curr = start.lane_start + col;
@@ -763,7 +801,7 @@ mod portable {
             // another thread writes during this slice (`run_slice`); the current block is
             // written only by this thread, and no other reference to it exists meanwhile.
             let (ref_b, curr_b) = unsafe { (&*ref_p, &mut *curr_p) };
-            fill_block(prev_b, ref_b, curr_b, pass != 0);
+            fill_block_in(&mut scratch, prev_b, ref_b, curr_b, pass != 0);
         }
         Ok(())
     }
@@ -777,6 +815,26 @@ mod avx2 {
 
     /// A block as 32 registers; registers `4r .. 4r+4` are row `r` (words `16r .. 16r+16`).
     type State = [__m256i; 32];
+
+    /// The register copies of a segment's blocks (the previous block and `prev ⊕ ref`), kept
+    /// for the whole segment so that one wipe (volatile writes, on drop, also on error paths)
+    /// clears them when it ends.
+    struct Regs {
+        state: State,
+        xy: State,
+    }
+
+    impl Drop for Regs {
+        fn drop(&mut self) {
+            // SAFETY: the fields are valid, aligned and writable, and all-zero bytes are a
+            // valid `State`; the volatile writes keep the compiler from dropping these stores.
+            unsafe {
+                std::ptr::write_volatile(&mut self.state, std::mem::zeroed());
+                std::ptr::write_volatile(&mut self.xy, std::mem::zeroed());
+            }
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 
     #[inline(always)]
     unsafe fn bla(x: __m256i, y: __m256i) -> __m256i {
@@ -971,7 +1029,8 @@ mod avx2 {
     }
 
     /// `state` is the previous block; computes the block at `next` from it and the reference
-    /// block `refp`, stores it there and leaves it in `state`.
+    /// block `refp`, stores it there and leaves it in `state` (`xy`: the caller's room for
+    /// `prev ⊕ ref`, overwritten).
     ///
     /// # Safety
     /// `refp` is readable and `next` is readable and writable, no other thread writes either
@@ -980,12 +1039,12 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn fill_block(
         state: &mut State,
+        xy: &mut State,
         refp: *const Block,
         next: *mut Block,
         with_xor: bool,
         prefetch: impl FnOnce(u64) -> Option<*const Block>,
     ) {
-        let mut xy: State = [_mm256_setzero_si256(); 32];
         let rb = refp.cast::<__m256i>();
         let nb = next.cast::<__m256i>();
         if with_xor {
@@ -1035,7 +1094,8 @@ mod avx2 {
         // SAFETY: AVX2 is present (asserted); the pointers come from live references.
         unsafe {
             let mut s = load(prev);
-            fill_block(&mut s, refb, next, with_xor, |_| None);
+            let mut xy = load(refb);
+            fill_block(&mut s, &mut xy, refb, next, with_xor, |_| None);
         }
     }
 
@@ -1064,11 +1124,14 @@ mod avx2 {
         let prev_p = mem.block_ptr(prev).ok_or(Error::OutOfMemory)?;
         // SAFETY: the previous block is finished (an earlier column of this lane, or the
         // lane's last block from the previous pass) and nobody writes it in this slice.
-        let mut state = unsafe { load(prev_p) };
+        let mut regs = Regs {
+            state: unsafe { load(prev_p) },
+            xy: [_mm256_setzero_si256(); 32],
+        };
         for i in start.first..inst.seg_len {
             let col = slice_us * seg + usize::try_from(i).map_err(|_| Error::OutOfMemory)?;
             let curr = start.lane_start + col;
-            let first_word = _mm256_extract_epi64::<0>(state[0]) as u64;
+            let first_word = _mm256_extract_epi64::<0>(regs.state[0]) as u64;
             let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word);
             // Where block i + 1 will look, from the first word of block i (data-dependent
             // addressing) or from the address block (data-independent, if it is not about
@@ -1095,7 +1158,16 @@ mod avx2 {
             // SAFETY: AVX2 is available (caller's contract); the reference block is not the
             // current one (checked) and no thread writes it in this slice; the current block
             // belongs to this lane's segment, which only this call touches (`run_slice`).
-            unsafe { fill_block(&mut state, ref_p, curr_p, pass != 0, prefetch) };
+            unsafe {
+                fill_block(
+                    &mut regs.state,
+                    &mut regs.xy,
+                    ref_p,
+                    curr_p,
+                    pass != 0,
+                    prefetch,
+                )
+            };
         }
         Ok(())
     }
