@@ -104,6 +104,9 @@ pub enum Error {
     Unsupported,
     /// A lane thread ended abnormally.
     ThreadFailed,
+    /// An internal consistency check failed (a reference block that another thread may be
+    /// writing, or the block being written); the hash was abandoned. A bug in this crate.
+    Internal,
 }
 
 impl fmt::Display for Error {
@@ -115,6 +118,7 @@ impl fmt::Display for Error {
             Error::OutOfMemory => write!(f, "cannot allocate the argon2 memory"),
             Error::Unsupported => write!(f, "this CPU lacks the requested argon2 backend"),
             Error::ThreadFailed => write!(f, "an argon2 lane thread failed"),
+            Error::Internal => write!(f, "internal error in argon2 (bad reference block)"),
         }
     }
 }
@@ -344,6 +348,42 @@ impl Instance {
         };
         let col = start.wrapping_add(rel) % q.max(1);
         (ref_lane, u32::try_from(col).unwrap_or(0))
+    }
+
+    /// Checks the reference (`ref_lane`, `ref_col`) of block `i` of the segment
+    /// (pass, slice, lane) against what `run_slice`'s soundness relies on: it is in the
+    /// memory, not in a segment another thread is writing now (another lane's current
+    /// segment, or in the first pass anything of another lane from the current segment on),
+    /// and not the block being written nor its predecessor. An arithmetic mistake in
+    /// [`Instance::reference`] thus becomes [`Error::Internal`] instead of a data race.
+    fn check_reference(
+        &self,
+        pass: u32,
+        slice: u32,
+        lane: u32,
+        i: u32,
+        ref_lane: u32,
+        ref_col: u32,
+    ) -> Result<(), Error> {
+        let seg = u64::from(self.seg_len.max(1));
+        let (slice, c) = (u64::from(slice), u64::from(ref_col));
+        let seg_start = slice * seg;
+        let bad = if ref_lane != lane {
+            c / seg == slice || (pass == 0 && c >= seg_start)
+        } else {
+            let col = seg_start + u64::from(i);
+            let prev = if col == 0 {
+                u64::from(self.lane_len).wrapping_sub(1)
+            } else {
+                col - 1
+            };
+            c == col || c == prev
+        };
+        if bad || ref_lane >= self.lanes || ref_col >= self.lane_len {
+            Err(Error::Internal)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -626,7 +666,7 @@ fn reference_index(
     lane: u32,
     i: u32,
     prev_first_word: u64,
-) -> usize {
+) -> Result<usize, Error> {
     let rand = match addr {
         Some(a) => {
             if i.is_multiple_of(ADDRESSES_PER_BLOCK) {
@@ -637,7 +677,8 @@ fn reference_index(
         None => prev_first_word,
     };
     let (ref_lane, ref_col) = inst.reference(pass, slice, lane, i, rand);
-    inst.index(ref_lane, ref_col)
+    inst.check_reference(pass, slice, lane, i, ref_lane, ref_col)?;
+    Ok(inst.index(ref_lane, ref_col))
 }
 
 /// The address generator of a segment, primed as the reference code does.
@@ -700,7 +741,6 @@ mod portable {
     pub(super) struct Scratch {
         r: [u64; WORDS],
         z: [u64; WORDS],
-        col: [u64; 16],
     }
 
     impl Scratch {
@@ -708,7 +748,6 @@ mod portable {
             Scratch {
                 r: [0; WORDS],
                 z: [0; WORDS],
-                col: [0; 16],
             }
         }
     }
@@ -717,28 +756,32 @@ mod portable {
         fn drop(&mut self) {
             self.r.zeroize();
             self.z.zeroize();
-            self.col.zeroize();
         }
     }
 
-    /// P on the 8 rows, then on the 8 columns (`col`: room for one column).
-    pub(super) fn permute(z: &mut [u64; WORDS], col: &mut [u64; 16]) {
+    /// P on the 8 rows, then on the 8 columns.
+    pub(super) fn permute(z: &mut [u64; WORDS]) {
         for chunk in z.chunks_exact_mut(16) {
             if let Ok(row) = <&mut [u64; 16]>::try_from(chunk) {
                 round(row);
             }
         }
+        // Local (in registers as far as possible; a field of `Scratch` costs ~5 % here) and
+        // wiped at the end.
+        let mut col = [0u64; 16];
         for c in 0..8 {
             for (k, w) in col.iter_mut().enumerate() {
                 *w = z.get(column_index(c, k)).copied().unwrap_or(0);
             }
-            round(col);
+            round(&mut col);
             for (k, w) in col.iter().enumerate() {
                 if let Some(dst) = z.get_mut(column_index(c, k)) {
                     *dst = *w;
                 }
             }
         }
+        // SAFETY: `col` is a valid, aligned, writable array of integers.
+        unsafe { std::ptr::write_volatile(&mut col, [0; 16]) };
     }
 
     /// `next = P(prev ⊕ ref) ⊕ prev ⊕ ref`, also ⊕ the old `next` if `with_xor`.
@@ -755,12 +798,12 @@ mod portable {
         next: &mut Block,
         with_xor: bool,
     ) {
-        let Scratch { r, z, col } = scratch;
+        let Scratch { r, z } = scratch;
         for ((x, a), b) in r.iter_mut().zip(prev.0.iter()).zip(refb.0.iter()) {
             *x = a ^ b;
         }
         z.copy_from_slice(r);
-        permute(z, col);
+        permute(z);
         for ((n, z), r) in next.0.iter_mut().zip(z.iter()).zip(r.iter()) {
             *n = if with_xor { *n ^ z ^ r } else { z ^ r };
         }
@@ -792,10 +835,10 @@ mod portable {
             // SAFETY: `prev` is an earlier block of this lane (or its last block, finished in
             // the previous pass); no thread writes it during this slice (`run_slice`).
             let prev_b = unsafe { &*prev_p };
-            let r = reference_index(inst, &mut addr, pass, slice, lane, i, prev_b.0[0]);
+            let r = reference_index(inst, &mut addr, pass, slice, lane, i, prev_b.0[0])?;
             let ref_p = mem.block_ptr(r).ok_or(Error::OutOfMemory)?;
             if ref_p == curr_p || prev_p == curr_p {
-                return Err(Error::ThreadFailed);
+                return Err(Error::Internal);
             }
             // SAFETY: the reference block is never the current block (checked above) nor one
             // another thread writes during this slice (`run_slice`); the current block is
@@ -1132,7 +1175,7 @@ mod avx2 {
             let col = slice_us * seg + usize::try_from(i).map_err(|_| Error::OutOfMemory)?;
             let curr = start.lane_start + col;
             let first_word = _mm256_extract_epi64::<0>(regs.state[0]) as u64;
-            let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word);
+            let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word)?;
             // Where block i + 1 will look, from the first word of block i (data-dependent
             // addressing) or from the address block (data-independent, if it is not about
             // to be renewed).
@@ -1151,7 +1194,7 @@ mod avx2 {
                 mem.block_ptr(inst.index(l, c)).map(|p| p.cast_const())
             };
             if r == curr {
-                return Err(Error::ThreadFailed);
+                return Err(Error::Internal);
             }
             let ref_p = mem.block_ptr(r).ok_or(Error::OutOfMemory)?;
             let curr_p = mem.block_ptr(curr).ok_or(Error::OutOfMemory)?;
