@@ -20,14 +20,14 @@ use blake2::{
     digest::{
         block_api::{UpdateCore, VariableOutputCore},
         block_buffer::LazyBuffer,
-        Digest,
+        Digest, Output,
     },
     Blake2b512, Blake2bVarCore,
 };
 use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// 64-bit words in a 1 KiB block.
 const WORDS: usize = 128;
@@ -104,6 +104,9 @@ pub enum Error {
     Unsupported,
     /// A lane thread ended abnormally.
     ThreadFailed,
+    /// An internal consistency check failed (a reference block that another thread may be
+    /// writing, or the block being written); the hash was abandoned. A bug in this crate.
+    Internal,
 }
 
 impl fmt::Display for Error {
@@ -115,6 +118,7 @@ impl fmt::Display for Error {
             Error::OutOfMemory => write!(f, "cannot allocate the argon2 memory"),
             Error::Unsupported => write!(f, "this CPU lacks the requested argon2 backend"),
             Error::ThreadFailed => write!(f, "an argon2 lane thread failed"),
+            Error::Internal => write!(f, "internal error in argon2 (bad reference block)"),
         }
     }
 }
@@ -173,7 +177,10 @@ pub fn hash_with(
         len32(ad, "associated data")?,
     ];
 
-    // H0.
+    // The memory first, so that no early return leaves H0 behind (it is wiped on drop anyway).
+    let mut mem = Memory::zeroed(inst.total_blocks())?;
+
+    // H0, written straight into its buffer (H0 ‖ j ‖ lane).
     let mut h = Blake2b512::new();
     for word in [
         params.lanes,
@@ -189,28 +196,25 @@ pub fn hash_with(
         h.update(len.to_le_bytes());
         h.update(data);
     }
-    let mut h0 = [0u8; 72];
-    if let Some(head) = h0.get_mut(..64) {
-        head.copy_from_slice(&h.finalize());
-    }
+    let mut h0 = Zeroizing::new([0u8; 72]);
+    h.finalize_into(as_output(h0.get_mut(..64).unwrap_or_default())?);
 
-    let mut mem = Memory::zeroed(inst.total_blocks())?;
     let threads = thread_count(inst.lanes);
     let r = (|| {
         // The first two blocks of each lane.
-        let mut bytes = [0u8; BLOCK_BYTES];
+        let mut bytes = Zeroizing::new([0u8; BLOCK_BYTES]);
         for lane in 0..inst.lanes {
             for j in 0..2u32 {
                 if let Some(tail) = h0.get_mut(64..) {
                     tail.copy_from_slice(&[j.to_le_bytes(), lane.to_le_bytes()].concat());
                 }
-                blake2b_long(&[&h0], &mut bytes)?;
+                blake2b_long(&[&*h0], &mut *bytes)?;
                 let idx = inst.index(lane, j);
                 let block = mem.block_mut(idx).ok_or(Error::OutOfMemory)?;
                 block.load_bytes(&bytes);
             }
         }
-        bytes.zeroize();
+        drop(bytes);
         for pass in 0..inst.passes {
             for slice in 0..SLICES {
                 run_slice(&mem, &inst, pass, slice, threads, use_avx2)?;
@@ -224,13 +228,11 @@ pub fn hash_with(
                 .ok_or(Error::OutOfMemory)?;
             last.xor_with(b);
         }
-        let mut bytes = last.le_bytes();
+        let bytes = Zeroizing::new(last.le_bytes());
         last.0.zeroize();
-        let r = blake2b_long(&[&bytes], out);
-        bytes.zeroize();
-        r
+        blake2b_long(&[&*bytes], out)
     })();
-    h0.zeroize();
+    drop(h0);
     mem.wipe(threads);
     drop(mem);
     r
@@ -346,6 +348,42 @@ impl Instance {
         };
         let col = start.wrapping_add(rel) % q.max(1);
         (ref_lane, u32::try_from(col).unwrap_or(0))
+    }
+
+    /// Checks the reference (`ref_lane`, `ref_col`) of block `i` of the segment
+    /// (pass, slice, lane) against what `run_slice`'s soundness relies on: it is in the
+    /// memory, not in a segment another thread is writing now (another lane's current
+    /// segment, or in the first pass anything of another lane from the current segment on),
+    /// and not the block being written nor its predecessor. An arithmetic mistake in
+    /// [`Instance::reference`] thus becomes [`Error::Internal`] instead of a data race.
+    fn check_reference(
+        &self,
+        pass: u32,
+        slice: u32,
+        lane: u32,
+        i: u32,
+        ref_lane: u32,
+        ref_col: u32,
+    ) -> Result<(), Error> {
+        let seg = u64::from(self.seg_len.max(1));
+        let (slice, c) = (u64::from(slice), u64::from(ref_col));
+        let seg_start = slice * seg;
+        let bad = if ref_lane != lane {
+            c / seg == slice || (pass == 0 && c >= seg_start)
+        } else {
+            let col = seg_start + u64::from(i);
+            let prev = if col == 0 {
+                u64::from(self.lane_len).wrapping_sub(1)
+            } else {
+                col - 1
+            };
+            c == col || c == prev
+        };
+        if bad || ref_lane >= self.lanes || ref_col >= self.lane_len {
+            Err(Error::Internal)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -628,7 +666,7 @@ fn reference_index(
     lane: u32,
     i: u32,
     prev_first_word: u64,
-) -> usize {
+) -> Result<usize, Error> {
     let rand = match addr {
         Some(a) => {
             if i.is_multiple_of(ADDRESSES_PER_BLOCK) {
@@ -639,7 +677,8 @@ fn reference_index(
         None => prev_first_word,
     };
     let (ref_lane, ref_col) = inst.reference(pass, slice, lane, i, rand);
-    inst.index(ref_lane, ref_col)
+    inst.check_reference(pass, slice, lane, i, ref_lane, ref_col)?;
+    Ok(inst.index(ref_lane, ref_col))
 }
 
 /// The address generator of a segment, primed as the reference code does.
@@ -697,6 +736,29 @@ mod portable {
         16 * (k / 2) + 2 * c + k % 2
     }
 
+    /// The working copies of one compression, kept by the caller for a whole segment and
+    /// wiped once (volatile writes, on drop) when it ends, also on error paths.
+    pub(super) struct Scratch {
+        r: [u64; WORDS],
+        z: [u64; WORDS],
+    }
+
+    impl Scratch {
+        pub(super) fn new() -> Scratch {
+            Scratch {
+                r: [0; WORDS],
+                z: [0; WORDS],
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            self.r.zeroize();
+            self.z.zeroize();
+        }
+    }
+
     /// P on the 8 rows, then on the 8 columns.
     pub(super) fn permute(z: &mut [u64; WORDS]) {
         for chunk in z.chunks_exact_mut(16) {
@@ -704,8 +766,10 @@ mod portable {
                 round(row);
             }
         }
+        // Local (in registers as far as possible; a field of `Scratch` costs ~5 % here) and
+        // wiped at the end.
+        let mut col = [0u64; 16];
         for c in 0..8 {
-            let mut col = [0u64; 16];
             for (k, w) in col.iter_mut().enumerate() {
                 *w = z.get(column_index(c, k)).copied().unwrap_or(0);
             }
@@ -716,16 +780,30 @@ mod portable {
                 }
             }
         }
+        // SAFETY: `col` is a valid, aligned, writable array of integers.
+        unsafe { std::ptr::write_volatile(&mut col, [0; 16]) };
     }
 
     /// `next = P(prev ⊕ ref) ⊕ prev ⊕ ref`, also ⊕ the old `next` if `with_xor`.
     pub(super) fn fill_block(prev: &Block, refb: &Block, next: &mut Block, with_xor: bool) {
-        let mut r = [0u64; WORDS];
+        fill_block_in(&mut Scratch::new(), prev, refb, next, with_xor);
+    }
+
+    /// [`fill_block`] with the caller's working copies.
+    #[inline(always)]
+    fn fill_block_in(
+        scratch: &mut Scratch,
+        prev: &Block,
+        refb: &Block,
+        next: &mut Block,
+        with_xor: bool,
+    ) {
+        let Scratch { r, z } = scratch;
         for ((x, a), b) in r.iter_mut().zip(prev.0.iter()).zip(refb.0.iter()) {
             *x = a ^ b;
         }
-        let mut z = r;
-        permute(&mut z);
+        z.copy_from_slice(r);
+        permute(z);
         for ((n, z), r) in next.0.iter_mut().zip(z.iter()).zip(r.iter()) {
             *n = if with_xor { *n ^ z ^ r } else { z ^ r };
         }
@@ -743,6 +821,7 @@ mod portable {
         let q = usize::try_from(inst.lane_len).map_err(|_| Error::OutOfMemory)?;
         let seg = usize::try_from(inst.seg_len).map_err(|_| Error::OutOfMemory)?;
         let slice_us = usize::try_from(slice).map_err(|_| Error::OutOfMemory)?;
+        let mut scratch = Scratch::new();
         for i in start.first..inst.seg_len {
             let col = slice_us * seg + usize::try_from(i).map_err(|_| Error::OutOfMemory)?;
             let curr = start.lane_start + col;
@@ -756,16 +835,16 @@ mod portable {
             // SAFETY: `prev` is an earlier block of this lane (or its last block, finished in
             // the previous pass); no thread writes it during this slice (`run_slice`).
             let prev_b = unsafe { &*prev_p };
-            let r = reference_index(inst, &mut addr, pass, slice, lane, i, prev_b.0[0]);
+            let r = reference_index(inst, &mut addr, pass, slice, lane, i, prev_b.0[0])?;
             let ref_p = mem.block_ptr(r).ok_or(Error::OutOfMemory)?;
             if ref_p == curr_p || prev_p == curr_p {
-                return Err(Error::ThreadFailed);
+                return Err(Error::Internal);
             }
             // SAFETY: the reference block is never the current block (checked above) nor one
             // another thread writes during this slice (`run_slice`); the current block is
             // written only by this thread, and no other reference to it exists meanwhile.
             let (ref_b, curr_b) = unsafe { (&*ref_p, &mut *curr_p) };
-            fill_block(prev_b, ref_b, curr_b, pass != 0);
+            fill_block_in(&mut scratch, prev_b, ref_b, curr_b, pass != 0);
         }
         Ok(())
     }
@@ -779,6 +858,26 @@ mod avx2 {
 
     /// A block as 32 registers; registers `4r .. 4r+4` are row `r` (words `16r .. 16r+16`).
     type State = [__m256i; 32];
+
+    /// The register copies of a segment's blocks (the previous block and `prev ⊕ ref`), kept
+    /// for the whole segment so that one wipe (volatile writes, on drop, also on error paths)
+    /// clears them when it ends.
+    struct Regs {
+        state: State,
+        xy: State,
+    }
+
+    impl Drop for Regs {
+        fn drop(&mut self) {
+            // SAFETY: the fields are valid, aligned and writable, and all-zero bytes are a
+            // valid `State`; the volatile writes keep the compiler from dropping these stores.
+            unsafe {
+                std::ptr::write_volatile(&mut self.state, std::mem::zeroed());
+                std::ptr::write_volatile(&mut self.xy, std::mem::zeroed());
+            }
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 
     #[inline(always)]
     unsafe fn bla(x: __m256i, y: __m256i) -> __m256i {
@@ -973,7 +1072,8 @@ mod avx2 {
     }
 
     /// `state` is the previous block; computes the block at `next` from it and the reference
-    /// block `refp`, stores it there and leaves it in `state`.
+    /// block `refp`, stores it there and leaves it in `state` (`xy`: the caller's room for
+    /// `prev ⊕ ref`, overwritten).
     ///
     /// # Safety
     /// `refp` is readable and `next` is readable and writable, no other thread writes either
@@ -982,12 +1082,12 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn fill_block(
         state: &mut State,
+        xy: &mut State,
         refp: *const Block,
         next: *mut Block,
         with_xor: bool,
         prefetch: impl FnOnce(u64) -> Option<*const Block>,
     ) {
-        let mut xy: State = [_mm256_setzero_si256(); 32];
         let rb = refp.cast::<__m256i>();
         let nb = next.cast::<__m256i>();
         if with_xor {
@@ -1037,7 +1137,8 @@ mod avx2 {
         // SAFETY: AVX2 is present (asserted); the pointers come from live references.
         unsafe {
             let mut s = load(prev);
-            fill_block(&mut s, refb, next, with_xor, |_| None);
+            let mut xy = load(refb);
+            fill_block(&mut s, &mut xy, refb, next, with_xor, |_| None);
         }
     }
 
@@ -1066,12 +1167,15 @@ mod avx2 {
         let prev_p = mem.block_ptr(prev).ok_or(Error::OutOfMemory)?;
         // SAFETY: the previous block is finished (an earlier column of this lane, or the
         // lane's last block from the previous pass) and nobody writes it in this slice.
-        let mut state = unsafe { load(prev_p) };
+        let mut regs = Regs {
+            state: unsafe { load(prev_p) },
+            xy: [_mm256_setzero_si256(); 32],
+        };
         for i in start.first..inst.seg_len {
             let col = slice_us * seg + usize::try_from(i).map_err(|_| Error::OutOfMemory)?;
             let curr = start.lane_start + col;
-            let first_word = _mm256_extract_epi64::<0>(state[0]) as u64;
-            let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word);
+            let first_word = _mm256_extract_epi64::<0>(regs.state[0]) as u64;
+            let r = reference_index(inst, &mut addr, pass, slice, lane, i, first_word)?;
             // Where block i + 1 will look, from the first word of block i (data-dependent
             // addressing) or from the address block (data-independent, if it is not about
             // to be renewed).
@@ -1090,17 +1194,31 @@ mod avx2 {
                 mem.block_ptr(inst.index(l, c)).map(|p| p.cast_const())
             };
             if r == curr {
-                return Err(Error::ThreadFailed);
+                return Err(Error::Internal);
             }
             let ref_p = mem.block_ptr(r).ok_or(Error::OutOfMemory)?;
             let curr_p = mem.block_ptr(curr).ok_or(Error::OutOfMemory)?;
             // SAFETY: AVX2 is available (caller's contract); the reference block is not the
             // current one (checked) and no thread writes it in this slice; the current block
             // belongs to this lane's segment, which only this call touches (`run_slice`).
-            unsafe { fill_block(&mut state, ref_p, curr_p, pass != 0, prefetch) };
+            unsafe {
+                fill_block(
+                    &mut regs.state,
+                    &mut regs.xy,
+                    ref_p,
+                    curr_p,
+                    pass != 0,
+                    prefetch,
+                )
+            };
         }
         Ok(())
     }
+}
+
+/// A 64-byte buffer as BLAKE2b's output array, so that digests are written in place.
+fn as_output(b: &mut [u8]) -> Result<&mut Output<Blake2b512>, Error> {
+    <&mut Output<Blake2b512>>::try_from(b).map_err(|_| invalid("output", "bad length"))
 }
 
 /// H' of RFC 9106: the variable-length BLAKE2b of the concatenated `inputs` into `out`.
@@ -1118,20 +1236,21 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
         for input in inputs {
             buf.digest_blocks(input, |blocks| hasher.update_blocks(blocks));
         }
-        let mut full = Default::default();
-        hasher.finalize_variable_core(&mut buf, &mut full);
+        let mut full = Zeroizing::new([0u8; 64]);
+        hasher.finalize_variable_core(&mut buf, as_output(full.as_mut_slice())?);
         if let Some(src) = full.get(..out.len()) {
             out.copy_from_slice(src);
         }
-        full.as_mut_slice().zeroize();
         return Ok(());
     }
+    // V_i, hashed in place (no temporary copy): the hashers wipe their state on drop.
+    let mut v = Zeroizing::new([0u8; 64]);
     let mut d = Blake2b512::new();
     d.update(len_bytes);
     for input in inputs {
         d.update(input);
     }
-    let mut v = d.finalize();
+    d.finalize_into(as_output(v.as_mut_slice())?);
     let (head, mut rest) = out.split_at_mut(32);
     if let Some(src) = v.get(..32) {
         head.copy_from_slice(src);
@@ -1139,23 +1258,20 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) -> Result<(), Error> {
     while rest.len() > 64 {
         let (chunk, tail) = rest.split_at_mut(32);
         rest = tail;
-        let next = Blake2b512::digest(v);
-        v.as_mut_slice().zeroize();
-        v = next;
+        let d = Blake2b512::new_with_prefix(v.as_slice());
+        d.finalize_into(as_output(v.as_mut_slice())?);
         if let Some(src) = v.get(..32) {
             chunk.copy_from_slice(src);
         }
     }
     let mut hasher =
         Blake2bVarCore::new(rest.len()).map_err(|_| invalid("output", "bad length"))?;
-    let mut buf = LazyBuffer::new(&v);
-    let mut full = Default::default();
-    hasher.finalize_variable_core(&mut buf, &mut full);
+    let mut buf = LazyBuffer::new(&*v);
+    let mut full = Zeroizing::new([0u8; 64]);
+    hasher.finalize_variable_core(&mut buf, as_output(full.as_mut_slice())?);
     if let Some(src) = full.get(..rest.len()) {
         rest.copy_from_slice(src);
     }
-    full.as_mut_slice().zeroize();
-    v.as_mut_slice().zeroize();
     Ok(())
 }
 

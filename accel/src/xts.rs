@@ -19,12 +19,15 @@ const MAX_KEYS: usize = 15;
 pub enum Error {
     /// The data is not a whole number of 16-byte blocks, or not the given number of units.
     NotBlocks,
+    /// An internal inconsistency (a key schedule of the wrong size); nothing was processed.
+    Internal,
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::NotBlocks => write!(f, "xts data must be a whole number of 16-byte blocks"),
+            Error::Internal => write!(f, "internal error in the xts kernel (bad key schedule)"),
         }
     }
 }
@@ -58,11 +61,16 @@ pub fn available() -> bool {
 
 /// An XTS key: the data key's encryption and decryption schedules and the tweak key's
 /// encryption schedule, each as little-endian `u128` round keys. Wiped on drop.
+///
+/// Off x86-64 the type is uninhabited: no value can exist, so no call can leave data
+/// unencrypted.
 pub struct Xts {
     rounds: usize,
     enc: [u128; MAX_KEYS],
     dec: [u128; MAX_KEYS],
     tweak: [u128; MAX_KEYS],
+    #[cfg(not(target_arch = "x86_64"))]
+    never: std::convert::Infallible,
 }
 
 impl Drop for Xts {
@@ -146,13 +154,14 @@ impl Xts {
         {
             // SAFETY: an `Xts` exists only if `available()` held when it was made, and CPU
             // features do not disappear; the lengths were checked above.
-            unsafe { imp::units(self, data, unit_len, ivs, dir) };
+            unsafe { imp::units(self, data, unit_len, ivs, dir) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
+            // No `Xts` exists off x86-64 (`new` returns `None`); the data is never left as is.
             let _ = dir;
+            match self.never {}
         }
-        Ok(())
     }
 
     /// The expanded data-key encryption schedule (for tests).
@@ -177,10 +186,31 @@ mod imp {
 
     #[inline(always)]
     fn from_m128(x: __m128i) -> u128 {
-        let mut b = [0u8; 16];
-        // SAFETY: `b` is 16 writable bytes; SSE2 is part of x86-64.
-        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast::<__m128i>(), x) };
-        u128::from_le_bytes(b)
+        // Through registers, not a byte buffer on the stack (round keys and tweaks pass here).
+        // SAFETY: SSE2 is part of x86-64.
+        let (lo, hi) = unsafe {
+            (
+                _mm_cvtsi128_si64(x),
+                _mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x)),
+            )
+        };
+        (u128::from(hi as u64) << 64) | u128::from(lo as u64)
+    }
+
+    /// Types for which all-zero bytes are a valid value (SIMD registers and arrays of them).
+    pub(super) trait Zeroable: Sized {}
+    impl Zeroable for __m128i {}
+    impl Zeroable for __m256i {}
+    impl<T: Zeroable, const N: usize> Zeroable for [T; N] {}
+
+    /// Overwrites `x` with zeros by a volatile write, which the compiler keeps although the
+    /// value is dead (secrets: round keys, tweaks, key words).
+    #[inline(always)]
+    pub(super) fn wipe<T: Zeroable>(x: &mut T) {
+        // SAFETY: `x` is a valid, aligned, writable `T`, and all-zero bytes are a valid `T`
+        // (`Zeroable`: SIMD integer vectors and arrays of them, no padding, no invariants).
+        unsafe { std::ptr::write_volatile(x, std::mem::zeroed()) };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 
     /// One step of the key expansion: `k ^ (k << 32) ^ (k << 64) ^ (k << 96) ^ t`.
@@ -199,9 +229,13 @@ mod imp {
     /// AES-NI is available.
     #[target_feature(enable = "aes")]
     pub(super) unsafe fn expand(key: &[u8], out: &mut [u128; MAX_KEYS]) -> Option<()> {
+        // Loaded straight into a register (no copy of the key bytes on the stack).
         let word = |b: &[u8]| -> Option<__m128i> {
-            let a: [u8; 16] = b.try_into().ok()?;
-            Some(to_m128(u128::from_le_bytes(a)))
+            if b.len() != 16 {
+                return None;
+            }
+            // SAFETY: `b` is 16 readable bytes; SSE2 is part of x86-64.
+            Some(unsafe { _mm_loadu_si128(b.as_ptr().cast::<__m128i>()) })
         };
         macro_rules! assist {
             ($k:expr, $rcon:literal, $sel:literal) => {
@@ -235,6 +269,8 @@ mod imp {
                 for (o, r) in out.iter_mut().zip(rk.iter()) {
                     *o = from_m128(*r);
                 }
+                wipe(&mut rk);
+                wipe(&mut k);
             }
             32 => {
                 let mut a = word(key.get(..16)?)?;
@@ -260,6 +296,9 @@ mod imp {
                 for (o, r) in out.iter_mut().zip(rk.iter()) {
                     *o = from_m128(*r);
                 }
+                wipe(&mut rk);
+                wipe(&mut a);
+                wipe(&mut b);
             }
             _ => return None,
         }
@@ -305,8 +344,8 @@ mod imp {
     /// Blocks per group (8 registers of 2).
     const GROUP: usize = 16;
 
-    /// Round keys in registers, for one direction.
-    struct Keys {
+    /// Round keys in registers, for one direction. Wiped on drop.
+    pub(super) struct Keys {
         /// Rounds 1 .. rounds−1, broadcast to both lanes.
         ymid: [__m256i; MAX_KEYS],
         /// The same as 128-bit values.
@@ -319,28 +358,98 @@ mod imp {
         xlast: __m128i,
     }
 
+    impl Drop for Keys {
+        fn drop(&mut self) {
+            self.wipe();
+        }
+    }
+
     impl Keys {
+        /// Overwrites every round key (volatile writes).
         #[inline(always)]
-        unsafe fn new(keys: &[u128]) -> Option<Keys> {
+        pub(super) fn wipe(&mut self) {
+            // Only the used entries (the others are still zero from `zero`).
+            let n = self.nmid.min(MAX_KEYS);
+            for y in self.ymid.iter_mut().take(n) {
+                wipe(y);
+            }
+            for x in self.xmid.iter_mut().take(n) {
+                wipe(x);
+            }
+            wipe(&mut self.y0);
+            wipe(&mut self.ylast);
+            wipe(&mut self.x0);
+            wipe(&mut self.xlast);
+        }
+
+        /// Whether every round key is zero (for tests).
+        #[cfg(test)]
+        pub(super) fn is_zero(&self) -> bool {
+            let y = self.ymid.iter().chain([&self.y0, &self.ylast]).all(|v| {
+                // SAFETY: `__m256i` is 32 plain bytes.
+                let b = unsafe { std::mem::transmute::<__m256i, [u8; 32]>(*v) };
+                b == [0; 32]
+            });
+            let x = self.xmid.iter().chain([&self.x0, &self.xlast]).all(|v| {
+                // SAFETY: `__m128i` is 16 plain bytes.
+                let b = unsafe { std::mem::transmute::<__m128i, [u8; 16]>(*v) };
+                b == [0; 16]
+            });
+            y && x
+        }
+
+        /// No keys; [`Keys::load`] fills them in place (a `Keys` holding keys is never moved,
+        /// so no unwiped copy of it is left behind).
+        #[inline(always)]
+        pub(super) fn zero() -> Keys {
+            // SAFETY: all-zero bytes are a valid value of every field (SIMD integer vectors
+            // and a `usize`); no CPU feature is involved.
+            unsafe {
+                Keys {
+                    ymid: std::mem::zeroed(),
+                    xmid: std::mem::zeroed(),
+                    nmid: 0,
+                    y0: std::mem::zeroed(),
+                    ylast: std::mem::zeroed(),
+                    x0: std::mem::zeroed(),
+                    xlast: std::mem::zeroed(),
+                }
+            }
+        }
+
+        /// Loads the schedule `keys` (first, middle, last round keys), the 256-bit copies only
+        /// if `wide`; `false` if it has fewer than two or more than `MAX_KEYS` keys.
+        ///
+        /// # Safety
+        /// AVX2 is available.
+        #[inline(always)]
+        pub(super) unsafe fn load(&mut self, keys: &[u128], wide: bool) -> bool {
+            let Some((k0, rest)) = keys.split_first() else {
+                return false;
+            };
+            let Some((klast, kmid)) = rest.split_last() else {
+                return false;
+            };
+            if kmid.len() > MAX_KEYS {
+                return false;
+            }
             // SAFETY: the caller guarantees AVX2.
             unsafe {
-                let (k0, rest) = keys.split_first()?;
-                let (klast, kmid) = rest.split_last()?;
-                let mut k = Keys {
-                    ymid: [_mm256_setzero_si256(); MAX_KEYS],
-                    xmid: [_mm_setzero_si128(); MAX_KEYS],
-                    nmid: kmid.len(),
-                    y0: _mm256_broadcastsi128_si256(to_m128(*k0)),
-                    ylast: _mm256_broadcastsi128_si256(to_m128(*klast)),
-                    x0: to_m128(*k0),
-                    xlast: to_m128(*klast),
-                };
-                for ((y, x), m) in k.ymid.iter_mut().zip(k.xmid.iter_mut()).zip(kmid.iter()) {
+                self.nmid = kmid.len();
+                self.x0 = to_m128(*k0);
+                self.xlast = to_m128(*klast);
+                for (x, m) in self.xmid.iter_mut().zip(kmid) {
                     *x = to_m128(*m);
-                    *y = _mm256_broadcastsi128_si256(*x);
                 }
-                Some(k)
+                if wide {
+                    self.y0 = _mm256_broadcastsi128_si256(self.x0);
+                    self.ylast = _mm256_broadcastsi128_si256(self.xlast);
+                    for (y, x) in self.ymid.iter_mut().zip(self.xmid.iter()) {
+                        *y = _mm256_broadcastsi128_si256(*x);
+                    }
+                }
             }
+            true
         }
     }
 
@@ -359,20 +468,22 @@ mod imp {
         unit_len: usize,
         ivs: &[[u8; 16]],
         dir: Dir,
-    ) {
+    ) -> Result<(), Error> {
         let rounds = x.rounds;
         let tk = x.tweak.get(..=rounds).unwrap_or_default();
         let dk = match dir {
             Dir::Encrypt => &x.enc,
             Dir::Decrypt => &x.dec,
         };
+        let mut keys = Keys::zero();
+        let mut tkeys = Keys::zero();
         // SAFETY: AVX2 is enabled in this function.
-        let (Some(keys), Some(tkeys)) = (
-            unsafe { Keys::new(dk.get(..=rounds).unwrap_or_default()) },
-            unsafe { Keys::new(tk) },
-        ) else {
-            return;
-        };
+        // The tweak key is used in 128-bit registers only.
+        if !unsafe {
+            keys.load(dk.get(..=rounds).unwrap_or_default(), true) && tkeys.load(tk, false)
+        } {
+            return Err(Error::Internal);
+        }
         let tmid = tkeys.xmid.get(..tkeys.nmid).unwrap_or_default();
         for (chunk, civs) in data
             .chunks_mut(unit_len.saturating_mul(TWEAK_BATCH))
@@ -393,12 +504,14 @@ mod imp {
             for (out, t) in tweaks.iter_mut().zip(t.iter()) {
                 *out = from_m128(_mm_aesenclast_si128(*t, tkeys.xlast));
             }
+            wipe(&mut t);
             for (u, tw) in chunk.chunks_exact_mut(unit_len).zip(tweaks.iter()) {
                 // SAFETY: AVX2 etc. are enabled in this function; `u` is whole blocks.
                 unsafe { unit(&keys, u, *tw, dir) };
             }
             tweaks.zeroize();
         }
+        Ok(())
     }
 
     /// One data unit whose (encrypted) tweak is `tw`.
@@ -463,12 +576,13 @@ mod imp {
                 }
                 // The next block's tweak: the low lane of register 0.
                 tw = from_m128(_mm256_castsi256_si128(tws[0]));
-                tws.zeroize_m256();
+                wipe(&mut tws);
             }
             let (k0, klast) = (keys.x0, keys.xlast);
+            let mut t = _mm_setzero_si128();
             for b in tail.chunks_exact_mut(16) {
                 let p = b.as_mut_ptr().cast::<__m128i>();
-                let t = to_m128(tw);
+                t = to_m128(tw);
                 // `b` is one 16-byte block.
                 let mut v = _mm_xor_si128(_mm_loadu_si128(p), _mm_xor_si128(t, k0));
                 match dir {
@@ -488,22 +602,8 @@ mod imp {
                 _mm_storeu_si128(p, v);
                 tw = mul_alpha(tw);
             }
+            wipe(&mut t);
             tw.zeroize();
-        }
-    }
-
-    /// Overwrites registers that held tweaks.
-    trait ZeroizeM256 {
-        fn zeroize_m256(&mut self);
-    }
-
-    impl ZeroizeM256 for [__m256i; 8] {
-        fn zeroize_m256(&mut self) {
-            for r in self.iter_mut() {
-                // SAFETY: `r` is a valid, aligned `__m256i`; the volatile write keeps the
-                // compiler from dropping this dead store.
-                unsafe { std::ptr::write_volatile(r, std::mem::zeroed()) };
-            }
         }
     }
 }

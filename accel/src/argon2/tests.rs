@@ -358,3 +358,99 @@ fn per_block() {
         );
     }
 }
+
+/// The BLAKE2b hashers wipe themselves on drop: blake2's `zeroize` feature is on (they hold
+/// H0, the password and short tags). `Blake2b512` is `{ core: CtOutWrapper<Blake2bVarCore>,
+/// buffer: Buffer<Blake2bVarCore> }` (digest's `buffer_ct_variable!`), both checked here.
+#[test]
+fn blake2_hashers_wipe_on_drop() {
+    use blake2::digest::block_api::{Buffer, CtOutWrapper};
+    use blake2::digest::consts::U64;
+    fn wipes<T: zeroize::ZeroizeOnDrop>() {}
+    wipes::<blake2::Blake2bVarCore>();
+    wipes::<CtOutWrapper<blake2::Blake2bVarCore, U64>>();
+    wipes::<Buffer<blake2::Blake2bVarCore>>();
+}
+
+fn instance(variant: Variant, time: u32, memory_kib: u32, lanes: u32) -> Instance {
+    let p = Params {
+        variant,
+        time,
+        memory_kib,
+        lanes,
+    };
+    Instance::new(&p, b"saltsalt", 32).unwrap()
+}
+
+/// Every reference the algorithm picks passes `check_reference` (no false alarm), over
+/// every block of small instances and many pseudo-random words.
+#[test]
+fn references_pass_the_check() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for (lanes, mem) in [(1, 8), (2, 16), (3, 48), (4, 256), (1, 64)] {
+        let inst = instance(Variant::Id, 3, mem, lanes);
+        for pass in 0..3 {
+            for slice in 0..SLICES {
+                for lane in 0..lanes {
+                    let first = if pass == 0 && slice == 0 { 2 } else { 0 };
+                    for i in first..inst.seg_len {
+                        for _ in 0..200 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            for rand in [x, 0, u64::MAX, x & 0xFFFF_FFFF, x << 32] {
+                                let (l, c) = inst.reference(pass, slice, lane, i, rand);
+                                assert_eq!(
+                                    inst.check_reference(pass, slice, lane, i, l, c),
+                                    Ok(()),
+                                    "pass {pass} slice {slice} lane {lane} i {i} ref {l}/{c}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// References that would race with another lane thread, or read the block being written or
+/// its predecessor, are refused.
+#[test]
+fn bad_references_are_errors() {
+    // 2 lanes of 16 blocks: segments of 4.
+    let inst = instance(Variant::Id, 2, 32, 2);
+    let bad = |pass, slice, lane, i, l, c| {
+        assert_eq!(
+            inst.check_reference(pass, slice, lane, i, l, c),
+            Err(Error::Internal),
+            "pass {pass} slice {slice} lane {lane} i {i} ref {l}/{c}"
+        );
+    };
+    // Another lane's current segment (slice 1: columns 4..8), any pass.
+    for c in 4..8 {
+        bad(0, 1, 0, 1, 1, c);
+        bad(1, 1, 0, 1, 1, c);
+    }
+    // First pass: another lane's later (not yet written) columns.
+    for c in 8..16 {
+        bad(0, 1, 0, 1, 1, c);
+    }
+    // Same lane: the current block (column 5) and its predecessor (4).
+    bad(1, 1, 0, 1, 0, 5);
+    bad(1, 1, 0, 1, 0, 4);
+    // Column 0 of a later pass: its predecessor is the lane's last block.
+    bad(1, 0, 0, 0, 0, 0);
+    bad(1, 0, 0, 0, 0, 15);
+    // Outside the memory.
+    bad(1, 1, 0, 1, 2, 0);
+    bad(1, 1, 0, 1, 0, 16);
+    // Fine: the other lane's finished segments, this lane's earlier blocks.
+    let ok = |pass, slice, lane, i, l, c| {
+        assert_eq!(inst.check_reference(pass, slice, lane, i, l, c), Ok(()));
+    };
+    ok(0, 1, 0, 1, 1, 3);
+    ok(1, 1, 0, 1, 1, 12);
+    ok(1, 1, 0, 2, 0, 4);
+    ok(1, 0, 0, 0, 0, 14);
+}

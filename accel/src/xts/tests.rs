@@ -245,3 +245,27 @@ fn xts_throughput() {
         }
     }
 }
+
+/// The register copies of the round keys are overwritten by `Keys::wipe` (what its `Drop`
+/// does).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn key_registers_are_wiped() {
+    if skip() {
+        return;
+    }
+    let x = Xts::new(&[0x5a; 64]).unwrap();
+    // SAFETY: `skip()` is false, so AVX2 (and the rest) is available.
+    let mut k = imp::Keys::zero();
+    assert!(unsafe { k.load(x.round_keys(), true) });
+    assert!(!k.is_zero());
+    k.wipe();
+    assert!(k.is_zero());
+}
+
+/// Off x86-64 there is no `Xts`, so nothing can pass the data through unchanged.
+#[cfg(not(target_arch = "x86_64"))]
+#[test]
+fn no_xts_off_x86_64() {
+    assert!(Xts::new(&[0; 64]).is_none());
+}
