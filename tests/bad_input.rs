@@ -16,8 +16,9 @@
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use std::ffi::CString;
+mod common;
+use common::openpty;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -630,25 +631,6 @@ fn cli_bad_input_table() {
         failures.join("\n")
     );
     eprintln!("{n} CLI bad-input rows pass");
-}
-
-/// A pseudo-terminal pair: (master, slave).
-fn openpty() -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    // SAFETY: both pointers are valid for writes; name, termios and winsize may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty failed");
-    // SAFETY: openpty returned two fresh descriptors that we now own.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 /// Runs tazpod with its standard input on a terminal, answering each "Enter passphrase"

@@ -10,8 +10,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+use common::openpty;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -215,25 +216,6 @@ fn help_describes_creation() {
 // ---- as root: the prompts, and a creation that fails half-way --------------------------------
 
 const TIME_LIMIT: Duration = Duration::from_secs(120);
-
-/// A pseudo-terminal pair: (master, slave).
-fn openpty() -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    // SAFETY: both pointers are valid for writes; name, termios and winsize may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty failed");
-    // SAFETY: openpty returned two fresh descriptors that we now own.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-}
 
 /// Runs tazpod with its standard input on a terminal, answering each prompt (passphrase,
 /// verification, confirmation: read from its standard error) with the next of `lines`.
