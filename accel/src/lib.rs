@@ -11,4 +11,5 @@
 #![deny(missing_docs)]
 
 pub mod argon2;
+pub mod sha512;
 pub mod xts;

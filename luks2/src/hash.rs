@@ -241,6 +241,19 @@ mod fast {
         fn xor(acc: &mut Self::State, x: &Self::State);
         /// The hash of `data` (for a passphrase longer than a block).
         fn digest(data: &[u8], out: &mut [u8]);
+        /// `count` PBKDF2 iterations after the first (`u = C(outer, C(inner, u))`,
+        /// `acc ^= u`) by an accelerated kernel; `false`, with nothing done, when this hash
+        /// or CPU has none and the caller's loop runs instead.
+        fn iterate(
+            inner: &Self::State,
+            outer: &Self::State,
+            u: &mut Self::State,
+            acc: &mut Self::State,
+            count: u32,
+        ) -> bool {
+            let _ = (inner, outer, u, acc, count);
+            false
+        }
     }
 
     fn store32(state: &[u32], out: &mut [u8]) {
@@ -261,7 +274,7 @@ mod fast {
 
     macro_rules! raw_hash {
         ($name:ident, $word:ty, $n:literal, $block:literal, $out:literal, $len:literal,
-         $compress:path, $store:ident, $digest:ty, $iv:expr) => {
+         $compress:path, $store:ident, $digest:ty, $iv:expr $(, $iterate:path)?) => {
             /// Marker type for this hash's raw compression.
             pub(super) struct $name;
             impl RawHash for $name {
@@ -290,6 +303,17 @@ mod fast {
                 fn digest(data: &[u8], out: &mut [u8]) {
                     super::digest_generic::<$digest>(&[data], out);
                 }
+                $(
+                fn iterate(
+                    inner: &[$word; $n],
+                    outer: &[$word; $n],
+                    u: &mut [$word; $n],
+                    acc: &mut [$word; $n],
+                    count: u32,
+                ) -> bool {
+                    $iterate(inner, outer, u, acc, count)
+                }
+                )?
             }
         };
     }
@@ -396,7 +420,9 @@ mod fast {
             0x9b05_688c_2b3e_6c1f,
             0x1f83_d9ab_fb41_bd6b,
             0x5be0_cd19_137e_2179
-        ]
+        ],
+        // One 64-byte output per message: the AVX2/BMI2 kernel of `luks2-accel`.
+        luks2_accel::sha512::hmac_iterations
     );
 
     /// Writes the Merkle–Damgård padding for a message of `total_len` bytes whose last
@@ -532,7 +558,9 @@ mod fast {
             u = self.outer;
             H::compress(&mut u, &buf);
             let mut acc = u;
-            for _ in 1..iterations {
+            let rest = iterations.saturating_sub(1);
+            let done = H::iterate(&self.inner, &self.outer, &mut u, &mut acc, rest);
+            for _ in 0..if done { 0 } else { rest } {
                 H::store(&u, buf.as_mut());
                 u = self.inner;
                 H::compress(&mut u, &buf);
