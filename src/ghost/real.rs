@@ -147,6 +147,71 @@ fn temp_name(path: &Path) -> io::Result<PathBuf> {
     Ok(path.with_file_name(t))
 }
 
+/// How old (last modified) an unlocked temporary image must be before [`sweep_stale`] takes it
+/// for the leftover of a killed creation: its creator locks it right after making it, and
+/// writes to it while it works.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temporary images (`.NAME.tazpod-new-XXXXXXXX` next to `path`) that a creation
+/// killed by SIGKILL left behind, and returns their paths.
+///
+/// A creator holds an exclusive `flock` on its temporary image from just after making it until
+/// it is published or removed, so an image is taken for a leftover only when nobody holds that
+/// lock, it is a regular file owned by `uid`, and it was last modified more than
+/// [`STALE_AFTER`] ago. Such an image never held anything but a new, empty filesystem. Errors
+/// are ignored: a leftover that cannot be removed stays, as before.
+fn sweep_stale(path: &Path, uid: u32) -> Vec<PathBuf> {
+    let (Some(name), dir) = (path.file_name(), path.parent()) else {
+        return Vec::new();
+    };
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tazpod-new-");
+    let prefix = prefix.as_bytes();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(suffix) = file_name.as_bytes().strip_prefix(prefix) else {
+            continue;
+        };
+        if suffix.len() != 8 || !suffix.iter().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let candidate = dir.join(&file_name);
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&candidate)
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if !meta.file_type().is_file() || meta.uid() != uid || !old {
+            continue;
+        }
+        if mount::flock(&file, mount::LockOp::TryExclusive).is_err() {
+            continue; // a live creator holds it
+        }
+        let same = std::fs::symlink_metadata(&candidate)
+            .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        if same && std::fs::remove_file(&candidate).is_ok() {
+            removed.push(candidate);
+        }
+    }
+    removed
+}
+
 /// The last lines of a tool's error output, on one line.
 fn tail_of(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
@@ -191,15 +256,30 @@ impl Host for RealHost {
                     .map_err(fail),
                 None => Ok(()),
             };
+            if made_dirs.is_empty() {
+                let uid = req.owner.as_ref().map_or(0, |o| o.uid);
+                for p in sweep_stale(&req.path, uid) {
+                    eprintln!(
+                        "tazpod: removed {}, the unfinished image of a vault creation that was \
+                         killed",
+                        shown(&p)
+                    );
+                }
+            }
             let f = made.and_then(|()| {
-                std::fs::OpenOptions::new()
+                let f = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                     .open(&temp)
-                    .map_err(|e| HostError::new("create", shown(&temp), e))
+                    .map_err(|e| HostError::new("create", shown(&temp), e))?;
+                // Held until the image is published or removed: `sweep_stale` of a later
+                // creation leaves a locked image alone.
+                mount::flock(&f, mount::LockOp::TryExclusive)
+                    .map_err(|e| HostError::new("lock", shown(&temp), e))?;
+                Ok(f)
             });
             match f {
                 Ok(f) => f,
@@ -360,6 +440,8 @@ impl Host for RealHost {
                 let _ = dir.sync_all();
             }
         }
+        // The vault is in place: the lock that kept sweepers away has done its work.
+        let _ = mount::flock(&c.file, mount::LockOp::Unlock);
         Ok(())
     }
 
@@ -1353,6 +1435,57 @@ mod tests {
     }
 
     #[test]
+    fn only_unlocked_old_leftovers_of_the_same_vault_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault.img");
+        let uid = privs::geteuid();
+        let old = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        let make = |name: &str, age: std::time::SystemTime| {
+            let p = dir.path().join(name);
+            let f = File::create(&p).unwrap();
+            f.set_modified(age).unwrap();
+            (p, f)
+        };
+        let (stale, _) = make(".vault.img.tazpod-new-0123abcd", old);
+        let (young, _) = make(
+            ".vault.img.tazpod-new-89abcdef",
+            std::time::SystemTime::now(),
+        );
+        let (held, held_file) = make(".vault.img.tazpod-new-deadbeef", old);
+        mount::flock(&held_file, mount::LockOp::TryExclusive).unwrap();
+        let (other_vault, _) = make(".other.img.tazpod-new-0123abcd", old);
+        let (bad_suffix, _) = make(".vault.img.tazpod-new-0123abcg", old);
+        let (long_suffix, _) = make(".vault.img.tazpod-new-0123abcd0", old);
+        let the_vault = make("vault.img", old).0;
+        let link = dir.path().join(".vault.img.tazpod-new-11111111");
+        std::os::unix::fs::symlink(&the_vault, &link).unwrap();
+        let subdir = dir.path().join(".vault.img.tazpod-new-22222222");
+        std::fs::create_dir(&subdir).unwrap();
+
+        // Another owner's leftovers are not ours to remove.
+        assert!(sweep_stale(&vault, uid.wrapping_add(1)).is_empty());
+        assert_eq!(sweep_stale(&vault, uid), vec![stale.clone()]);
+        assert!(!stale.exists());
+        for kept in [
+            &young,
+            &held,
+            &other_vault,
+            &bad_suffix,
+            &long_suffix,
+            &the_vault,
+            &link,
+            &subdir,
+        ] {
+            assert!(kept.symlink_metadata().is_ok(), "{}", kept.display());
+        }
+        // Once its creator lets go, the held one is a leftover too.
+        drop(held_file);
+        assert_eq!(sweep_stale(&vault, uid), vec![held]);
+        // A vault path in the current directory or with no file name sweeps nothing.
+        assert!(sweep_stale(Path::new("/"), uid).is_empty());
+    }
+
+    #[test]
     fn a_new_image_is_made_as_the_owner_formatted_moved_into_place_or_removed() {
         if privs::geteuid() != 0 {
             eprintln!("skipped: needs root");
@@ -1386,6 +1519,15 @@ mod tests {
             "not sparse: {} blocks",
             m.blocks()
         );
+        // Even when it looks old, a creation's image is not swept while the creation holds it.
+        File::options()
+            .write(true)
+            .open(&img.temp)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * STALE_AFTER)
+            .unwrap();
+        assert!(sweep_stale(&vault, NOBODY).is_empty());
+        assert!(img.temp.exists());
         for d in [home.join("a"), home.join("a/b")] {
             let m = std::fs::metadata(&d).unwrap();
             assert_eq!(

@@ -25,7 +25,7 @@ Options:
                       repeatable
   --host-bin NAME     copy a host program (and its libraries) into the guest at its host
                       path; repeatable. Default set: cryptsetup dmsetup mkfs.ext4 setpriv
-                      keyctl losetup
+                      keyctl losetup flock
   --no-host-bins      drop the default host program set
   --module NAME       load this extra kernel module (dependencies resolved); repeatable
   --timeout SEC       kill QEMU after SEC seconds (default 600)
@@ -58,7 +58,7 @@ die() {
 BINS=()
 DRIVES=()      # entries "ro:FILE" or "rw:FILE"
 FILES=()
-HOST_BINS=(cryptsetup dmsetup mkfs.ext4 setpriv keyctl losetup)
+HOST_BINS=(cryptsetup dmsetup mkfs.ext4 setpriv keyctl losetup flock)
 EXTRA_HOST_BINS=()
 MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk
     dm-mod dm-crypt cryptd crypto_simd aesni-intel xts authenc essiv
