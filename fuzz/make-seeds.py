@@ -18,8 +18,8 @@
   htree directory, a sparse file, a long symlink and a FIFO), directories indexed by
   `e2fsck -fD`: ext4 with 1 KiB and 4 KiB blocks, with and without metadata_csum, with a
   journal holding one transaction to replay, ext3 and ext2 (block maps, no extents); and one
-  whose htree root counts 0xffff entries (the known ext4-view 1.0.0 panic, let through by the
-  target). Trailing zeros are cut (the target pads them back).
+  whose htree root counts 0xffff entries (ext4-view 1.0.0 panicked on it; the vendored copy
+  reports a corrupt filesystem). Trailing zeros are cut (the target pads them back).
 - format: the input is a string of choices (options, passphrases, operations), so any bytes
   do; a few pseudo-random strings of 32 to 480 bytes to start from.
 

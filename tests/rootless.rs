@@ -42,7 +42,8 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// Runs `runner` (tazpod, or a wrapper whose last argument is tazpod) with `verb`, the vault,
-/// `--key-file -` and `args`, the passphrase on stdin. Fails the test if tazpod panicked.
+/// `--key-file -` and `args`, the passphrase on stdin. Fails the test if tazpod panicked, also
+/// if its panic guard caught the panic (`rootless::guarded`: "... (a panic: ...)").
 fn tazpod_as(runner: &[&str], vault: &Path, pass: &str, verb: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(runner[0]);
     // No user configuration: the tests give everything on the command line.
@@ -62,6 +63,10 @@ fn tazpod_as(runner: &[&str], vault: &Path, pass: &str, verb: &str, args: &[&str
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "tazpod panicked: {stderr}");
+    assert!(
+        !stderr.contains("did not expect (a panic: "),
+        "tazpod panicked (caught by its guard): {stderr}"
+    );
     out
 }
 
@@ -586,7 +591,8 @@ fn corrupted_filesystems_give_clear_errors() {
             }
         }
         // Every block of the htree directory (its extent block, root, leaves): `ls many`
-        // fails cleanly. Noise on the root makes ext4-view 1.0.0 panic; tazpod reports it.
+        // fails cleanly. Noise on the root made ext4-view 1.0.0 panic; the vendored copy reports
+        // a corrupt filesystem (and `tazpod_as` fails the test on any panic).
         for block in info["many_blocks"].as_array().unwrap() {
             let mut img = original.clone();
             let at = (offset + block.as_u64().unwrap() * bs) as usize;
@@ -601,6 +607,119 @@ fn corrupted_filesystems_give_clear_errors() {
             assert!(stderr.contains("corrupt"), "{stderr}");
         }
     }
+}
+
+/// A copy of fixture `vault` (in `dir`) whose filesystem block `block` was decrypted, edited
+/// by `edit` and encrypted again (the corruption is exactly the edit, unlike the noise above).
+fn with_edited_block(
+    dir: &Path,
+    vault: &str,
+    block: u64,
+    edit: impl FnOnce(&mut [u8]),
+) -> std::path::PathBuf {
+    use luks2::cipher::{CipherSpec, SectorCipher};
+    use luks2::unlock::{unlock, UnlockOptions};
+    use luks2::volume::DataSegment;
+    let info = vault_info(vault);
+    let bs = info["fs_block_size"].as_u64().unwrap() as usize;
+    let pass = info["passphrase"].as_str().unwrap();
+    let src = Path::new(DIR).join(vault);
+    let mut img = std::fs::read(&src).unwrap();
+    let mut f = std::fs::File::open(&src).unwrap();
+    let header = luks2::read_header(&mut f).unwrap();
+    let key = unlock(&header, &mut f, pass.as_bytes(), &UnlockOptions::default())
+        .unwrap()
+        .volume_key;
+    let seg = DataSegment::of(&header).unwrap();
+    let spec = CipherSpec::parse(&seg.encryption, key.len()).unwrap();
+    let cipher = SectorCipher::new(&spec, key.as_bytes()).unwrap();
+    let pos = block * bs as u64;
+    let at = (seg.offset + pos) as usize;
+    let data = &mut img[at..at + bs];
+    let sector = seg.sector_size as usize;
+    let iv = seg.iv_tweak + pos / 512;
+    cipher.decrypt(data, sector, iv).unwrap();
+    edit(data);
+    cipher.encrypt(data, sector, iv).unwrap();
+    let path = dir.join(format!("edited-{block}-{vault}"));
+    std::fs::write(&path, &img).unwrap();
+    path
+}
+
+/// CRC32C (Castagnoli) as ext4's `metadata_csum` stores it (no final inversion).
+fn crc32c_raw(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// The two `ext4-view` 1.0.0 problems now fixed in the vendored copy, through the CLI: an
+/// htree node counting more entries than its block holds (1.0.0 panicked), and a superblock
+/// counting more blocks than the vault holds (1.0.0 reserved memory for every block group it
+/// implied). Both are reported as a corrupt filesystem, exit code 1, with the e2fsck hint.
+#[test]
+fn corrupt_htree_counts_and_geometry_are_reported_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = "luks2-xts-4k.img";
+    let info = vault_info(vault);
+    let pass = info["passphrase"].as_str().unwrap();
+    let root = info["corrupt_blocks"]["htree_root"].as_u64().unwrap();
+    let path = with_edited_block(dir.path(), vault, root, |b| {
+        b[0x22..0x24].copy_from_slice(&0xffffu16.to_le_bytes());
+    });
+    let name = tree(vault)
+        .into_keys()
+        .find(|p| p.starts_with("many/"))
+        .unwrap();
+    let ls = tazpod_as(&[BIN], &path, pass, "ls", &["many"]);
+    let cat = tazpod_as(&[BIN], &path, pass, "cat", &[&name]);
+    for (out, at) in [(&ls, "'/many'".to_string()), (&cat, format!("'/{name}'"))] {
+        err(
+            out,
+            1,
+            &format!("the filesystem in the vault is corrupt (reading {at}): htree (directory index) node in inode"),
+        );
+        err(
+            out,
+            1,
+            "counts 65535 entries of 8 bytes, more than its 4056 bytes",
+        );
+        err(
+            out,
+            1,
+            "hint: `tazpod decrypt VAULT fs.img && e2fsck -fn fs.img`",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("did not expect"), "{stderr}");
+    }
+    // The rest of the vault still reads.
+    let out = tazpod_as(&[BIN], &path, pass, "cat", &["README"]);
+    ok(&out);
+
+    // s_blocks_count_hi set without the 64bit feature (a fuzz finding), checksum fixed up.
+    let path = with_edited_block(dir.path(), vault, 0, |b| {
+        let sb = &mut b[1024..2048];
+        assert_ne!(sb[0x65] & 0x04, 0, "metadata_csum");
+        sb[0x150..0x154].copy_from_slice(&0x150u32.to_le_bytes());
+        let sum = crc32c_raw(&sb[..0x3fc]);
+        sb[0x3fc..].copy_from_slice(&sum.to_le_bytes());
+    });
+    let ls = tazpod_as(&[BIN], &path, pass, "ls", &[]);
+    err(
+        &ls,
+        1,
+        "the filesystem in the vault is corrupt: the superblock counts 1443109",
+    );
+    err(&ls, 1, "blocks of 4096 bytes, more than the device holds");
 }
 
 /// The rootless claim: as `nobody`, with no capability and no new privileges, on a vault

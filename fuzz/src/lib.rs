@@ -7,8 +7,7 @@
 //!   depend on a bin crate), compiled here from the same source files.
 //! - `error` and `tree`: the binary crate's CLI error type and the filesystem walk of the
 //!   rootless verbs (`ls`, `cat`, `run`), for the `ext4` target, with [`Ext4Image`] (a fuzzed
-//!   image padded with zeros, superblock checksum fixed up) and
-//!   [`let_only_the_known_ext4_panic_unwind`].
+//!   image padded with zeros, superblock checksum fixed up).
 #![allow(clippy::all)]
 
 /// The binary crate's kernel modules (only the pure dm encode/decode functions are fuzzed;
@@ -250,27 +249,4 @@ impl ext4_view::Ext4Read for Ext4Image {
         }
         Ok(())
     }
-}
-
-/// Known `ext4-view` panics caught so far (see [`let_only_the_known_ext4_panic_unwind`]).
-pub static KNOWN_EXT4_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Installs (once) a panic hook that lets the one known `ext4-view` 1.0.0 panic
-/// ([`tree::KNOWN_EXT4_VIEW_PANIC`], located by file and line) unwind to the target's
-/// `catch_unwind`, and hands every other panic to the hook that was there before: libFuzzer's,
-/// which reports it and aborts, so any other panic is still a crash.
-pub fn let_only_the_known_ext4_panic_unwind() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if let Some(l) = info.location() {
-                if tree::is_known_ext4_view_panic(l.file(), l.line()) {
-                    KNOWN_EXT4_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            }
-            previous(info);
-        }));
-    });
 }

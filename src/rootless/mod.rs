@@ -8,8 +8,10 @@
 //! in the environment or the memfds handed to the command.
 //!
 //! Every walk of the filesystem runs under [`guarded`]: the ext4 reader reports corrupt data
-//! as errors, and should it panic on some input nobody foresaw, the panic becomes a clear error
-//! too, never a crash report.
+//! as errors (the vendored copy in `third_party/ext4-view/` has no known panic left, see its
+//! `PATCHES.md`), and should it panic on some input nobody foresaw, the panic becomes a clear
+//! error too, never a crash report. This is defence in depth: the tests and the `ext4` fuzz
+//! target treat any panic as a bug.
 
 pub mod reader;
 mod run;
@@ -181,9 +183,8 @@ pub fn open_vault(
 thread_local! {
     /// How many [`guarded`] calls are running on this thread.
     static GUARDS: Cell<u32> = const { Cell::new(0) };
-    /// Where and why the last guarded panic of this thread happened, and whether it was
-    /// [`tree::KNOWN_EXT4_VIEW_PANIC`].
-    static PANIC_NOTE: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
+    /// Where and why the last guarded panic of this thread happened.
+    static PANIC_NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Installs (once per process) a panic hook that, inside [`guarded`], records the panic
@@ -205,10 +206,9 @@ fn install_panic_hook() {
                         // The crate and file, not the whole registry path.
                         let parts: Vec<&str> = l.file().rsplitn(4, '/').take(3).collect();
                         let file: Vec<&str> = parts.into_iter().rev().collect();
-                        let known = tree::is_known_ext4_view_panic(l.file(), l.line());
-                        (format!("{what}, at {}:{}", file.join("/"), l.line()), known)
+                        format!("{what}, at {}:{}", file.join("/"), l.line())
                     }
-                    None => (what.to_string(), false),
+                    None => what.to_string(),
                 };
                 PANIC_NOTE.with(|p| *p.borrow_mut() = Some(note));
             } else {
@@ -218,32 +218,37 @@ fn install_panic_hook() {
     });
 }
 
-/// Runs `f`, turning a panic inside it (in the ext4 reader, on data nobody foresaw) into an
-/// error that names the vault, without the default panic report.
+/// Runs `f`, turning any panic inside it (in the ext4 reader, on data nobody foresaw) into an
+/// error that names the vault and where the panic happened, without the default panic report:
+/// exit code 1 ([`code::INVALID`]), as for a corrupt filesystem, with a hint to check the
+/// filesystem and to report a bug if it is sound. Defence in depth: no panic is known.
 pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
     install_panic_hook();
     GUARDS.with(|g| g.set(g.get() + 1));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
     r.unwrap_or_else(|_| {
-        let (note, known) = PANIC_NOTE
+        let note = PANIC_NOTE
             .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| ("no detail".into(), false));
-        let what = if known {
-            // ext4-view 1.0.0 checksums a directory index node before checking its entry
-            // count; see tree::KNOWN_EXT4_VIEW_PANIC.
-            "the ext4 reader stopped on a directory index (htree) node that counts more \
-             entries than its block holds: the filesystem in the vault is corrupt"
-        } else {
-            "the ext4 reader stopped on unexpected data, the filesystem in the vault is \
-             probably corrupt"
-        };
-        Err(
-            CliError::new(code::INVALID, format!("{vault}: {what} ({note})"))
-                .hint(tree::corrupt_hint()),
+            .unwrap_or_else(|| "no detail".into());
+        Err(CliError::new(
+            code::INVALID,
+            format!(
+                "{vault}: {PANIC_STOP} (a panic: {note}); the filesystem in the vault is \
+                 probably corrupt"
+            ),
         )
+        .hint(format!(
+            "{}; if e2fsck finds nothing wrong, this is a bug in tazpod's ext4 reader: \
+             please report it with this message",
+            tree::corrupt_hint()
+        )))
     })
 }
+
+/// How [`guarded`]'s error starts (after the vault's name); the tests look for it to make sure
+/// that no walk panicked.
+pub const PANIC_STOP: &str = "the ext4 reader stopped on data it did not expect";
 
 /// For `--verbose`, once the vault (and with it the ext4 reader and its caches) is dropped:
 /// how much freed memory was zeroed.
@@ -289,11 +294,25 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.code, code::INVALID);
         assert!(
-            e.message.contains("v.img: the ext4 reader stopped"),
+            e.message
+                .starts_with(&format!("v.img: {PANIC_STOP} (a panic: boom, at ")),
             "{}",
             e.message
         );
-        assert!(e.message.contains("boom"), "{}", e.message);
+        assert!(e.message.contains("src/rootless/mod.rs:"), "{}", e.message);
+        assert!(e.message.ends_with("probably corrupt"), "{}", e.message);
+        let hint = e.hint.as_deref().unwrap();
+        assert!(hint.contains("e2fsck -fn"), "{hint}");
+        assert!(hint.contains("please report it"), "{hint}");
+        // Any panic, wherever it happens, the same way.
+        let r: Result<(), CliError> = guarded("v.img", || {
+            let v: Vec<u8> = Vec::new();
+            let i = v.len() + 3;
+            Err(CliError::new(code::OK, format!("{}", v[i])))
+        });
+        let e = r.unwrap_err();
+        assert_eq!(e.code, code::INVALID);
+        assert!(e.message.contains("index out of bounds"), "{}", e.message);
         // The previous hook is back, and a normal result passes through.
         assert_eq!(guarded("v", || Ok(3)).unwrap(), 3);
     }

@@ -130,8 +130,16 @@ impl BlockGroupDescriptor {
         sb: &Superblock,
         reader: &mut dyn Ext4Read,
     ) -> Result<Vec<Self>, Ext4Error> {
-        let mut block_group_descriptors =
-            Vec::with_capacity(usize_from_u32(sb.num_block_groups));
+        // tazpod patch: reserve room for at most `MAX_RESERVED`
+        // descriptors up front; the vector grows as descriptors are
+        // actually read (and checked), so memory follows what the
+        // device delivers, not the count the superblock claims (before
+        // this, a corrupt superblock could ask for tens of GiB at once,
+        // see `check_device_holds_filesystem` in lib.rs).
+        const MAX_RESERVED: u32 = 4096;
+        let mut block_group_descriptors = Vec::with_capacity(usize_from_u32(
+            sb.num_block_groups.min(MAX_RESERVED),
+        ));
 
         for bgd_index in 0..sb.num_block_groups {
             let bgd = Self::read(sb, reader, bgd_index)?;

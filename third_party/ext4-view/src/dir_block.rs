@@ -68,7 +68,8 @@ impl DirBlock<'_> {
         let actual_checksum = if block_type == DirBlockType::Leaf {
             self.calc_leaf_checksum(block)
         } else {
-            self.calc_internal_checksum(block, block_type)
+            // tazpod patch: `?` (a corrupt node count is an error).
+            self.calc_internal_checksum(block, block_type)?
         };
 
         if actual_checksum.finalize() == expected_checksum {
@@ -101,11 +102,18 @@ impl DirBlock<'_> {
     }
 
     /// Calculate the checksum of a non-leaf block.
+    ///
+    /// tazpod patch: returns an error if the node's `count` field
+    /// claims more entries than fit in the block before its 8-byte
+    /// checksum tail. The count is read from the (not yet verified)
+    /// block, so before this check a corrupt count made the slice
+    /// below go out of range and panic (found by tazpod's corruption
+    /// tests and `ext4` fuzz target).
     fn calc_internal_checksum(
         &self,
         block: &[u8],
         block_type: DirBlockType,
-    ) -> Checksum {
+    ) -> Result<Checksum, Ext4Error> {
         let tail_entry_size = 8;
 
         // OK to unwrap: minimum block size is 1024.
@@ -130,12 +138,27 @@ impl DirBlock<'_> {
             .checked_add(usize::from(count).checked_mul(8).unwrap())
             .unwrap();
 
+        // tazpod patch: the counted entries must end before the tail
+        // (the kernel also requires `count <= limit` and that `limit`
+        // entries fit before the tail, see `dx_probe` and
+        // `ext4_dx_csum_verify`). `limit_offset` is at most 0x20 and
+        // the block at least 1024 bytes, so the subtraction cannot
+        // fail.
+        let entries = block
+            .get(..tail_entry_offset)
+            .and_then(|b| b.get(..num_bytes))
+            .ok_or(CorruptKind::HtreeInternalNodeCountTooLarge {
+                inode: self.dir_inode,
+                num_bytes: tail_entry_offset.saturating_sub(limit_offset),
+                count: usize::from(count),
+            })?;
+
         let mut checksum = self.checksum_base.clone();
-        checksum.update(&block[..num_bytes]);
+        checksum.update(entries);
         checksum.update_u32_le(read_u32le(block, tail_entry_offset));
         checksum.update_u32_le(0);
 
-        checksum
+        Ok(checksum)
     }
 
     fn get_block_type(&self, block: &[u8]) -> DirBlockType {

@@ -206,8 +206,19 @@ pub(crate) enum CorruptKind {
     /// The block group descriptor size in the superblock is invalid.
     BlockGroupDescriptorSize,
 
-    /// The number of blocks per group is zero.
-    BlocksPerGroup,
+    /// The number of blocks per group is below 8 (tazpod patch: was
+    /// "is zero", and carried no value).
+    BlocksPerGroup(u32),
+
+    /// tazpod patch: the last block of the filesystem, by the
+    /// superblock's block count, cannot be read: the filesystem claims
+    /// to be larger than the device (or image) holding it.
+    BlocksCountExceedsDevice {
+        /// Block count from the superblock.
+        blocks_count: u64,
+        /// Block size.
+        block_size: BlockSize,
+    },
 
     /// The inode size exceeds the block size.
     InodeSize,
@@ -404,9 +415,16 @@ impl Display for CorruptKind {
             Self::BlockGroupDescriptorSize => {
                 write!(f, "invalid block group descriptor size")
             }
-            Self::BlocksPerGroup => {
-                write!(f, "blocks per group is zero")
+            Self::BlocksPerGroup(n) => {
+                write!(f, "{n} blocks per group (ext4 has at least 8)")
             }
+            Self::BlocksCountExceedsDevice {
+                blocks_count,
+                block_size,
+            } => write!(
+                f,
+                "the superblock counts {blocks_count} blocks of {block_size} bytes, more than the device holds (its last block cannot be read)"
+            ),
             Self::InodeSize => write!(f, "inode size is invalid"),
             Self::JournalInode => write!(f, "invalid journal inode"),
             Self::FirstDataBlock(block) => {
@@ -572,9 +590,12 @@ impl Display for CorruptKind {
                 num_bytes,
                 count,
             } => {
+                // tazpod patch: clearer wording (was "has too large many
+                // entries"); also reported for a corrupt count while
+                // checksumming a node (`DirBlock::calc_internal_checksum`).
                 write!(
                     f,
-                    "htree internal node in inode {inode} has too large many entries: num_bytes={num_bytes}, count={count}"
+                    "htree (directory index) node in inode {inode} counts {count} entries of 8 bytes, more than its {num_bytes} bytes of entries hold"
                 )
             }
             Self::DirEntry(inode) => {

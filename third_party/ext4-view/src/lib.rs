@@ -192,6 +192,39 @@ struct Ext4Inner {
     reader: RefCell<Box<dyn Ext4Read>>,
 }
 
+/// tazpod patch: checks that the device holds the whole filesystem the
+/// superblock describes, by reading the last byte of its last block, as
+/// the kernel does at mount ("bad geometry: block count exceeds size of
+/// device"). Before this, a corrupt block count (e.g. a high word set
+/// without the 64bit feature) was trusted: `BlockGroupDescriptor::read_all`
+/// reserved one descriptor per group it implies, up to 2^32 of them,
+/// before reading any (found by tazpod's `ext4` fuzz target: 24 GiB
+/// asked for by a small image). With at least 8 blocks per group (see
+/// `Superblock::from_bytes`), the group count is now at most the
+/// device's size / 8 KiB.
+///
+/// `Ext4Read` has no length, and an error from this one read cannot be
+/// told apart from an I/O error on the last block: it is reported as
+/// corruption, the likely cause.
+fn check_device_holds_filesystem(
+    sb: &Superblock,
+    reader: &mut dyn Ext4Read,
+) -> Result<(), Ext4Error> {
+    let too_large = || CorruptKind::BlocksCountExceedsDevice {
+        blocks_count: sb.blocks_count,
+        block_size: sb.block_size,
+    };
+    let last_byte = sb
+        .blocks_count
+        .checked_mul(sb.block_size.to_u64())
+        .and_then(|len| len.checked_sub(1))
+        .ok_or_else(too_large)?;
+    reader
+        .read(last_byte, &mut [0u8; 1])
+        .map_err(|_| too_large())?;
+    Ok(())
+}
+
 /// Read-only access to an [ext4] filesystem.
 ///
 /// [ext4]: https://en.wikipedia.org/wiki/Ext4
@@ -213,6 +246,8 @@ impl Ext4 {
             .map_err(Ext4Error::Io)?;
 
         let superblock = Superblock::from_bytes(&data)?;
+        // tazpod patch: the device must hold the whole filesystem.
+        check_device_holds_filesystem(&superblock, &mut *reader)?;
         let block_cache =
             BlockCache::new(superblock.block_size, superblock.blocks_count)?;
 

@@ -42,6 +42,10 @@ impl Superblock {
     const S_FEATURE_RO_COMPAT_OFFSET: usize = 0x64;
     const S_DESC_SIZE_OFFSET: usize = 0xfe;
 
+    /// tazpod patch: the fewest blocks per group a filesystem may have
+    /// (e2fsck's lower bound).
+    const MIN_BLOCKS_PER_GROUP: u32 = 8;
+
     /// Construct `Superblock` from bytes.
     ///
     /// # Panics
@@ -95,6 +99,15 @@ impl Superblock {
         let compatible_features =
             CompatibleFeatures::from_bits_retain(s_feature_compat);
 
+        // tazpod patch: at least 8 blocks per group, as e2fsck requires
+        // (`check_super_block`: "blocks_per_group" below 8 is
+        // corrupt). Fewer let a small filesystem claim up to one group
+        // per block, and `BlockGroupDescriptor::read_all` reads (and
+        // keeps) a descriptor for each.
+        if s_blocks_per_group < Self::MIN_BLOCKS_PER_GROUP {
+            return Err(CorruptKind::BlocksPerGroup(s_blocks_per_group).into());
+        }
+
         // s_first_data_block is usually 1 if the block size is 1KiB,
         // and otherwise its usually 0.
         let num_data_blocks = blocks_count
@@ -106,7 +119,7 @@ impl Superblock {
         // one block group, but regular division would calculate zero
         // instead of one.)
         let blocks_per_group = NonZero::new(s_blocks_per_group)
-            .ok_or(CorruptKind::BlocksPerGroup)?;
+            .ok_or(CorruptKind::BlocksPerGroup(s_blocks_per_group))?;
         let num_block_groups = u32::try_from(
             num_data_blocks.div_ceil(u64::from(blocks_per_group.get())),
         )
@@ -124,6 +137,20 @@ impl Superblock {
             } else {
                 32
             };
+
+        // tazpod patch: the kernel's limit on the group count
+        // (`ext4_check_geometry`: "groups count too large"), which keeps
+        // group numbers and the descriptor table within a `u32`.
+        // `block_group_descriptor_size` is 32 or at least 64.
+        let descriptors_per_block = block_size
+            .to_u32()
+            .checked_div(u32::from(block_group_descriptor_size))
+            .unwrap_or(0);
+        if u64::from(num_block_groups)
+            > (1u64 << 32).saturating_sub(u64::from(descriptors_per_block))
+        {
+            return Err(CorruptKind::TooManyBlockGroups.into());
+        }
 
         // Inodes are not allowed to exceed the block size.
         if s_inode_size > block_size {
@@ -385,7 +412,7 @@ mod tests {
         data[0x23] = 0;
         assert_eq!(
             Superblock::from_bytes(&data).unwrap_err(),
-            CorruptKind::BlocksPerGroup
+            CorruptKind::BlocksPerGroup(0)
         );
     }
 
