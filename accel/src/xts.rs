@@ -389,39 +389,34 @@ mod imp {
         (t << 1) ^ ((t >> 127) * 0x87)
     }
 
-    /// Registers (of two blocks) per batch of the main loop.
-    const WIDE: usize = 12;
-
-    /// The tweaks of 2·[`WIDE`] consecutive blocks from the first one, `t`: register `j` holds
-    /// blocks 2j (low lane) and 2j + 1. Registers 1..8 are register 0 times α^2j
-    /// (independent, so the latency is one multiplication, not a chain of doublings), 8.. are
-    /// 0.. times α^16.
+    /// The tweaks of 16 consecutive blocks from the first one, `t`: register `j` holds blocks
+    /// 2j (low lane) and 2j + 1, register 0 times α^2j, each computed from register 0 (one
+    /// multiplication's latency, not a chain of 15 doublings).
     ///
     /// # Safety
     /// AVX2 and VPCLMULQDQ are available.
     #[inline(always)]
-    pub(super) unsafe fn first_tweaks(t: u128) -> [__m256i; WIDE] {
+    pub(super) unsafe fn first_tweaks(t: u128) -> [__m256i; 8] {
         // SAFETY: the caller guarantees the CPU features; no memory is accessed.
         unsafe {
             let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
-            let mut r = [_mm256_setzero_si256(); WIDE];
-            let (lo, hi) = r.split_at_mut(8);
+            let mut r = [_mm256_setzero_si256(); 8];
             let base = _mm256_set_m128i(to_m128(mul_alpha(t)), to_m128(t));
-            for (j, l) in lo.iter_mut().enumerate() {
+            for (j, r) in r.iter_mut().enumerate() {
                 // j < 8, so 2j < 64.
                 let k = 2 * j as i32;
-                *l = if j == 0 {
+                *r = if j == 0 {
                     base
                 } else {
                     mul_alpha_bits(base, _mm_cvtsi32_si128(k), _mm_cvtsi32_si128(64 - k), poly)
                 };
             }
-            for (h, l) in hi.iter_mut().zip(lo.iter()) {
-                *h = mul_alpha_bytes::<2, 14>(*l, poly);
-            }
             r
         }
     }
+
+    /// How far ahead of the data being processed to prefetch, in bytes.
+    const PREFETCH: usize = 2048;
 
     /// One direction's round keys for the kernel: the first and last in registers (128- and
     /// 256-bit), the middle ones where [`Xts`] keeps them (read as memory operands or loaded
@@ -582,6 +577,10 @@ mod imp {
         unsafe {
             let (y0, ylast) = (keys.y0, keys.ylast);
             let p = data.as_mut_ptr().cast::<__m256i>();
+            let ahead = data.as_ptr().wrapping_add(PREFETCH);
+            for line in 0..N / 2 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast::<i8>());
+            }
             let mut v = [_mm256_setzero_si256(); N];
             for (j, (v, t)) in v.iter_mut().zip(tws.iter()).enumerate() {
                 // `data` is 32·N bytes = N registers; j < N.
@@ -632,26 +631,16 @@ mod imp {
             let (ymid, xmid) = (keys.ymid, keys.xmid);
             let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
 
-            // Batches of 2·WIDE blocks, then one of 16, then single blocks.
-            let wide = 32 * WIDE;
-            let (big, rest) = data.split_at_mut(data.len() / wide * wide);
-            let (mid, tail) = rest.split_at_mut(rest.len() / 256 * 256);
-            if !big.is_empty() || !mid.is_empty() {
+            // Groups of 16 blocks, then single blocks.
+            let (groups, tail) = data.split_at_mut(data.len() / 256 * 256);
+            if !groups.is_empty() {
                 let mut tws = first_tweaks(tw);
-                for g in big.chunks_exact_mut(wide) {
-                    group::<WIDE, 3, 13>(keys, ymid, g, &mut tws, poly, dir);
-                }
-                let mut half = [_mm256_setzero_si256(); 8];
-                for (h, t) in half.iter_mut().zip(tws.iter()) {
-                    *h = *t;
-                }
-                wipe(&mut tws);
-                if !mid.is_empty() {
-                    group::<8, 2, 14>(keys, ymid, mid, &mut half, poly, dir);
+                for g in groups.chunks_exact_mut(256) {
+                    group::<8, 2, 14>(keys, ymid, g, &mut tws, poly, dir);
                 }
                 // The next block's tweak: the low lane of register 0.
-                tw = from_m128(_mm256_castsi256_si128(half[0]));
-                wipe(&mut half);
+                tw = from_m128(_mm256_castsi256_si128(tws[0]));
+                wipe(&mut tws);
             }
             let (k0, klast) = (keys.x0, keys.xlast);
             let mut t = _mm_setzero_si128();
