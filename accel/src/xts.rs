@@ -355,10 +355,15 @@ mod imp {
     /// `BYTES` bytes, and the `TOP`.. bytes shifted out (at most 56 bits) are reduced by
     /// x^128 = x^7 + x^2 + x + 1, one carry-less multiply by 0x87 (low qword of `poly`). Four
     /// instructions, none crossing lanes.
+    ///
+    /// # Safety
+    /// AVX2 and VPCLMULQDQ are available.
     #[inline(always)]
-    fn mul_alpha_bytes<const BYTES: i32, const TOP: i32>(t: __m256i, poly: __m256i) -> __m256i {
-        // SAFETY: only reached from functions with AVX2 and VPCLMULQDQ enabled (`unit`, under
-        // `units`), which is where this is inlined.
+    pub(super) unsafe fn mul_alpha_bytes<const BYTES: i32, const TOP: i32>(
+        t: __m256i,
+        poly: __m256i,
+    ) -> __m256i {
+        // SAFETY: the caller guarantees the CPU features; no memory is accessed.
         unsafe {
             // The lane's top `BYTES` bytes moved to its bottom.
             let top = _mm256_srli_si256::<TOP>(t);
@@ -371,9 +376,17 @@ mod imp {
     /// shift-count registers `k` and `64 − k`): both qwords shift left by `k`, the `k` bits
     /// leaving the low qword move into the high one, and those leaving the high qword are
     /// reduced by a carry-less multiply by 0x87.
+    ///
+    /// # Safety
+    /// AVX2 and VPCLMULQDQ are available.
     #[inline(always)]
-    fn mul_alpha_bits(t: __m256i, k: __m128i, rest: __m128i, poly: __m256i) -> __m256i {
-        // SAFETY: as for `mul_alpha_bytes`.
+    pub(super) unsafe fn mul_alpha_bits(
+        t: __m256i,
+        k: __m128i,
+        rest: __m128i,
+        poly: __m256i,
+    ) -> __m256i {
+        // SAFETY: the caller guarantees the CPU features; no memory is accessed.
         unsafe {
             let top = _mm256_srl_epi64(t, rest);
             let shifted = _mm256_xor_si256(_mm256_sll_epi64(t, k), _mm256_slli_si256::<8>(top));
@@ -385,7 +398,7 @@ mod imp {
 
     /// `t · α` in plain integer arithmetic.
     #[inline(always)]
-    fn mul_alpha(t: u128) -> u128 {
+    pub(super) fn mul_alpha(t: u128) -> u128 {
         (t << 1) ^ ((t >> 127) * 0x87)
     }
 
@@ -402,10 +415,9 @@ mod imp {
             let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
             let mut r = [_mm256_setzero_si256(); 8];
             let base = _mm256_set_m128i(to_m128(mul_alpha(t)), to_m128(t));
-            for (j, r) in r.iter_mut().enumerate() {
-                // j < 8, so 2j < 64.
-                let k = 2 * j as i32;
-                *r = if j == 0 {
+            // Register j: k = 2j bits, 0 ≤ k < 16.
+            for (r, k) in r.iter_mut().zip((0i32..).step_by(2)) {
+                *r = if k == 0 {
                     base
                 } else {
                     mul_alpha_bits(base, _mm_cvtsi32_si128(k), _mm_cvtsi32_si128(64 - k), poly)

@@ -179,6 +179,132 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// Units of every size from 16 to 4096 bytes (1–256 blocks: whole groups of 16, odd
+    /// counts, single blocks) and 1–17 units per call (one tweak chain, batches of 8, a partial
+    /// last batch) equal textbook XTS unit by unit, both key sizes and directions.
+    #[test]
+    fn units_of_16_to_4096_bytes(
+        big in any::<bool>(),
+        key in proptest::collection::vec(any::<u8>(), 64),
+        blocks in 1usize..=256,
+        ivs in proptest::collection::vec(any::<[u8; 16]>(), 1..=17),
+        seed in any::<u64>(),
+    ) {
+        if !available() {
+            return Ok(());
+        }
+        let key = if big { &key[..] } else { &key[..32] };
+        let unit = blocks * 16;
+        let data: Vec<u8> = (0..unit * ivs.len())
+            .map(|i| (seed.rotate_left(i as u32 % 64) as u8) ^ (i as u8))
+            .collect();
+        let x = Xts::new(key).unwrap();
+        for dir in [Dir::Encrypt, Dir::Decrypt] {
+            let mut want = data.clone();
+            for (u, iv) in want.chunks_exact_mut(unit).zip(ivs.iter()) {
+                reference(key, u, iv, dir);
+            }
+            let mut got = data.clone();
+            x.crypt_units(&mut got, unit, &ivs, dir).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}, {} units of {} bytes", dir, ivs.len(), unit);
+        }
+    }
+}
+
+/// The vector tweak arithmetic against repeated scalar doubling (`mul_alpha`).
+#[cfg(target_arch = "x86_64")]
+mod tweak_math {
+    use super::super::imp::{first_tweaks, mul_alpha, mul_alpha_bits, mul_alpha_bytes};
+    use proptest::prelude::*;
+    use std::arch::x86_64::*;
+
+    fn lanes(v: __m256i) -> [u128; 2] {
+        // SAFETY: `__m256i` is 32 plain bytes; on x86-64 the low lane comes first.
+        unsafe { std::mem::transmute::<__m256i, [u128; 2]>(v) }
+    }
+
+    fn pair(a: u128, b: u128) -> __m256i {
+        // SAFETY: as for `lanes`, the other way.
+        unsafe { std::mem::transmute::<[u128; 2], __m256i>([a, b]) }
+    }
+
+    fn doubled(mut t: u128, n: usize) -> u128 {
+        for _ in 0..n {
+            t = mul_alpha(t);
+        }
+        t
+    }
+
+    fn features() -> bool {
+        super::available()
+    }
+
+    /// Tweaks with the top bits set (every reduction path), besides random ones.
+    fn tweak() -> impl Strategy<Value = u128> {
+        prop_oneof![
+            any::<u128>(),
+            any::<u128>().prop_map(|t| t | (u128::MAX << 64)),
+            Just(u128::MAX),
+            Just(1u128 << 127),
+            Just(1u128),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+        /// `first_tweaks`: register j = (t·α^2j, t·α^(2j+1)).
+        #[test]
+        fn first_tweaks_are_doublings(t in tweak()) {
+            if !features() {
+                return Ok(());
+            }
+            // SAFETY: `features()` checked AVX2 and VPCLMULQDQ.
+            let r = unsafe { first_tweaks(t) };
+            for (j, reg) in r.iter().enumerate() {
+                prop_assert_eq!(lanes(*reg), [doubled(t, 2 * j), doubled(t, 2 * j + 1)], "register {}", j);
+            }
+        }
+
+        /// Multiplication by α^16 (the group step) and α^8, α^24, α^56 by byte shifts, in both
+        /// lanes independently.
+        #[test]
+        fn byte_steps_are_doublings(a in tweak(), b in tweak()) {
+            if !features() {
+                return Ok(());
+            }
+            // SAFETY: `features()` checked AVX2 and VPCLMULQDQ.
+            unsafe {
+                let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
+                let v = pair(a, b);
+                prop_assert_eq!(lanes(mul_alpha_bytes::<2, 14>(v, poly)), [doubled(a, 16), doubled(b, 16)]);
+                prop_assert_eq!(lanes(mul_alpha_bytes::<1, 15>(v, poly)), [doubled(a, 8), doubled(b, 8)]);
+                prop_assert_eq!(lanes(mul_alpha_bytes::<3, 13>(v, poly)), [doubled(a, 24), doubled(b, 24)]);
+                prop_assert_eq!(lanes(mul_alpha_bytes::<7, 9>(v, poly)), [doubled(a, 56), doubled(b, 56)]);
+            }
+        }
+
+        /// Multiplication by α^k by bit shifts, every k in 1..=63.
+        #[test]
+        fn bit_steps_are_doublings(a in tweak(), b in tweak()) {
+            if !features() {
+                return Ok(());
+            }
+            for k in 1..64i32 {
+                // SAFETY: `features()` checked AVX2 and VPCLMULQDQ.
+                let got = unsafe {
+                    let poly = _mm256_set_epi64x(0, 0x87, 0, 0x87);
+                    mul_alpha_bits(pair(a, b), _mm_cvtsi32_si128(k), _mm_cvtsi32_si128(64 - k), poly)
+                };
+                prop_assert_eq!(lanes(got), [doubled(a, k as usize), doubled(b, k as usize)], "k = {}", k);
+            }
+        }
+    }
+}
+
 #[test]
 fn units_length_errors() {
     if skip() {
