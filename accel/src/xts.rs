@@ -1,7 +1,11 @@
 //! AES-XTS (IEEE 1619, whole 16-byte blocks, no ciphertext stealing) with VAES and
 //! VPCLMULQDQ: two blocks per `ymm` register, 16 blocks in flight, the tweaks of the next 16
-//! blocks computed in SIMD lanes (multiplication by α^16 with one carry-less multiply) while
-//! the rounds run, the last round key XORed with the tweak so the output XOR costs nothing.
+//! blocks computed in SIMD lanes (multiplication by α^16: two byte shifts and one carry-less
+//! multiply) while the rounds run, the last round key XORed with the tweak so the output XOR
+//! costs nothing. A unit's first 16 tweaks are 8 independent multiplications of its first
+//! two (not a chain of 15 doublings); the tweaks of up to 8 units are encrypted together; the
+//! round keys are read from the [`Xts`] (kept there in both lanes), so a call copies no key
+//! schedule; the data is prefetched 2 KiB ahead.
 //!
 //! Available for AES-128 and AES-256 (XTS keys of 32 and 64 bytes) on CPUs with AES-NI, VAES,
 //! VPCLMULQDQ and AVX2 ([`Xts::new`] returns `None` otherwise, and callers use their portable
@@ -571,8 +575,9 @@ mod imp {
 
     /// `N` registers (2·`N` blocks) of `data` with their tweaks `tws`, which are then
     /// advanced by 2·`N` blocks (α^(2N) = α^(8·`BYTES`); `TOP` = 16 − `BYTES`). All `N` AES
-    /// chains run round by round, so `N` = 16 keeps the AES units busy (latency 4 × 2 per
-    /// cycle needs 8 in flight) while the loads, XORs, stores and tweak updates fit around them.
+    /// chains run round by round: `N` = 8 is what the AES units need (latency 4 × 2 per cycle
+    /// on Zen 3) and leaves registers for a round key and the XORs; 12 (24 blocks) and 16
+    /// (32 blocks, round-state spills) were measured slower.
     ///
     /// # Safety
     /// AES-NI, AVX2, VAES and VPCLMULQDQ are available; `data.len() == 32 · N`.
