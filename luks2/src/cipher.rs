@@ -714,7 +714,13 @@ fn xts<C: Aes16>(
     }
 }
 
-/// XTS through `luks2-accel` (VAES kernel): IVs made here per chunk of sectors (up to 4 KiB),
+/// Bytes per call of the accelerated XTS kernel: 8 sectors of 4 KiB (or 64 of 512 bytes), so
+/// that the kernel encrypts 8 sectors' tweaks together and starts each sector without waiting
+/// for its tweak (one 4 KiB sector per call cost ~5 % more per byte).
+const ACCEL_CHUNK: usize = 8 * CHUNK;
+const ACCEL_MAX_SECTORS: usize = ACCEL_CHUNK / MIN_SECTOR_SIZE;
+
+/// XTS through `luks2-accel` (VAES kernel): IVs made here per chunk of sectors (up to 32 KiB),
 /// one call per chunk.
 fn xts_accel(
     fast: &luks2_accel::xts::Xts,
@@ -725,7 +731,7 @@ fn xts_accel(
     dir: Dir,
     scratch: &mut Scratch,
 ) -> Result<(), CipherError> {
-    let sectors_per_chunk = (CHUNK / sector_size).max(1);
+    let sectors_per_chunk = (ACCEL_CHUNK / sector_size).max(1);
     let ivs_per_chunk = ivgen
         .step
         .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
@@ -735,13 +741,26 @@ fn xts_accel(
     };
     let mut iv_num = first_iv;
     // The IVs as plain arrays for the accel API (wiped before returning).
-    let mut raw_ivs = [[0u8; 16]; MAX_SECTORS_PER_CHUNK];
+    let mut raw_ivs = [[0u8; 16]; ACCEL_MAX_SECTORS];
     for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
         let n_sectors = chunk.len() / sector_size;
-        let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
-        ivgen.fill(iv_num, ivs);
-        for (raw, iv) in raw_ivs.iter_mut().zip(ivs.iter()) {
-            *raw = iv.0;
+        // Made through `scratch.ivs` (ESSIV encrypts them there), up to 8 at a time.
+        let mut piece_iv = iv_num;
+        for piece in raw_ivs
+            .get_mut(..n_sectors)
+            .unwrap_or_default()
+            .chunks_mut(MAX_SECTORS_PER_CHUNK)
+        {
+            let ivs = scratch.ivs.get_mut(..piece.len()).unwrap_or_default();
+            ivgen.fill(piece_iv, ivs);
+            for (raw, iv) in piece.iter_mut().zip(ivs.iter()) {
+                *raw = iv.0;
+            }
+            piece_iv = piece_iv.wrapping_add(
+                ivgen
+                    .step
+                    .wrapping_mul(u64::try_from(piece.len()).unwrap_or(1)),
+            );
         }
         let r = fast
             .crypt_units(
@@ -840,14 +859,15 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// The `luks2-accel` XTS path (VAES) against the `aes` crate path on random keys,
-        /// data, sector sizes, IV modes and first sectors, both directions. Without VAES on the
-        /// CPU both sides take the crate path.
+        /// data, sector sizes, IV modes and first sectors, both directions; up to 79 sectors,
+        /// so that the accelerated path's 32 KiB calls (64 sectors of 512 bytes, IVs made 8 at
+        /// a time) end inside the data. Without VAES on the CPU both sides take the crate path.
         #[test]
         fn xts_accel_matches_crate_path(
             big in proptest::prelude::any::<bool>(),
             key in proptest::collection::vec(proptest::prelude::any::<u8>(), 64),
             shift in 0u32..4,
-            sectors in 1usize..12,
+            sectors in 1usize..80,
             fill in proptest::prelude::any::<u64>(),
             first in proptest::prelude::any::<u64>(),
             iv in 0usize..3,
