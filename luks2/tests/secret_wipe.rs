@@ -75,8 +75,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 unsafe impl GlobalAlloc for Inspecting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Zeroed: a block's spare capacity (e.g. the unused end of a `format!` string) must not
+        // hold stale bytes that glibc itself left in reused memory (a line of `/proc/self/maps`
+        // or a path containing "fixtures", which holds the fixture passphrase "fixture"). What
+        // the code under test writes into the block is still all there when it is freed.
         // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
+        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
