@@ -74,10 +74,14 @@ pub fn check_geometry(sb: &[u8; 1024], len: u64) -> Result<(), String> {
         return Ok(());
     }
     let block_size = 1024u64 << log;
-    // ext4-view 1.0.0 adds s_blocks_count_hi whether or not the 64bit feature (incompat 0x80)
-    // is set (the kernel reads it only with 64bit; mkfs.ext4 leaves it 0 otherwise): count as
-    // ext4-view will.
-    let blocks = u64::from(u32_at(4)) | (u64::from(u32_at(0x150)) << 32);
+    // s_blocks_count_hi counts only with the 64bit feature (incompat 0x80), as in the kernel
+    // and the vendored ext4-view (its patch 6).
+    let hi = if u32_at(0x60) & 0x80 != 0 {
+        u64::from(u32_at(0x150)) << 32
+    } else {
+        0
+    };
+    let blocks = u64::from(u32_at(4)) | hi;
     let per_group = u64::from(u32_at(32));
     if blocks.checked_mul(block_size).is_none_or(|b| b > len) || per_group < 8 {
         // ext4-view refuses these ("more than the device holds", "blocks per group").
@@ -535,9 +539,11 @@ mod tests {
         let most = u32::try_from(MAX_GROUPS * 8).unwrap();
         assert_eq!(check_geometry(&superblock(most, 8), u64::MAX), Ok(()));
         assert!(check_geometry(&superblock(most + 1, 8), u64::MAX).is_err());
-        // ext4-view counts the high word even without the 64bit feature: so does the cap.
+        // The high word counts only with the 64bit feature, as in the kernel and ext4-view.
         let mut sb = superblock(0, 8);
         sb[0x150] = 1;
+        assert_eq!(check_geometry(&sb, u64::MAX), Ok(()));
+        sb[0x60] |= 0x80;
         assert!(check_geometry(&sb, u64::MAX).is_err());
         sb[0x20..0x24].copy_from_slice(&(1u32 << 15).to_le_bytes());
         assert_eq!(check_geometry(&sb, u64::MAX), Ok(()));

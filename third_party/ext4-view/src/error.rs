@@ -413,7 +413,11 @@ impl Display for CorruptKind {
                 write!(f, "inodes per block group is zero")
             }
             Self::BlockGroupDescriptorSize => {
-                write!(f, "invalid block group descriptor size")
+                write!(
+                    f,
+                    "invalid block group descriptor size (the 64bit feature \
+                     needs a power of two from 64 to 1024 bytes)"
+                )
             }
             Self::BlocksPerGroup(n) => {
                 write!(f, "{n} blocks per group (ext4 has at least 8)")

@@ -83,7 +83,6 @@ impl Superblock {
         const S_CHECKSUM_OFFSET: usize = 0x3fc;
         let s_checksum = read_u32le(bytes, S_CHECKSUM_OFFSET);
 
-        let blocks_count = u64_from_hilo(s_blocks_count_hi, s_blocks_count_lo);
 
         let block_size = BlockSize::from_superblock_value(s_log_block_size)
             .ok_or(CorruptKind::InvalidBlockSize)?;
@@ -94,6 +93,16 @@ impl Superblock {
 
         let incompatible_features =
             check_incompat_features(s_feature_incompat)?;
+
+        // tazpod patch: like the kernel (`ext4_blocks_count`), the high
+        // half of the block count counts only with the 64bit feature;
+        // without it the field is unused (and mkfs leaves it 0).
+        let blocks_count =
+            if incompatible_features.contains(IncompatibleFeatures::IS_64BIT) {
+                u64_from_hilo(s_blocks_count_hi, s_blocks_count_lo)
+            } else {
+                u64::from(s_blocks_count_lo)
+            };
         let read_only_compatible_features =
             ReadOnlyCompatibleFeatures::from_bits_retain(s_feature_ro_compat);
         let compatible_features =
@@ -130,7 +139,12 @@ impl Superblock {
 
         let block_group_descriptor_size =
             if incompatible_features.contains(IncompatibleFeatures::IS_64BIT) {
-                if s_desc_size < 64 {
+                // tazpod patch: the kernel's rule (`ext4_fill_super`:
+                // "unsupported descriptor size"): a power of two from 64
+                // to 1024 bytes.
+                if !(64..=1024).contains(&s_desc_size)
+                    || !s_desc_size.is_power_of_two()
+                {
                     return Err(CorruptKind::BlockGroupDescriptorSize.into());
                 }
                 s_desc_size
@@ -352,8 +366,13 @@ mod tests {
         let mut data =
             include_bytes!("../test_data/raw_superblock.bin").to_vec();
         // Set `s_blocks_count_hi` to a very large value so that
-        // `num_block_groups` no longer fits in a `u32`.
+        // `num_block_groups` no longer fits in a `u32` (tazpod patch: the
+        // field counts only with the 64bit feature, so set that and a
+        // valid descriptor size too).
         data[0x150..0x154].copy_from_slice(&[0xff; 4]);
+        data[0x60] |= 0x80;
+        data[Superblock::S_DESC_SIZE_OFFSET..][..2]
+            .copy_from_slice(&64u16.to_le_bytes());
         assert_eq!(
             Superblock::from_bytes(&data).unwrap_err(),
             CorruptKind::TooManyBlockGroups
