@@ -423,18 +423,8 @@ mod tests {
 
     /// CRC32C (Castagnoli), as ext4's `metadata_csum` uses it (no final inversion).
     fn crc32c_raw(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in data {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82f6_3b78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
+        const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+        CRC32C.checksum(data) ^ !0
     }
 
     /// The plaintext of a fixture with its superblock edited by `edit` (and its checksum fixed).
