@@ -151,6 +151,21 @@ fn err(origin: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A TOML error as "MESSAGE (line L, column C)": never the offending line itself, which
+/// `toml`'s own `Display` quotes (a root process must not print a line of a file it read).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{msg} (line {line}, column {col})")
+        }
+        None => msg.to_string(),
+    }
+}
+
 /// A path inside the vault: relative, not empty, without `..`.
 fn inside_vault(p: &Path) -> bool {
     !p.as_os_str().is_empty()
@@ -170,7 +185,7 @@ const RESERVED_ENV: &[&str] = &["HOME", "USER", "LOGNAME", "SHELL", "PATH"];
 impl ConfigFile {
     /// Parses and checks one file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
-        let c: ConfigFile = toml::from_str(text).map_err(|e| err(origin, e.to_string()))?;
+        let c: ConfigFile = toml::from_str(text).map_err(|e| err(origin, toml_error(text, &e)))?;
         c.check(origin)?;
         Ok(c)
     }
@@ -385,6 +400,15 @@ as = "path"
     }
 
     #[test]
+    fn parse_errors_give_line_and_column_never_the_line() {
+        let text = "# x\nroot:$y$j9T$secrethash:19000:0:99999:7:::\n";
+        let e = ConfigFile::parse(text, "/etc/shadow").unwrap_err();
+        assert!(!e.message.contains("secrethash"), "{e}");
+        assert!(!e.message.contains("root:"), "{e}");
+        assert!(e.message.contains("line 2, column"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_problem() {
         let e = ConfigFile::parse("vaultt = \"/x\"", "/etc/tazpod/config.toml").unwrap_err();
         assert_eq!(e.origin, "/etc/tazpod/config.toml");
@@ -419,7 +443,7 @@ as = "path"
                 "blob",
             ),
             ("[[secret]]\nenv = \"A\"\nfile = \".\"", "inside the vault"),
-            ("user = -1", "user"),
+            ("user = -1", "line 1, column 8"),
         ] {
             let e = ConfigFile::parse(text, "f").unwrap_err();
             assert!(e.message.contains(what), "{text}: {e}");

@@ -19,6 +19,7 @@ use crate::kernel::DevId;
 use crate::table::{self, CryptFlags, CryptTarget, TableKey};
 use luks2::volume::DataSegment;
 use luks2::VolumeKey;
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -134,6 +135,48 @@ fn file_in_use(path: &Path) -> Option<String> {
     None
 }
 
+/// The data device from a descriptor opened by the caller: a block device by its device
+/// number (from `fstat` of that descriptor), a regular file attached to a loop device
+/// through that descriptor. The path is only named in messages.
+fn open_data_fd(file: &File, path: &Path, readonly: bool) -> Result<Data, CliError> {
+    let shown = path.display();
+    let meta = file
+        .metadata()
+        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?;
+    let ft = meta.file_type();
+    if ft.is_block_device() {
+        let size = (&*file).seek(SeekFrom::End(0)).map_err(|e| {
+            CliError::new(code::DEVICE, format!("cannot get the size of {shown}: {e}"))
+        })?;
+        Ok(Data::Block {
+            dev: DevId::from_raw(meta.rdev()),
+            size,
+        })
+    } else if ft.is_file() {
+        let busy = loopdev::attached_to(meta.dev(), meta.ino());
+        if let Some(lo) = busy.first() {
+            return Err(CliError::new(
+                code::BUSY,
+                format!(
+                    "cannot use {shown}: it is already in use through {}",
+                    lo.display()
+                ),
+            ));
+        }
+        let dev = loopdev::attach_fd(file, path, readonly)
+            .map_err(|e| CliError::new(code::DEVICE, format!("cannot attach {shown}: {e}")))?;
+        Ok(Data::Loop {
+            dev,
+            size: meta.len(),
+        })
+    } else {
+        Err(CliError::new(
+            code::DEVICE,
+            format!("device {shown} is not compatible: not a block device or regular file"),
+        ))
+    }
+}
+
 fn open_data(path: &Path, readonly: bool) -> Result<Data, CliError> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| {
@@ -191,6 +234,16 @@ fn open_data(path: &Path, readonly: bool) -> Result<Data, CliError> {
 
 /// Activates the mapping; on failure nothing is left behind.
 pub fn activate(req: &MapRequest<'_>) -> Result<Mapped, CliError> {
+    activate_from(req, None)
+}
+
+/// [`activate`] on the data device or image already open as `data` (`req.data` only names it
+/// in messages): nothing is opened by path.
+pub fn activate_fd(req: &MapRequest<'_>, data: &File) -> Result<Mapped, CliError> {
+    activate_from(req, Some(data))
+}
+
+fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, CliError> {
     dm::validate_name(req.name).map_err(|e| {
         CliError::new(
             code::INVALID,
@@ -220,7 +273,10 @@ pub fn activate(req: &MapRequest<'_>) -> Result<Mapped, CliError> {
     }
 
     // Step 2: the data device.
-    let data = open_data(req.data, req.readonly)?;
+    let data = match file {
+        Some(f) => open_data_fd(f, req.data, req.readonly)?,
+        None => open_data(req.data, req.readonly)?,
+    };
     let result = activate_on(&ctl, req, &data);
     match (result, data) {
         (Ok(m), Data::Loop { dev, .. }) => {

@@ -20,8 +20,17 @@ use std::time::{Duration, Instant};
 const CHEAP: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
 
 fn tazpod(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    tazpod_env(args, stdin, &[])
+}
+
+/// [`tazpod`] with extra environment variables (`SUDO_UID`... as sudo sets them); without
+/// them it runs as real root, whatever the test runner's environment holds.
+fn tazpod_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tazpod"))
         .args(args)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -342,26 +351,24 @@ fn the_image_is_made_with_the_callers_rights() {
         eprintln!("skipped: needs root and mkfs.ext4");
         return;
     }
-    // As tazpod's sudo re-execution runs it: --invoker names the caller (here nobody), who
-    // cannot write in a root-only directory, so nothing is made there.
+    // As sudo runs it: SUDO_UID names the caller (here nobody), who cannot write in a
+    // root-only directory, so nothing is made there.
     let d = dir();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&d.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The key file must be one nobody may read (it is read with the caller's rights).
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(keys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = keys.path().join("key");
+    std::fs::copy(&d.key, &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key = s(&key);
     let v = s(&d.root.join("sub/vault.img"));
-    let mut args = vec![
-        "init",
-        "--invoker",
-        "65534",
-        "--vault",
-        &v,
-        "--key-file",
-        &d.key,
-        "--size",
-        "32M",
-    ];
+    let mut args = vec!["init", "--vault", &v, "--key-file", &key, "--size", "32M"];
     args.extend_from_slice(&CHEAP);
-    let o = tazpod(&args, None);
-    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let sudo = [("SUDO_UID", "65534"), ("SUDO_GID", "65534")];
+    let o = tazpod_env(&args, None, &sudo);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
     assert!(err(&o).contains("Permission denied"), "{}", err(&o));
     assert!(err(&o).contains("choose a --vault path"), "{}", err(&o));
     assert!(made(&d).is_empty(), "{:?}", made(&d));

@@ -1,6 +1,7 @@
 //! The ghost-mode verbs: `unlock` (outer: re-exec through sudo; root: verify the passphrase,
 //! then hold or join the session), `lock`, `env`, `shell-init`.
 
+use super::caller::{self, Caller, Policy, POLICY_FILE};
 use super::create::{self, CreateArgs};
 use super::host::{
     ExecSpec, FormatRequest, HostError, Identity, ImageRequest, SecretVar, VolumeInfo,
@@ -18,7 +19,7 @@ use crate::config::{
 };
 use crate::device;
 use crate::error::{code, CliError};
-use crate::kernel::privs::{self, FsIdentity, Passwd};
+use crate::kernel::privs;
 use crate::passphrase::{with_passphrase, KeyArgs};
 use luks2::kdf::KdfLimits;
 use luks2::unlock::{unlock, UnlockOptions};
@@ -42,7 +43,8 @@ pub struct UnlockArgs {
     /// Where the vault appears inside the session [default: the config's, else ~/secrets]
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
-    /// Run the session as USER [default: the config's, else the caller, else tazpod]
+    /// Run the session as USER: only yourself, unless you are root or /etc/tazpod/policy.toml
+    /// allows it [default: the config's, else the caller (root: tazpod)]
     #[arg(long, value_name = "USER|UID")]
     pub user: Option<String>,
     /// Shell to run [default: the config's, else the user's login shell]
@@ -68,9 +70,6 @@ pub struct UnlockArgs {
     /// When the vault does not exist, it is created first (passphrase asked twice)
     #[command(flatten)]
     pub create: CreateArgs,
-    /// uid of the user who ran `tazpod unlock` (set by tazpod when it re-executes itself)
-    #[arg(long, hide = true, value_name = "UID")]
-    pub invoker: Option<u32>,
     /// Run COMMAND in the session instead of a shell
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -147,16 +146,14 @@ pub fn absolute(p: &Path) -> PathBuf {
 }
 
 /// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock
-/// --invoker UID [options]`. Only the caller's identity and the options go on it (paths made
-/// absolute), never a secret.
-pub fn root_argv(args: &UnlockArgs, exe: &Path, invoker: u32, verbose: bool) -> Vec<OsString> {
+/// [options]`. Only the options go on it (paths made absolute), never a secret and never an
+/// identity: the root side learns who the caller is from the kernel and sudo.
+pub fn root_argv(args: &UnlockArgs, exe: &Path, verbose: bool) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["--".into(), exe.into()];
     if verbose {
         v.push("-v".into());
     }
     v.push("unlock".into());
-    v.push("--invoker".into());
-    v.push(invoker.to_string().into());
     let mut path = |flag: &str, p: &Option<PathBuf>| {
         if let Some(p) = p {
             v.push(flag.into());
@@ -215,7 +212,7 @@ fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
         Ok(e) => e,
         Err(e) => return e,
     };
-    let argv = root_argv(args, &exe, privs::getuid(), verbose);
+    let argv = root_argv(args, &exe, verbose);
     exec_as_root(&args.sudo_command, &argv, "unlock")
 }
 
@@ -235,12 +232,65 @@ pub fn exec_as_root(sudo: &OsStr, argv: &[OsString], verb: &str) -> CliError {
     }
 }
 
-fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
-    let invoker = match args.invoker {
-        Some(uid) => privs::user_by_uid(uid).ok().flatten(),
-        None => None,
+/// Opens the vault as the caller (the guard of `caller` must be active): read-write, or
+/// read-only for `--readonly`; a block device only if the caller may open it read-write.
+/// `Ok(None)` when nothing is there.
+pub fn open_vault(vault: &Path, readonly: bool) -> Result<Option<std::fs::File>, CliError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let shown = vault.display();
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(vault)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            let how = if readonly { "read" } else { "read and write" };
+            return Err(
+                CliError::new(code::DEVICE, format!("cannot open the vault {shown}: {e}")).hint(
+                    format!(
+                "the vault is opened with the rights of the user who ran tazpod: that user must \
+                 be able to {how} it"
+            ),
+                ),
+            );
+        }
     };
-    let files = load_config(args.config.as_deref(), invoker.as_ref())?;
+    let ft = f
+        .metadata()
+        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?
+        .file_type();
+    if ft.is_block_device() && readonly {
+        // Reopening the very same device through the descriptor checks the caller's write
+        // permission without a second lookup of the path.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&f)
+            ))
+            .map_err(|e| {
+                CliError::new(
+                    code::DEVICE,
+                    format!("cannot use the block device {shown} as a vault: {e}"),
+                )
+                .hint("a block device is a vault only for a user who may write it")
+            })?;
+    } else if !(ft.is_file() || ft.is_block_device()) {
+        return Err(CliError::new(
+            code::DEVICE,
+            format!("the vault {shown} is not a regular file or block device"),
+        ));
+    }
+    Ok(Some(f))
+}
+
+fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
+    let caller = Caller::current()?;
+    let files = load_config(args.config.as_deref(), &caller)?;
     let flags = Flags {
         vault: args.vault.clone(),
         mount: args.mount.clone(),
@@ -249,7 +299,9 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         no_new_privs: args.no_new_privs,
     };
     let settings = Settings::resolve(files, &flags);
-    let user = session_user(settings.user.as_ref(), args.invoker)?;
+    let user = caller::session_user(&caller, settings.user.as_ref(), || {
+        Policy::load(Path::new(POLICY_FILE))
+    })?;
     let vault = expand_home(&settings.vault, &user.home);
     let mount = expand_home(&settings.mount, &user.home);
     let binds: Vec<Bind> = settings
@@ -294,20 +346,24 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         user: user.clone(),
     };
 
+    // The vault is opened once, with the caller's rights; from here on only this descriptor
+    // is used: header, passphrase check, session id, lock and loop device.
+    let opened = caller.with_rights(|| open_vault(&vault, args.readonly))?;
+
     // No vault yet: create it, then the session goes on as usual on the new vault.
-    if matches!(std::fs::symlink_metadata(&vault), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+    let Some(file) = opened else {
         let prepared = check_new_vault(&args, &vault)?;
         eprintln!(
             "tazpod: {} does not exist: creating a new vault ({})",
             vault.display(),
             create::human_size(prepared.size)
         );
-        let pass = create::new_passphrase(&args.key, &vault)?;
+        let pass = caller.with_rights(|| create::new_passphrase(&args.key, &vault))?;
         let new = NewVault {
             image: ImageRequest {
                 path: vault.clone(),
                 size: prepared.size,
-                owner: create::invoker_identity(args.invoker),
+                owner: caller.rights().cloned(),
                 replace: false,
             },
             format: FormatRequest {
@@ -321,16 +377,15 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         // The mapping is named after the new file's identity, known once it exists.
         let plan = plan_named(String::new());
         let shell = exec_for(&mount);
-        let mut host = RealHost::creating(&vault, &mount);
+        let mut host = RealHost::creating(&vault, &mount, user.uid);
         let report = run_creator(&mut host, &plan, &shell, &new);
         drop(pass);
         return finish(report, true);
-    }
+    };
 
     // Before anything is created: the header, the passphrase, the volume key.
-    let mut f = device::ReadOnly::open(&vault)?;
-    let shown = f.name.clone();
-    let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&shown, e))?;
+    let shown = vault.display().to_string();
+    let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
     let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
     if let Some(kib) = args.max_kdf_memory {
@@ -340,15 +395,20 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         keyslot: None,
         limits,
     };
-    let unlocked = with_passphrase(&args.key, &shown, |p| {
-        unlock(&header, &mut f, p.as_bytes(), &opts)
+    // The key file is read with the caller's rights: it can be only a file they may read.
+    let unlocked = caller.with_rights(|| {
+        with_passphrase(&args.key, &shown, |p| {
+            unlock(&header, &mut &file, p.as_bytes(), &opts)
+        })
     })?;
-    drop(f);
     if verbose {
         eprintln!("Key slot {} unlocked.", unlocked.keyslot);
     }
 
-    let meta = std::fs::metadata(&vault)
+    // The session is named after the file whose passphrase was just checked (fstat of the
+    // same descriptor), whatever the path leads to now.
+    let meta = file
+        .metadata()
         .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?;
     let id = lock::vault_id(&meta);
     let runtime = Path::new(RUNTIME_DIR);
@@ -364,7 +424,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         Acquired::Holder(lock) => {
             let shell = exec_for(&mount);
             let plan = plan_named(lock::mapping_name(&id));
-            let mut host = RealHost::holder(lock, &vault, &mount);
+            let mut host = RealHost::holder(lock, file, &vault, &mount, user.uid);
             let key = VaultKey {
                 volume: VolumeInfo::of(&header, segment, unlocked.digest),
                 key: unlocked.volume_key,
@@ -374,6 +434,18 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         }
         Acquired::Joiner { lock, record, pid } => {
             drop(unlocked);
+            drop(file);
+            if record.uid != user.uid {
+                return Err(CliError::new(
+                    code::BUSY,
+                    format!(
+                        "{shown} is unlocked in a ghost session of another user (uid {}); a \
+                         session is joined only by its own user",
+                        record.uid
+                    ),
+                )
+                .hint("wait until that session ends"));
+            }
             eprintln!(
                 "tazpod: this vault is already unlocked in a session; joining it (mounted at {})",
                 record.mount
@@ -400,7 +472,8 @@ pub fn host_error_code(e: &HostError) -> u8 {
     }
 }
 
-/// The session user: `--user` / the config's, else the caller (`--invoker`), else TazPod's.
+/// The session user as real root chooses it: `--user` / the config's, else `invoker`, else
+/// TazPod's (the rules for other callers are in [`caller::session_user`]).
 pub fn session_user(
     configured: Option<&UserSpec>,
     invoker: Option<u32>,
@@ -477,22 +550,24 @@ pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, Cl
     };
     let pw = match (pw, spec) {
         (Some(pw), _) => pw,
-        (None, UserSpec::Uid(u)) => Passwd {
-            name: u.to_string(),
-            uid: *u,
-            gid: *u,
-            home: "/".into(),
-            shell: "/bin/sh".into(),
-        },
+        (None, UserSpec::Uid(u)) => {
+            return Err(CliError::new(
+                code::INVALID,
+                format!("uid {u} has no passwd entry: no session for it"),
+            )
+            .hint("add the user first, or pass --user with an existing user"))
+        }
         (None, UserSpec::Name(_)) if defaulted => privs::user_by_uid(DEFAULT_UID)
             .map_err(lookup_err)?
-            .unwrap_or(Passwd {
-                name: DEFAULT_USER.into(),
-                uid: DEFAULT_UID,
-                gid: DEFAULT_UID,
-                home: format!("/home/{DEFAULT_USER}").into(),
-                shell: "/bin/sh".into(),
-            }),
+            .ok_or_else(|| {
+                CliError::new(
+                    code::INVALID,
+                    format!(
+                        "no session user: user '{DEFAULT_USER}' and uid {DEFAULT_UID} do not exist"
+                    ),
+                )
+                .hint("pass --user USER|UID, or set `user` in the config")
+            })?,
         (None, UserSpec::Name(n)) => {
             return Err(
                 CliError::new(code::INVALID, format!("user '{n}' not found"))
@@ -518,24 +593,30 @@ pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, Cl
     })
 }
 
-/// Reads one config file, as `as_user` when given (so a root process never reads through a
-/// link the user planted). `Ok(None)` when it does not exist.
-fn read_config(path: &Path, as_user: Option<&Passwd>) -> Result<Option<ConfigFile>, CliError> {
+/// Reads one config file with `reader`'s filesystem rights (so a root process reads only
+/// what the caller may read). `Ok(None)` when it does not exist. At most 1 MiB is read, and
+/// errors never quote the file.
+fn read_config(path: &Path, reader: &Caller) -> Result<Option<ConfigFile>, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display().to_string();
     let text = {
-        let _guard = match as_user {
-            Some(pw) if privs::geteuid() == 0 => {
-                let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
-                Some(FsIdentity::switch(pw.uid, pw.gid, &groups).map_err(|e| {
-                    CliError::new(
-                        code::INVALID,
-                        format!("cannot read {shown} as {}: {e}", pw.name),
-                    )
-                })?)
-            }
-            _ => None,
-        };
-        match std::fs::read_to_string(path) {
+        let _guard = reader.become_fs()?;
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ));
+                }
+                let mut t = String::new();
+                f.take(1 << 20).read_to_string(&mut t)?;
+                Ok(t)
+            });
+        match read {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -552,21 +633,21 @@ fn read_config(path: &Path, as_user: Option<&Passwd>) -> Result<Option<ConfigFil
 }
 
 /// `/etc/tazpod/config.toml`, then `explicit` (which must exist) or the user's
-/// `~/.config/tazpod/config.toml` (the invoker's home when known, else `$HOME`).
-pub fn load_config(
-    explicit: Option<&Path>,
-    invoker: Option<&Passwd>,
-) -> Result<ConfigFile, CliError> {
+/// `~/.config/tazpod/config.toml` (the caller's home, or `$HOME` for root), read with the
+/// caller's rights.
+pub fn load_config(explicit: Option<&Path>, caller: &Caller) -> Result<ConfigFile, CliError> {
     let mut merged = ConfigFile::default();
-    if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), None)? {
+    if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), &Caller::root())? {
         merged = merged.merge(sys);
     }
-    let user_path = explicit.map(Path::to_path_buf).or_else(|| match invoker {
-        Some(pw) => Some(pw.home.join(USER_CONFIG)),
-        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(USER_CONFIG)),
-    });
+    let user_path = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| match caller.rights() {
+            Some(u) => Some(u.home.join(USER_CONFIG)),
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(USER_CONFIG)),
+        });
     if let Some(p) = user_path {
-        match read_config(&p, invoker)? {
+        match read_config(&p, caller)? {
             Some(c) => merged = merged.merge(c),
             None if explicit.is_some() => {
                 return Err(CliError::new(
@@ -809,7 +890,7 @@ pub fn cmd_env() -> Result<u8, CliError> {
             )
         })?;
     let config = std::env::var_os("TAZPOD_CONFIG").map(PathBuf::from);
-    let files = load_config(config.as_deref(), None)?;
+    let files = load_config(config.as_deref(), &Caller::root())?;
     let (mut out, failed) = env_lines(&files.secret, &mount, read_capped);
     let written = {
         let mut o = io::stdout().lock();
@@ -895,7 +976,7 @@ mod tests {
             "-c",
             "id",
         ]);
-        let v = root_argv(&a, Path::new("/usr/local/bin/tazpod"), 1000, true);
+        let v = root_argv(&a, Path::new("/usr/local/bin/tazpod"), true);
         let s: Vec<String> = v.iter().map(|x| x.to_string_lossy().into()).collect();
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
@@ -905,8 +986,6 @@ mod tests {
                 "/usr/local/bin/tazpod".into(),
                 "-v".into(),
                 "unlock".into(),
-                "--invoker".into(),
-                "1000".into(),
                 "--vault".into(),
                 "/v.img".into(),
                 "--mount".into(),
@@ -928,20 +1007,22 @@ mod tests {
         let mut back = vec!["t".to_string()];
         back.extend(s[4..].iter().cloned());
         let b = T::try_parse_from(back).unwrap().u;
-        assert_eq!(b.invoker, Some(1000));
         assert_eq!(b.vault, a.vault);
         assert_eq!(b.user, a.user);
         assert!(b.readonly);
         assert_eq!(b.key.tries, 5);
         assert_eq!(b.command, a.command);
-        // no sudo option goes through
+        // no sudo option goes through, and no identity
         assert!(!s.iter().any(|x| x.contains("doas")));
+        assert!(!s.iter().any(|x| x.contains("invoker")));
+        // and none can be passed by hand
+        assert!(T::try_parse_from(["t", "--invoker", "0"]).is_err());
     }
 
     #[test]
     fn root_argv_keeps_stdin_key_and_tilde() {
         let a = parse(&["--key-file", "-", "--mount", "~/m"]);
-        let v = root_argv(&a, Path::new("/t"), 5, false);
+        let v = root_argv(&a, Path::new("/t"), false);
         let s: Vec<String> = v.iter().map(|x| x.to_string_lossy().into()).collect();
         assert!(s.windows(2).any(|w| w == ["--key-file", "-"]));
         assert!(s.windows(2).any(|w| w == ["--mount", "~/m"]));
@@ -1127,14 +1208,13 @@ mod tests {
         assert!(e.message.contains("uid 0"));
         let e = resolve_identity(&UserSpec::Name("no-such-user-x".into()), false).unwrap_err();
         assert!(e.message.contains("not found"));
-        // a uid without a passwd entry still works
-        let i = resolve_identity(&UserSpec::Uid(54321), false).unwrap();
-        assert_eq!(
-            (i.uid, i.gid, i.home.clone()),
-            (54321, 54321, PathBuf::from("/"))
-        );
-        // the default user falls back to uid 1000
-        let i = resolve_identity(&UserSpec::Name("no-such-user-x".into()), true).unwrap();
-        assert_eq!(i.uid, DEFAULT_UID);
+        // no session for a uid without a passwd entry (it used to get gid = uid)
+        let e = resolve_identity(&UserSpec::Uid(54321), false).unwrap_err();
+        assert!(e.message.contains("no passwd entry"), "{}", e.message);
+        // the default user falls back to uid 1000, if it exists
+        match resolve_identity(&UserSpec::Name("no-such-user-x".into()), true) {
+            Ok(i) => assert_eq!(i.uid, DEFAULT_UID),
+            Err(e) => assert!(e.message.contains("do not exist"), "{}", e.message),
+        }
     }
 }

@@ -12,7 +12,8 @@
 //! step removes the image and undoes the mapping; the vault path never holds a half-made
 //! vault, and `init --force` leaves the old vault in place until the new one replaces it.
 
-use super::host::{FormatRequest, HostError, Identity, ImageRequest};
+use super::caller::{Caller, Policy, POLICY_FILE};
+use super::host::{FormatRequest, HostError, ImageRequest};
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::real::RealHost;
 use super::session::{create_vault, NewVault, SetupError};
@@ -33,8 +34,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_SIZE: u64 = 512 << 20;
 /// The smallest filesystem a new vault gets (after the LUKS2 header).
 pub const MIN_FS_SIZE: u64 = 1 << 20;
-/// Directories searched for `mkfs.ext4` after `PATH` (sudo and `su` often leave them out).
-pub const SBIN_DIRS: [&str; 4] = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"];
+/// The only directories `mkfs.ext4` is taken from: fixed system directories, never `PATH`
+/// (root runs it).
+pub const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
 /// Options for creating a vault, taken by `init` and by `unlock` (used there only when the
 /// vault does not exist).
@@ -168,14 +170,13 @@ fn executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// `mkfs.ext4`, from `PATH` or the usual sbin directories.
+/// `mkfs.ext4`, from the fixed system directories only ([`SBIN_DIRS`]).
 pub fn find_mkfs() -> Result<PathBuf, CliError> {
-    let path = std::env::var_os("PATH");
-    find_tool("mkfs.ext4", path.as_deref(), &SBIN_DIRS, executable).ok_or_else(|| {
+    find_tool("mkfs.ext4", None, &SBIN_DIRS, executable).ok_or_else(|| {
         CliError::new(
             code::INVALID,
-            "mkfs.ext4 not found (searched PATH, /usr/local/sbin, /usr/sbin, /sbin, /usr/bin): \
-             creating a vault needs it for the vault's ext4 filesystem",
+            "mkfs.ext4 not found (searched /usr/sbin, /sbin, /usr/bin, /bin): creating a vault \
+             needs it for the vault's ext4 filesystem",
         )
         .hint(
             "install e2fsprogs (apt-get install e2fsprogs, dnf install e2fsprogs, apk add \
@@ -244,29 +245,29 @@ pub fn new_passphrase(key: &KeyArgs, vault: &Path) -> Result<Passphrase, CliErro
     write::new_passphrase(None, Some(key), &shown)
 }
 
-/// The user who ran tazpod through sudo (`--invoker`), whose filesystem rights create the
-/// image; `None` when tazpod was started as root.
-pub fn invoker_identity(uid: Option<u32>) -> Option<Identity> {
-    let uid = uid.filter(|u| *u != 0)?;
-    let pw = privs::user_by_uid(uid).ok().flatten();
-    Some(match pw {
-        Some(pw) => Identity {
-            groups: privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]),
-            name: pw.name,
-            uid: pw.uid,
-            gid: pw.gid,
-            home: pw.home,
-            shell: pw.shell,
-        },
-        None => Identity {
-            name: uid.to_string(),
-            uid,
-            gid: uid,
-            groups: vec![uid],
-            home: "/".into(),
-            shell: "/bin/sh".into(),
-        },
-    })
+/// Whether the caller (whose filesystem rights are active) may replace `vault`: a regular
+/// file, not a symbolic link, that they can open for writing.
+fn replaceable_by_caller(vault: &Path, meta: &std::fs::Metadata) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = vault.display();
+    if !meta.file_type().is_file() {
+        return Err(CliError::new(
+            code::INVALID,
+            format!("{shown} is not a regular file; tazpod init replaces only vault image files"),
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(vault)
+        .map(drop)
+        .map_err(|e| {
+            CliError::new(
+                code::PERMISSION,
+                format!("cannot replace {shown}: {e}; nothing was changed"),
+            )
+            .hint("tazpod init --force replaces only a vault the user who runs it may write")
+        })
 }
 
 /// An existing vault `init --force` may replace: a regular file, unlocked in no session
@@ -327,8 +328,9 @@ pub struct InitArgs {
     /// The vault image to create [default: the config's, else /workspace/.tazpod-vault/vault.img]
     #[arg(long, value_name = "FILE")]
     pub vault: Option<PathBuf>,
-    /// The user whose vault it is: owner of its filesystem's root directory [default: the
-    /// config's, else the caller, else tazpod]
+    /// The user whose vault it is: owner of its filesystem's root directory; only yourself,
+    /// unless you are root or /etc/tazpod/policy.toml allows it [default: the config's, else
+    /// the caller (root: tazpod)]
     #[arg(long, value_name = "USER|UID")]
     pub user: Option<String>,
     /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
@@ -347,9 +349,6 @@ pub struct InitArgs {
     pub key: KeyArgs,
     #[command(flatten)]
     pub create: CreateArgs,
-    /// uid of the user who ran `tazpod init` (set by tazpod when it re-executes itself)
-    #[arg(long, hide = true, value_name = "UID")]
-    pub invoker: Option<u32>,
 }
 
 /// What `init` does about the vault path.
@@ -390,7 +389,7 @@ pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
             prepare(&v, &args.create, &args.key, tty::stdin_is_tty())?;
         }
         let exe = super::cli::current_exe()?;
-        let argv = init_root_argv(&args, &exe, privs::getuid(), verbose);
+        let argv = init_root_argv(&args, &exe, verbose);
         return Err(super::cli::exec_as_root(&args.sudo_command, &argv, "init"));
     }
     init_as_root(args, verbose)
@@ -407,15 +406,13 @@ fn exists_error(vault: &Path) -> CliError {
     )
 }
 
-/// The command line that runs `tazpod init` again as root (no secret on it).
-pub fn init_root_argv(a: &InitArgs, exe: &Path, invoker: u32, verbose: bool) -> Vec<OsString> {
+/// The command line that runs `tazpod init` again as root (no secret and no identity on it).
+pub fn init_root_argv(a: &InitArgs, exe: &Path, verbose: bool) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["--".into(), exe.into()];
     if verbose {
         v.push("-v".into());
     }
     v.push("init".into());
-    v.push("--invoker".into());
-    v.push(invoker.to_string().into());
     for (flag, p) in [
         ("--vault", &a.vault),
         ("--config", &a.config),
@@ -449,10 +446,8 @@ pub fn init_root_argv(a: &InitArgs, exe: &Path, invoker: u32, verbose: bool) -> 
 }
 
 fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
-    let invoker_pw = args
-        .invoker
-        .and_then(|uid| privs::user_by_uid(uid).ok().flatten());
-    let files = super::cli::load_config(args.config.as_deref(), invoker_pw.as_ref())?;
+    let caller = Caller::current()?;
+    let files = super::cli::load_config(args.config.as_deref(), &caller)?;
     let flags = Flags {
         vault: args.vault.clone(),
         mount: None,
@@ -461,20 +456,29 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
         no_new_privs: false,
     };
     let settings = Settings::resolve(files, &flags);
-    let user = super::cli::session_user(settings.user.as_ref(), args.invoker)?;
+    let user = super::caller::session_user(&caller, settings.user.as_ref(), || {
+        Policy::load(Path::new(POLICY_FILE))
+    })?;
     let vault = expand_home(&settings.vault, &user.home);
     let shown = vault.display().to_string();
 
-    let existing = match std::fs::symlink_metadata(&vault) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(CliError::new(
-                code::DEVICE,
-                format!("cannot look at {shown}: {e}"),
-            ))
+    // Looked at, and for --force opened, with the caller's rights: only a vault the caller
+    // may write is replaced.
+    let existing = caller.with_rights(|| match std::fs::symlink_metadata(&vault) {
+        Ok(m) => {
+            if args.force {
+                replaceable_by_caller(&vault, &m)?;
+            }
+            Ok(Some(m))
         }
-    };
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(
+            CliError::new(code::DEVICE, format!("cannot look at {shown}: {e}")).hint(
+                "the vault is looked at and created with the rights of the user who ran tazpod: \
+             choose a --vault path that user can write; nothing was created",
+            ),
+        ),
+    })?;
     let action = init_action(existing.is_some(), args.force, args.batch_mode);
     if action == InitAction::Refuse {
         return Err(exists_error(&vault));
@@ -491,12 +495,12 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
              its data will be lost irrevocably."
         ))?;
     }
-    let pass = new_passphrase(&args.key, &vault)?;
+    let pass = caller.with_rights(|| new_passphrase(&args.key, &vault))?;
     let new = NewVault {
         image: ImageRequest {
             path: vault.clone(),
             size: prepared.size,
-            owner: invoker_identity(args.invoker),
+            owner: caller.rights().cloned(),
             replace: existing.is_some(),
         },
         format: FormatRequest {
@@ -705,7 +709,7 @@ mod tests {
             "doas",
         ])
         .unwrap();
-        let v = init_root_argv(&a, Path::new("/usr/bin/tazpod"), 1000, false);
+        let v = init_root_argv(&a, Path::new("/usr/bin/tazpod"), false);
         let s: Vec<String> = v.iter().map(|x| x.to_string_lossy().into()).collect();
         assert_eq!(
             s,
@@ -713,8 +717,6 @@ mod tests {
                 "--",
                 "/usr/bin/tazpod",
                 "init",
-                "--invoker",
-                "1000",
                 "--vault",
                 "/w/v.img",
                 "--key-file",
@@ -730,14 +732,14 @@ mod tests {
             ]
         );
         let back = parse(&s[3..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        assert_eq!(back.invoker, Some(1000));
+        assert!(parse(&["--invoker", "0"]).is_err());
         assert_eq!(back.create.size, Some(64 << 20));
         assert_eq!(back.create.kdf.pbkdf, "pbkdf2");
         assert_eq!(back.create.kdf.hash, "sha256");
         assert!(back.force && back.batch_mode);
         // defaults are not repeated
-        let plain = init_root_argv(&parse(&[]).unwrap(), Path::new("/t"), 5, true);
-        assert_eq!(plain.len(), 6);
+        let plain = init_root_argv(&parse(&[]).unwrap(), Path::new("/t"), true);
+        assert_eq!(plain.len(), 4);
     }
 
     #[test]
@@ -767,13 +769,32 @@ mod tests {
     }
 
     #[test]
-    fn the_invoker_owns_what_is_created() {
-        assert_eq!(invoker_identity(None), None);
-        assert_eq!(invoker_identity(Some(0)), None);
-        let i = invoker_identity(Some(54321)).unwrap();
-        assert_eq!(
-            (i.uid, i.gid, i.groups.clone()),
-            (54321, 54321, vec![54321])
-        );
+    fn only_a_file_the_caller_may_write_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.img");
+        std::fs::write(&f, b"x").unwrap();
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert!(replaceable_by_caller(&f, &m).is_ok());
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        let m = std::fs::symlink_metadata(&l).unwrap();
+        assert!(replaceable_by_caller(&l, &m).is_err());
+    }
+
+    #[test]
+    fn mkfs_is_looked_up_in_fixed_system_directories_only() {
+        assert_eq!(SBIN_DIRS, ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]);
+        // PATH plays no part: a planted mkfs.ext4 in a PATH directory is never found
+        let d = tempfile::tempdir().unwrap();
+        let planted = d.path().join("mkfs.ext4");
+        std::fs::write(&planted, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Ok(found) = find_mkfs() {
+            assert!(
+                SBIN_DIRS.iter().any(|dir| found.starts_with(dir)),
+                "{found:?}"
+            );
+            assert_ne!(found, planted);
+        }
     }
 }

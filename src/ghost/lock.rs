@@ -48,6 +48,9 @@ pub struct Record {
     pub vault: String,
     /// Where the vault is mounted (for messages).
     pub mount: String,
+    /// The session user's uid: only a session of the same user is joined (0 in a record that
+    /// names none, which matches no session user).
+    pub uid: u32,
 }
 
 const MAGIC: &str = "tazpod-session 1";
@@ -60,12 +63,13 @@ impl Record {
     /// The file's text.
     pub fn to_text(&self) -> String {
         format!(
-            "{MAGIC}\npid {}\nmntns {}:{}\nvault {}\nmount {}\n",
+            "{MAGIC}\npid {}\nmntns {}:{}\nvault {}\nmount {}\nuid {}\n",
             self.pid,
             self.ns.dev,
             self.ns.ino,
             one_line(&self.vault),
-            one_line(&self.mount)
+            one_line(&self.mount),
+            self.uid
         )
     }
 
@@ -76,6 +80,7 @@ impl Record {
             return None;
         }
         let (mut pid, mut ns, mut vault, mut mount) = (None, None, String::new(), String::new());
+        let mut uid = 0;
         for l in lines {
             let (k, v) = l.split_once(' ')?;
             match k {
@@ -89,6 +94,7 @@ impl Record {
                 }
                 "vault" => vault = v.to_string(),
                 "mount" => mount = v.to_string(),
+                "uid" => uid = v.parse().unwrap_or(0),
                 _ => {}
             }
         }
@@ -97,6 +103,7 @@ impl Record {
             ns: ns?,
             vault,
             mount,
+            uid,
         })
     }
 }
@@ -327,6 +334,7 @@ mod tests {
             },
             vault: "/workspace/.tazpod-vault/vault.img".into(),
             mount: "/home/tazpod/secrets".into(),
+            uid: 1000,
         }
     }
 

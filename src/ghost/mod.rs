@@ -3,8 +3,10 @@
 //!
 //! The "Matryoshka" lifecycle:
 //! 1. **outer** ([`cli::cmd_unlock`]): inside a session already, say so; not root, re-execute
-//!    through `sudo` with the caller's uid and the options (never a secret);
-//! 2. **before anything is created**: read the header, get the passphrase, verify the key;
+//!    through `sudo` with the options (never a secret, never an identity);
+//! 2. **before anything is created**: who the caller is, from the kernel and sudo
+//!    ([`caller`]); the vault opened once with the caller's rights; the header read, the
+//!    passphrase got (key file read as the caller), the key verified, all on that descriptor;
 //! 3. **setup as root** ([`session::setup`]): private mount namespace, `/` recursively
 //!    private, a private tmpfs on `/dev/mapper`, the dm-crypt mapping (held open and marked
 //!    for deferred removal before it is mounted), ext4 mounted nosuid/nodev on a root-only
@@ -21,6 +23,7 @@
 //! [`session::run_joiner`]). All system calls go through the [`host::Host`] trait:
 //! [`real::RealHost`] performs them, the recording double of the tests writes them down.
 
+pub mod caller;
 pub mod cli;
 pub mod create;
 pub mod host;

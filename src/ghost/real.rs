@@ -19,7 +19,7 @@ use crate::table::CryptFlags;
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -48,6 +48,9 @@ pub struct RealHost {
     lock_dir: Option<PathBuf>,
     /// The image being created.
     image: Option<Creating>,
+    /// The vault, opened once with the caller's rights: the loop device is bound to this
+    /// descriptor, never to the path.
+    vault_file: Option<File>,
 }
 
 /// An image `create_image` made, until it is published or removed.
@@ -60,6 +63,12 @@ struct Creating {
     ino: u64,
     /// Whose filesystem rights create, move and remove it.
     owner: Option<Identity>,
+    /// The directory it is in, opened once (`O_PATH`): it is created, renamed and removed
+    /// by name relative to this descriptor.
+    dir: OwnedFd,
+    /// Its temporary name and its final name in `dir`.
+    temp_name: OsString,
+    final_name: OsString,
     /// Whether it may replace what is at its path.
     replace: bool,
     /// Whether `create_image` took the session lock (released when it is removed).
@@ -69,9 +78,10 @@ struct Creating {
 }
 
 impl RealHost {
-    /// A session holder's host: `lock` is held exclusively; `vault` and `mount` go into the
-    /// record published when setup completes.
-    pub fn holder(lock: SessionLock, vault: &Path, mount: &Path) -> RealHost {
+    /// A session holder's host: `lock` is held exclusively; `file` is the vault as the
+    /// caller opened it (mapped through this descriptor); `vault`, `mount` and the session
+    /// user's `uid` go into the record published when setup completes.
+    pub fn holder(lock: SessionLock, file: File, vault: &Path, mount: &Path, uid: u32) -> RealHost {
         RealHost {
             lock: Some(lock),
             record: Some(Record {
@@ -79,20 +89,23 @@ impl RealHost {
                 ns: NsId { dev: 0, ino: 0 },
                 vault: vault.display().to_string(),
                 mount: mount.display().to_string(),
+                uid,
             }),
+            vault_file: Some(file),
             ..RealHost::default()
         }
     }
 
     /// The host of a session that creates its vault first: the lock is taken on the new
     /// file by `create_image`.
-    pub fn creating(vault: &Path, mount: &Path) -> RealHost {
+    pub fn creating(vault: &Path, mount: &Path, uid: u32) -> RealHost {
         RealHost {
             record: Some(Record {
                 pid: 0,
                 ns: NsId { dev: 0, ino: 0 },
                 vault: vault.display().to_string(),
                 mount: mount.display().to_string(),
+                uid,
             }),
             lock_dir: Some(PathBuf::from(RUNTIME_DIR)),
             ..RealHost::default()
@@ -232,9 +245,16 @@ impl Host for RealHost {
         let shown_path = shown(&req.path);
         let fail = |e: io::Error| HostError::new("create", shown_path.clone(), e);
         let temp = temp_name(&req.path).map_err(fail)?;
+        let (Some(temp_base), Some(final_name)) = (temp.file_name(), req.path.file_name()) else {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the vault path names no file",
+            )));
+        };
+        let (temp_base, final_name) = (temp_base.to_os_string(), final_name.to_os_string());
         let dir = req.path.parent().filter(|d| !d.as_os_str().is_empty());
         let mut made_dirs = Vec::new();
-        let file = {
+        let (dir_fd, file) = {
             // Made with the owner's rights: a path the user controls leads only where the
             // user could create files anyway, and what is made belongs to the user.
             let _as = as_owner(req.owner.as_ref()).map_err(fail)?;
@@ -267,22 +287,20 @@ impl Host for RealHost {
                 }
             }
             let f = made.and_then(|()| {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&temp)
+                // The directory is opened once; the image is made in it by name, never
+                // through a symbolic link, and must be new.
+                let d = crate::kernel::fs::open_dir_path(dir.unwrap_or(Path::new(".")))
+                    .map_err(fail)?;
+                let f = crate::kernel::fs::create_new_at(d.as_fd(), &temp_base, 0o600)
                     .map_err(|e| HostError::new("create", shown(&temp), e))?;
                 // Held until the image is published or removed: `sweep_stale` of a later
                 // creation leaves a locked image alone.
                 mount::flock(&f, mount::LockOp::TryExclusive)
                     .map_err(|e| HostError::new("lock", shown(&temp), e))?;
-                Ok(f)
+                Ok((d, f))
             });
             match f {
-                Ok(f) => f,
+                Ok(df) => df,
                 Err(e) => {
                     for d in &made_dirs {
                         let _ = std::fs::remove_dir(d);
@@ -299,6 +317,9 @@ impl Host for RealHost {
             dev: meta.dev(),
             ino: meta.ino(),
             owner: req.owner.clone(),
+            dir: dir_fd,
+            temp_name: temp_base,
+            final_name,
             replace: req.replace,
             locked: false,
             made_dirs,
@@ -416,29 +437,44 @@ impl Host for RealHost {
             .ok_or_else(|| fail(io::Error::other("no image is being created")))?;
         c.file.sync_all().map_err(fail)?;
         let _as = as_owner(c.owner.as_ref()).map_err(fail)?;
-        if c.replace {
-            std::fs::rename(&image.temp, &image.path).map_err(fail)?;
-        } else {
-            crate::kernel::fs::rename_noreplace(&image.temp, &image.path).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    HostError::new(
-                        "move the new vault to",
-                        format!(
-                            "{} (something appeared there meanwhile: another tazpod creating \
-                             the same vault?)",
-                            shown(&image.path)
-                        ),
-                        e,
-                    )
-                } else {
-                    fail(e)
-                }
-            })?;
+        // Only our own file moves: what is under the temporary name is checked first, the
+        // rename works by name in the directory opened at creation, and the result is
+        // checked again.
+        let ours = |name: &OsString| {
+            crate::kernel::fs::stat_at(c.dir.as_fd(), name).is_ok_and(|di| di == (c.dev, c.ino))
+        };
+        if !ours(&c.temp_name) {
+            return Err(fail(io::Error::other(format!(
+                "{} is no longer the image tazpod made (it was moved or replaced); nothing was \
+                 published",
+                shown(&image.temp)
+            ))));
         }
-        if let Some(d) = image.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(dir) = File::open(d) {
-                let _ = dir.sync_all();
-            }
+        {
+            crate::kernel::fs::rename_at(c.dir.as_fd(), &c.temp_name, &c.final_name, !c.replace)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EEXIST) {
+                        HostError::new(
+                            "move the new vault to",
+                            format!(
+                                "{} (something appeared there meanwhile: another tazpod creating \
+                             the same vault?)",
+                                shown(&image.path)
+                            ),
+                            e,
+                        )
+                    } else {
+                        fail(e)
+                    }
+                })?;
+        }
+        if !ours(&c.final_name) {
+            return Err(fail(io::Error::other(
+                "the published image was moved or replaced at once",
+            )));
+        }
+        if let Ok(dir) = File::open(format!("/proc/self/fd/{}", c.dir.as_raw_fd())) {
+            let _ = dir.sync_all();
         }
         // The vault is in place: the lock that kept sweepers away has done its work.
         let _ = mount::flock(&c.file, mount::LockOp::Unlock);
@@ -453,11 +489,11 @@ impl Host for RealHost {
         {
             let _as = as_owner(c.owner.as_ref())
                 .map_err(|e| HostError::new("remove", shown(&image.temp), e))?;
-            for p in [&image.temp, &image.path] {
-                let ours = std::fs::symlink_metadata(p)
-                    .is_ok_and(|m| m.dev() == c.dev && m.ino() == c.ino);
+            for (p, name) in [(&image.temp, &c.temp_name), (&image.path, &c.final_name)] {
+                let ours = crate::kernel::fs::stat_at(c.dir.as_fd(), name)
+                    .is_ok_and(|di| di == (c.dev, c.ino));
                 if ours {
-                    if let Err(e) = std::fs::remove_file(p) {
+                    if let Err(e) = crate::kernel::fs::unlink_at(c.dir.as_fd(), name) {
                         result = Err(HostError::new("remove", shown(p), e));
                     }
                 }
@@ -523,19 +559,34 @@ impl Host for RealHost {
         let v = req.volume;
         let mut flags = CryptFlags::default();
         flags.add_persistent(&v.persistent_flags);
-        let m = mapping::activate(&mapping::MapRequest {
-            name: req.name,
-            data: req.vault,
-            version: v.version,
-            uuid: &v.uuid,
-            digest: v.digest,
-            segment: &v.segment,
-            key: req.key,
-            readonly: req.readonly,
-            flags,
-            key_mode: mapping::KeyMode::KeyringOrHex,
-            make_node: false,
-        })
+        // The vault as the caller opened it, or the image being created: by descriptor.
+        let data = match (&self.vault_file, &self.image) {
+            (Some(f), _) => f,
+            (None, Some(c)) => &c.file,
+            (None, None) => {
+                return Err(dm_error(
+                    "map the vault as",
+                    req.name,
+                    "no open vault to map",
+                ))
+            }
+        };
+        let m = mapping::activate_fd(
+            &mapping::MapRequest {
+                name: req.name,
+                data: req.vault,
+                version: v.version,
+                uuid: &v.uuid,
+                digest: v.digest,
+                segment: &v.segment,
+                key: req.key,
+                readonly: req.readonly,
+                flags,
+                key_mode: mapping::KeyMode::KeyringOrHex,
+                make_node: false,
+            },
+            data,
+        )
         .map_err(|e| {
             let mut msg = e.message;
             if let Some(h) = e.hint {

@@ -356,6 +356,14 @@ pub fn attach(file: &Path, readonly: bool) -> Result<LoopDevice, LoopError> {
     attach_with(file, readonly, true)
 }
 
+/// [`attach`] of a file already open (`name` for messages and the loop device's file name):
+/// the device is bound to this very descriptor (`LOOP_CONFIGURE` / `LOOP_SET_FD` take a
+/// descriptor), so no path is looked up again. It is read-only when `readonly`, or when
+/// `backing` was opened read-only.
+pub fn attach_fd(backing: &File, name: &Path, readonly: bool) -> Result<LoopDevice, LoopError> {
+    attach_open(backing, name, readonly, true)
+}
+
 /// [`attach`], optionally skipping LOOP_CONFIGURE (to test the fallback).
 fn attach_with(file: &Path, readonly: bool, use_configure: bool) -> Result<LoopDevice, LoopError> {
     let backing = OpenOptions::new()
@@ -363,6 +371,15 @@ fn attach_with(file: &Path, readonly: bool, use_configure: bool) -> Result<LoopD
         .write(!readonly)
         .open(file)
         .map_err(|e| LoopError::os("open", file, Errno::from_io(&e)))?;
+    attach_open(&backing, file, readonly, use_configure)
+}
+
+fn attach_open(
+    backing: &File,
+    file: &Path,
+    readonly: bool,
+    use_configure: bool,
+) -> Result<LoopDevice, LoopError> {
     let backing_fd = u32::try_from(backing.as_raw_fd())
         .map_err(|_| LoopError::os("open", file, Errno(libc::EBADF)))?;
     let control = open_control()?;

@@ -190,6 +190,12 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The real group id.
+pub fn getgid() -> u32 {
+    // SAFETY: getgid has no preconditions.
+    unsafe { libc::getgid() }
+}
+
 /// The real user id.
 pub fn getuid() -> u32 {
     // SAFETY: getuid has no preconditions.
@@ -489,6 +495,61 @@ pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
     }
     // SAFETY: kill takes integers; `p` is a single positive pid, never a group or -1.
     check(unsafe { libc::kill(p, signal) })
+}
+
+/// A process, held by a pidfd (`pidfd_open`, Linux 5.3): a signal sent through it reaches
+/// that process or nobody, never a later process that reused its pid.
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// Opens process `pid`.
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        use std::os::fd::FromRawFd;
+        let p = to_pid(pid)?;
+        if p <= 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad process id",
+            ));
+        }
+        // SAFETY: pidfd_open takes a pid and flags (0) and returns a new descriptor.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+        let fd = libc::c_int::try_from(r).map_err(|_| io::Error::last_os_error())?;
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        Ok(PidFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Sends `signal` to the process (`ESRCH` once it has exited).
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open; a NULL siginfo means "as kill(2) would", flags 0.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// The real user id of process `pid` (from `/proc/<pid>/status`).
+pub fn real_uid_of(pid: u32) -> io::Result<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| io::Error::other("no Uid line"))
 }
 
 /// How a child ended.

@@ -1,0 +1,389 @@
+//! Who is asking, as the root side of `unlock` and `init` sees it: the caller's identity comes
+//! from the kernel and from sudo, never from the command line; the session user is the caller
+//! unless the caller is real root or a root-owned policy file allows another user.
+//!
+//! - Run by sudo (real uid 0, `SUDO_UID` set and not 0): the caller is `SUDO_UID`, with
+//!   `SUDO_GID` as primary group. sudo sets both itself; a sudoers rule that lets the user set
+//!   environment variables (`SETENV`, `env_keep += SUDO_*`) would let them lie, and is as good
+//!   as root anyway (it lets them set `LD_PRELOAD` too).
+//! - Real uid not 0 (a set-uid install): the real uid and gid.
+//! - Real root (no `SUDO_UID`, or `SUDO_UID=0`): root, who may name any session user.
+//!
+//! A non-root caller must have a passwd entry. Every path such a caller names is opened with
+//! the caller's filesystem rights ([`Caller::rights`]).
+
+use super::host::Identity;
+use crate::config::{toml_error, UserSpec};
+use crate::error::{code, CliError};
+use crate::kernel::privs::{self, FsIdentity};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The root-owned file that lets callers choose another session user.
+pub const POLICY_FILE: &str = "/etc/tazpod/policy.toml";
+
+/// The user who asked for the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `None` for real root; else the caller's passwd identity (its `gid` is the primary
+    /// group sudo reported, its `groups` include it).
+    pub user: Option<Identity>,
+}
+
+/// The caller's uid and gid from the real ids and sudo's variables (pure, for tests).
+/// `Ok(None)` is real root.
+pub fn caller_ids(
+    ruid: u32,
+    rgid: u32,
+    sudo_uid: Option<&str>,
+    sudo_gid: Option<&str>,
+) -> Result<Option<(u32, u32)>, String> {
+    if ruid != 0 {
+        return Ok(Some((ruid, rgid)));
+    }
+    let Some(u) = sudo_uid else {
+        return Ok(None);
+    };
+    let uid: u32 = u
+        .trim()
+        .parse()
+        .map_err(|_| format!("SUDO_UID={u:?} is not a user id"))?;
+    if uid == 0 {
+        return Ok(None);
+    }
+    let gid: u32 = match sudo_gid {
+        Some(g) => g
+            .trim()
+            .parse()
+            .map_err(|_| format!("SUDO_GID={g:?} is not a group id"))?,
+        None => return Err("SUDO_UID is set but SUDO_GID is not".into()),
+    };
+    Ok(Some((uid, gid)))
+}
+
+impl Caller {
+    /// The caller of this process (see the module documentation).
+    pub fn current() -> Result<Caller, CliError> {
+        let var = |n: &str| std::env::var_os(n).map(|v| v.to_string_lossy().into_owned());
+        let ids = caller_ids(
+            privs::getuid(),
+            privs::getgid(),
+            var("SUDO_UID").as_deref(),
+            var("SUDO_GID").as_deref(),
+        )
+        .map_err(|e| {
+            CliError::new(code::INVALID, format!("cannot tell who ran tazpod: {e}"))
+                .hint("run tazpod through sudo, or as root")
+        })?;
+        let Some((uid, gid)) = ids else {
+            return Ok(Caller { user: None });
+        };
+        let pw = privs::user_by_uid(uid)
+            .map_err(|e| CliError::new(code::INVALID, format!("cannot look up uid {uid}: {e}")))?
+            .ok_or_else(|| {
+                CliError::new(
+                    code::INVALID,
+                    format!("uid {uid}, who ran tazpod, has no passwd entry: no session for it"),
+                )
+                .hint("add the user to /etc/passwd (or the user database) first")
+            })?;
+        let mut groups = privs::group_list(&pw.name, gid).unwrap_or_else(|_| vec![gid]);
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        Ok(Caller {
+            user: Some(Identity {
+                name: pw.name,
+                uid,
+                gid,
+                groups,
+                home: pw.home,
+                shell: pw.shell,
+            }),
+        })
+    }
+
+    /// Real root.
+    pub fn root() -> Caller {
+        Caller { user: None }
+    }
+
+    /// The identity whose filesystem rights open what the caller names (`None`: root's).
+    pub fn rights(&self) -> Option<&Identity> {
+        self.user.as_ref()
+    }
+
+    /// Switches this process's filesystem rights to the caller's until the guard drops (no-op
+    /// for root, or when not running as root).
+    pub fn become_fs(&self) -> Result<Option<FsIdentity>, CliError> {
+        match &self.user {
+            Some(u) if privs::geteuid() == 0 => FsIdentity::switch(u.uid, u.gid, &u.groups)
+                .map(Some)
+                .map_err(|e| {
+                    CliError::new(
+                        code::INVALID,
+                        format!("cannot take the filesystem rights of {}: {e}", u.name),
+                    )
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs `f` with the caller's filesystem rights.
+    pub fn with_rights<T>(&self, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+        let _guard = self.become_fs()?;
+        f()
+    }
+}
+
+/// One rule of the policy file: `caller` may run sessions as any of `users`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// A user name or uid.
+    pub caller: String,
+    /// User names or uids.
+    pub users: Vec<String>,
+}
+
+/// `/etc/tazpod/policy.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The rules.
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+}
+
+fn names(spec: &str, id: &Identity) -> bool {
+    spec == id.name || spec.parse::<u32>().is_ok_and(|u| u == id.uid)
+}
+
+/// Whether a policy file (or its directory) with this owner and mode may be trusted: owned
+/// by root, writable by nobody else.
+pub fn trusted(uid: u32, mode: u32) -> Result<(), String> {
+    if uid != 0 {
+        return Err(format!("it is owned by uid {uid}, not by root"));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by its group or others (mode {:o})",
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// Parses the policy text (errors give line and column, never a line of the file).
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        toml::from_str(text).map_err(|e| toml_error(text, &e))
+    }
+
+    /// Whether `caller` may run a session as `target`.
+    pub fn allows(&self, caller: &Identity, target: &Identity) -> bool {
+        self.allow
+            .iter()
+            .any(|a| names(&a.caller, caller) && a.users.iter().any(|u| names(u, target)))
+    }
+
+    /// Reads the policy file at `path` (as root). A missing file allows nothing; a file that
+    /// is not root's, or writable by others, or in such a directory, is refused.
+    pub fn load(path: &Path) -> Result<Policy, CliError> {
+        let shown = path.display();
+        let bad = |why: String| {
+            CliError::new(
+                code::INVALID,
+                format!("the tazpod policy {shown} cannot be trusted: {why}"),
+            )
+            .hint("make it (and its directory) owned by root and writable by root only")
+        };
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Policy::default()),
+            Err(e) => return Err(bad(format!("cannot open it: {e}"))),
+        };
+        let m = f.metadata().map_err(|e| bad(e.to_string()))?;
+        if !m.file_type().is_file() {
+            return Err(bad("it is not a regular file".into()));
+        }
+        trusted(m.uid(), m.mode()).map_err(bad)?;
+        if let Some(dir) = path.parent() {
+            let d = std::fs::symlink_metadata(dir).map_err(|e| bad(e.to_string()))?;
+            trusted(d.uid(), d.mode()).map_err(|w| bad(format!("its directory: {w}")))?;
+        }
+        let mut text = String::new();
+        f.take(1 << 20)
+            .read_to_string(&mut text)
+            .map_err(|e| bad(e.to_string()))?;
+        Policy::parse(&text).map_err(|e| {
+            CliError::new(code::INVALID, format!("the tazpod policy {shown}: {e}"))
+                .hint("fix the file (see docs/threat-model.md)")
+        })
+    }
+}
+
+/// The session user. Real root gets `requested` (or TazPod's default user); anyone else gets
+/// themselves, or `requested` when it names them, or another user only if `policy` allows it.
+pub fn session_user(
+    caller: &Caller,
+    requested: Option<&UserSpec>,
+    policy: impl FnOnce() -> Result<Policy, CliError>,
+) -> Result<Identity, CliError> {
+    let Some(me) = &caller.user else {
+        return super::cli::session_user(requested, None);
+    };
+    let Some(spec) = requested else {
+        return Ok(me.clone());
+    };
+    let asks_me = match spec {
+        UserSpec::Name(n) => *n == me.name,
+        UserSpec::Uid(u) => *u == me.uid,
+    };
+    if asks_me {
+        return Ok(me.clone());
+    }
+    let target = super::cli::resolve_identity(spec, false)?;
+    if target.uid == me.uid {
+        return Ok(me.clone());
+    }
+    if policy()?.allows(me, &target) {
+        return Ok(target);
+    }
+    Err(CliError::new(
+        code::PERMISSION,
+        format!(
+            "user {spec}: {} (uid {}) may run a ghost session only as themselves",
+            me.name, me.uid
+        ),
+    )
+    .hint(format!(
+        "drop --user (and `user` from the config), or ask an administrator to allow it in \
+         {POLICY_FILE}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn id(name: &str, uid: u32) -> Identity {
+        Identity {
+            name: name.into(),
+            uid,
+            gid: uid,
+            groups: vec![uid],
+            home: format!("/home/{name}").into(),
+            shell: "/bin/sh".into(),
+        }
+    }
+
+    #[test]
+    fn caller_comes_from_the_real_uid_and_sudo_only() {
+        // not root: the real ids, whatever the environment says
+        assert_eq!(
+            caller_ids(1000, 1000, Some("0"), Some("0")),
+            Ok(Some((1000, 1000)))
+        );
+        assert_eq!(caller_ids(1000, 100, None, None), Ok(Some((1000, 100))));
+        // root through sudo: sudo's ids
+        assert_eq!(
+            caller_ids(0, 0, Some("1000"), Some("1000")),
+            Ok(Some((1000, 1000)))
+        );
+        // real root
+        assert_eq!(caller_ids(0, 0, None, None), Ok(None));
+        assert_eq!(caller_ids(0, 0, Some("0"), Some("0")), Ok(None));
+        // garbage is refused, not taken for root
+        assert!(caller_ids(0, 0, Some("x"), Some("1000")).is_err());
+        assert!(caller_ids(0, 0, Some("1000"), None).is_err());
+        assert!(caller_ids(0, 0, Some("1000"), Some("-1")).is_err());
+    }
+
+    #[test]
+    fn a_non_root_caller_is_the_session_user() {
+        let me = Caller {
+            user: Some(id("alice", 1000)),
+        };
+        let no_policy = || -> Result<Policy, CliError> { Ok(Policy::default()) };
+        assert_eq!(session_user(&me, None, no_policy).unwrap().uid, 1000);
+        let same = UserSpec::Name("alice".into());
+        assert_eq!(session_user(&me, Some(&same), no_policy).unwrap().uid, 1000);
+        assert_eq!(
+            session_user(&me, Some(&UserSpec::Uid(1000)), no_policy)
+                .unwrap()
+                .uid,
+            1000
+        );
+        // another user (root's "nobody" exists everywhere), an unknown uid, root: refused
+        for other in [
+            UserSpec::Name("nobody".into()),
+            UserSpec::Uid(54321),
+            UserSpec::Uid(42),
+            UserSpec::Uid(0),
+        ] {
+            assert!(
+                session_user(&me, Some(&other), no_policy).is_err(),
+                "{other}"
+            );
+        }
+        let e = session_user(&me, Some(&UserSpec::Name("nobody".into())), no_policy).unwrap_err();
+        assert_eq!(e.code, code::PERMISSION);
+        assert!(e.message.contains("only as themselves"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_policy_can_allow_another_user() {
+        let me = Caller {
+            user: Some(id("alice", 1000)),
+        };
+        let p = Policy::parse("[[allow]]\ncaller = \"alice\"\nusers = [\"nobody\"]\n").unwrap();
+        let nobody = privs::user_by_name("nobody").unwrap().unwrap();
+        let pol = || Ok(p.clone());
+        let got = session_user(&me, Some(&UserSpec::Name("nobody".into())), pol).unwrap();
+        assert_eq!(got.uid, nobody.uid);
+        // only for the caller it names
+        let bob = Caller {
+            user: Some(id("bob", 1001)),
+        };
+        assert!(session_user(&bob, Some(&UserSpec::Name("nobody".into())), pol).is_err());
+        // by uid too
+        let p2 = Policy::parse(&format!(
+            "[[allow]]\ncaller = \"1001\"\nusers = [\"{}\"]\n",
+            nobody.uid
+        ))
+        .unwrap();
+        assert!(p2.allows(&id("bob", 1001), &id("nobody", nobody.uid)));
+        assert!(!p2.allows(&id("bob", 1001), &id("carol", 1002)));
+    }
+
+    #[test]
+    fn policy_file_must_be_roots_and_errors_quote_nothing() {
+        assert!(trusted(0, 0o100644).is_ok());
+        assert!(trusted(0, 0o040755).is_ok());
+        assert!(trusted(1000, 0o100644).unwrap_err().contains("uid 1000"));
+        assert!(trusted(0, 0o100664).unwrap_err().contains("writable"));
+        assert!(trusted(0, 0o100646).unwrap_err().contains("writable"));
+        let e = Policy::parse("[[allow]]\ncaller = \"a\"\nusers = [\"b\"]\nsecret-token-x = 1\n")
+            .unwrap_err();
+        assert!(e.contains("line 4"), "{e}");
+        let e = Policy::parse("root:$6$secret-hash:1:2::\n").unwrap_err();
+        assert!(!e.contains("secret-hash"), "{e}");
+        // a missing file allows nothing
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Policy::load(&d.path().join("none.toml")).unwrap(),
+            Policy::default()
+        );
+        // a symbolic link is not followed
+        let l = d.path().join("l.toml");
+        std::os::unix::fs::symlink("/etc/passwd", &l).unwrap();
+        assert!(Policy::load(&l).is_err());
+    }
+}
