@@ -318,6 +318,17 @@ pub trait Host {
     /// Opens (and creates, as the user) a directory the user names, resolving the path
     /// with the user's filesystem rights.
     fn open_user_dir(&mut self, path: &Path, user: &Identity, mode: DirMode) -> HostResult<DirRef>;
+    /// Opens (and creates, as the user, when `create`) the directory `rel` inside the vault
+    /// mounted at `root`, resolved beneath `root` from its descriptor: no symbolic link is
+    /// followed and nothing outside the vault is reached (a `rootlink -> /` in the vault
+    /// leads nowhere).
+    fn open_vault_dir(
+        &mut self,
+        root: &Path,
+        rel: &Path,
+        user: &Identity,
+        create: bool,
+    ) -> HostResult<DirRef>;
     /// Moves the mount at `from` onto `to`.
     fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()>;
     /// Bind-mounts `from` on `to` (nosuid, nodev; read-only when asked).

@@ -225,6 +225,23 @@ fn sweep_stale(path: &Path, uid: u32) -> Vec<PathBuf> {
     removed
 }
 
+/// Kills process `pid` if it is in the mount namespace `ns`, through a pidfd: the process is
+/// held first, then checked, then signalled, so a pid reused meanwhile by a process outside
+/// the session is never hit (the pidfd of an exited process signals nobody). On a kernel
+/// without pidfds (before 5.3), a plain kill after the check.
+fn kill_if_in(pid: u32, ns: NsId) -> bool {
+    match privs::PidFd::open(pid) {
+        Ok(fd) => {
+            mount::mount_ns_of(Some(pid)).ok() == Some(ns) && fd.signal(libc::SIGKILL).is_ok()
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            mount::mount_ns_of(Some(pid)).ok() == Some(ns)
+                && privs::kill(pid, libc::SIGKILL).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
 /// The last lines of a tool's error output, on one line.
 fn tail_of(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
@@ -697,6 +714,61 @@ impl Host for RealHost {
         })
     }
 
+    fn open_vault_dir(
+        &mut self,
+        root: &Path,
+        rel: &Path,
+        user: &Identity,
+        create: bool,
+    ) -> HostResult<DirRef> {
+        use crate::kernel::fs::{mkdir_at, open_dir_beneath, open_dir_path};
+        let path = root.join(rel);
+        let fail = |e: io::Error| HostError::new("open directory in the vault", shown(&path), e);
+        // The vault's root, a root-only staging directory: opened by root.
+        let mut dir = open_dir_path(root).map_err(fail)?;
+        let _as_user = FsIdentity::switch(user.uid, user.gid, &user.groups).map_err(fail)?;
+        // One component at a time, each resolved beneath the last without following a link:
+        // what is missing is made as the user, what is a link is refused (ELOOP).
+        for c in rel.components() {
+            let name = match c {
+                std::path::Component::Normal(n) => n,
+                std::path::Component::CurDir => continue,
+                _ => {
+                    return Err(fail(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a path inside the vault",
+                    )))
+                }
+            };
+            let next = match open_dir_beneath(dir.as_fd(), Path::new(name)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    match mkdir_at(dir.as_fd(), name, 0o700) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(fail(e)),
+                    }
+                    open_dir_beneath(dir.as_fd(), Path::new(name))
+                }
+                other => other,
+            };
+            dir = next.map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    fail(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "it is (or passes through) a symbolic link; bind sources must be real \
+                         directories inside the vault",
+                    ))
+                } else {
+                    fail(e)
+                }
+            })?;
+        }
+        Ok(DirRef {
+            path,
+            fd: Some(dir),
+        })
+    }
+
     fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()> {
         mount::move_mount(from, &to.mount_path()).map_err(|e| {
             HostError::new(
@@ -802,7 +874,7 @@ impl Host for RealHost {
                 return Ok(killed);
             }
             for p in pids {
-                if privs::kill(p, libc::SIGKILL).is_ok() {
+                if kill_if_in(p, mine) {
                     killed += 1;
                 }
             }
@@ -1040,6 +1112,7 @@ mod tests {
             make_dir(p: &Path, m: u32) -> HostResult<()>;
             chown(p: &Path, u: u32, g: u32) -> HostResult<()>;
             open_user_dir(p: &Path, u: &Identity, m: DirMode) -> HostResult<DirRef>;
+            open_vault_dir(r: &Path, p: &Path, u: &Identity, c: bool) -> HostResult<DirRef>;
             move_mount(f: &Path, t: &DirRef) -> HostResult<()>;
             bind_mount(f: &DirRef, t: &DirRef, r: bool) -> HostResult<()>;
             session_ready() -> HostResult<()>;
@@ -1458,6 +1531,51 @@ mod tests {
             .open_user_dir(&home.join("to-etc"), &user, mk)
             .unwrap_err();
         assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        // root's own rights are back afterwards
+        assert!(std::fs::File::create(dir.path().join("root-can-write")).is_ok());
+    }
+
+    #[test]
+    fn bind_sources_resolve_beneath_the_vault_without_links() {
+        if privs::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // the vault's root, owned by the user as after the chown
+        let vault = dir.path().join("vault");
+        std::fs::create_dir(&vault).unwrap();
+        std::os::unix::fs::chown(&vault, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::symlink("/", vault.join("rootlink")).unwrap();
+        std::os::unix::fs::symlink("real", vault.join("inner-link")).unwrap();
+        std::fs::create_dir(vault.join("real")).unwrap();
+        let user = nobody(dir.path());
+        let mut h = RealHost::default();
+        // a real directory, and a missing one made as the user
+        assert!(h
+            .open_vault_dir(&vault, Path::new("real"), &user, false)
+            .is_ok());
+        let d = h
+            .open_vault_dir(&vault, Path::new("new/sub"), &user, true)
+            .unwrap();
+        assert_eq!(d.path, vault.join("new/sub"));
+        assert_eq!(
+            std::fs::metadata(vault.join("new/sub")).unwrap().uid(),
+            NOBODY
+        );
+        // a link out of the vault, a link inside it, through a link: refused
+        for bad in ["rootlink", "rootlink/etc", "rootlink/root/x", "inner-link"] {
+            let e = h
+                .open_vault_dir(&vault, Path::new(bad), &user, true)
+                .unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{bad}: {e}");
+        }
+        assert!(!Path::new("/root/x").exists());
+        // nothing but plain names
+        assert!(h
+            .open_vault_dir(&vault, Path::new("../x"), &user, true)
+            .is_err());
         // root's own rights are back afterwards
         assert!(std::fs::File::create(dir.path().join("root-can-write")).is_ok());
     }

@@ -221,6 +221,24 @@ impl Host for RecordingHost {
         )?;
         Ok(DirRef::by_path(path))
     }
+    fn open_vault_dir(
+        &mut self,
+        root: &Path,
+        rel: &Path,
+        user: &Identity,
+        create: bool,
+    ) -> HostResult<DirRef> {
+        self.call(
+            "open_vault_dir",
+            format!(
+                "{} beneath {} as {} create={create}",
+                p(rel),
+                p(root),
+                user.uid
+            ),
+        )?;
+        Ok(DirRef::by_path(&root.join(rel)))
+    }
     fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()> {
         self.call("move_mount", format!("{} {}", p(from), p(&to.path)))
     }

@@ -237,14 +237,7 @@ fn setup_steps<H: Host>(
     }
     let mut sources: Vec<DirRef> = Vec::with_capacity(plan.binds.len());
     for b in &plan.binds {
-        let src = host.open_user_dir(
-            &staging.join(&b.source),
-            &plan.user,
-            DirMode {
-                create: !plan.readonly,
-                owned: false,
-            },
-        )?;
+        let src = host.open_vault_dir(&staging, &b.source, &plan.user, !plan.readonly)?;
         sources.push(src);
     }
     let mp = host.open_user_dir(

@@ -141,11 +141,11 @@ fn setup_table() -> Vec<(String, Vec<String>)> {
             unmap_tmpfs(&[&umount_staging]),
         ),
         (
-            format!("open_user_dir {STAGING}/.gcloud as 1000 create=true owned=false"),
+            format!("open_vault_dir .gcloud beneath {STAGING} as 1000 create=true"),
             unmap_tmpfs(&[&umount_staging]),
         ),
         (
-            format!("open_user_dir {STAGING}/.kube as 1000 create=true owned=false"),
+            format!("open_vault_dir .kube beneath {STAGING} as 1000 create=true"),
             unmap_tmpfs(&[&umount_staging]),
         ),
         (
@@ -355,12 +355,10 @@ fn readonly_session_maps_and_mounts_readonly_and_does_not_chown() {
         .iter()
         .any(|c| c == &format!("mount_ext4 /dev/mapper/tazpod-v {STAGING} ro=true")));
     assert!(!host.calls.iter().any(|c| c.starts_with("chown")));
-    assert!(
-        host.calls
-            .iter()
-            .any(|c| c
-                == &format!("open_user_dir {STAGING}/.gcloud as 1000 create=false owned=false"))
-    );
+    assert!(host
+        .calls
+        .iter()
+        .any(|c| c == &format!("open_vault_dir .gcloud beneath {STAGING} as 1000 create=false")));
     assert!(host
         .calls
         .iter()
@@ -877,4 +875,28 @@ fn init_cleanup_failures_after_mkfs_are_warnings_and_the_vault_stays() {
     assert!(host.calls.last().unwrap().starts_with("publish_image"));
     assert!(host.calls[1].ends_with("replace=true"));
     assert!(!host.calls.iter().any(|c| c.starts_with("remove_image")));
+}
+
+#[test]
+fn bind_sources_are_opened_beneath_the_vault_root_never_by_joined_path() {
+    let mut host = RecordingHost::default();
+    run(&mut host, &plan());
+    let opens: Vec<&String> = host
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("open_"))
+        .collect();
+    // every bind source: relative to the staging root, as the user
+    for src in [".gcloud", ".kube"] {
+        assert!(
+            opens.contains(&&format!(
+                "open_vault_dir {src} beneath {STAGING} as 1000 create=true"
+            )),
+            "{opens:?}"
+        );
+    }
+    // nothing inside the vault goes through the path-based opener
+    assert!(!opens
+        .iter()
+        .any(|c| c.starts_with("open_user_dir") && c.contains(STAGING)));
 }
