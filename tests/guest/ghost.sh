@@ -209,15 +209,16 @@ fi
 
 # --- creating a vault ----------------------------------------------------------------------------
 # A cheap KDF (the default Argon2id benchmark to 2 s would dominate under emulation). The
-# commands run as root with --invoker 1000, the command line tazpod's own sudo re-execution
+# commands run as root with SUDO_UID=1000 SUDO_GID=1000, as sudo runs tazpod's own sudo re-execution
 # gives the root process: the image and its directory then belong to tester.
 CHEAP="--pbkdf pbkdf2 --pbkdf-force-iterations 1000"
 printf %s new-vault-one >/tmp/new1
 printf %s new-vault-two >/tmp/new2
 chmod 600 /tmp/new1 /tmp/new2
+chown 1000:1000 /tmp/new1 /tmp/new2
 NEWDIR=/home/tester/vaults/new
 NEW=$NEWDIR/vault.img
-new_unlock() { tazpod unlock --invoker 1000 --vault "$NEW" --mount "$MNT" "$@"; }
+new_unlock() { SUDO_UID=1000 SUDO_GID=1000 tazpod unlock --vault "$NEW" --mount "$MNT" "$@"; }
 csetup() { cryptsetup --disable-locks "$@"; }
 # What is next to the vault: the vault alone (no temporary image left).
 dir_holds_only_vault() { [ "$(ls -A "$1")" = vault.img ] || { ls -la "$1"; return 1; }; }
@@ -262,10 +263,10 @@ fi
 
 # --- tazpod init on an existing vault: refused without --force; --force needs a YES or -q ----
 sum=$(t_sha256 "$NEW")
-tazpod init --invoker 1000 --vault "$NEW" --key-file /tmp/new2 $CHEAP 2>/tmp/err
+SUDO_UID=1000 SUDO_GID=1000 tazpod init --vault "$NEW" --key-file /tmp/new2 $CHEAP 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "already exists" /tmp/err && t_pass init-existing-refused \
     || t_fail init-existing-refused "rc=$rc $(cat /tmp/err)"
-tazpod init --invoker 1000 --vault "$NEW" --force --key-file /tmp/new2 $CHEAP 2>/tmp/err
+SUDO_UID=1000 SUDO_GID=1000 tazpod init --vault "$NEW" --force --key-file /tmp/new2 $CHEAP 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "refused without a terminal" /tmp/err && t_pass init-force-without-terminal-refused \
     || t_fail init-force-without-terminal-refused "rc=$rc $(cat /tmp/err)"
 t_check_output init-refusals-changed-nothing "$sum" t_sha256 "$NEW"
@@ -278,7 +279,7 @@ rm -f /tmp/c-ready /tmp/c-go
 C=$!
 if wait_file /tmp/c-ready; then
     hdr=$(header_of)
-    tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
+    SUDO_UID=1000 SUDO_GID=1000 tazpod init --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
     rc=$?; [ "$rc" = 5 ] && grep -q "unlocked in a ghost session" /tmp/err && [ "$(header_of)" = "$hdr" ] && t_pass init-force-busy-session-exit-5 \
         || t_fail init-force-busy-session-exit-5 "rc=$rc $(cat /tmp/err)"
 else
@@ -289,7 +290,7 @@ wait "$C"
 t_check init-busy-session-nothing-left settles 10
 if tazpod open --key-file /tmp/new1 "$NEW" cvol 2>/tmp/err; then
     hdr=$(header_of)
-    tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
+    SUDO_UID=1000 SUDO_GID=1000 tazpod init --vault "$NEW" --force --batch-mode --key-file /tmp/new2 $CHEAP 2>/tmp/err
     rc=$?; [ "$rc" = 5 ] && grep -q "is in use" /tmp/err && [ "$(header_of)" = "$hdr" ] && t_pass init-force-busy-mapping-exit-5 \
         || t_fail init-force-busy-mapping-exit-5 "rc=$rc $(cat /tmp/err)"
     tazpod close cvol
@@ -301,7 +302,7 @@ t_check init-busy-nothing-left settles 10
 # --- init --force --batch-mode replaces it with a new, empty vault ------------------------------
 old_ino=$(stat -c %i "$NEW")
 start=$(date +%s)
-tazpod init --invoker 1000 --vault "$NEW" --force --batch-mode --key-file /tmp/new2 --size 32M $CHEAP 2>/tmp/err
+SUDO_UID=1000 SUDO_GID=1000 tazpod init --vault "$NEW" --force --batch-mode --key-file /tmp/new2 --size 32M $CHEAP 2>/tmp/err
 rc=$?; t_log "init --force of a 32 MiB vault took $(($(date +%s) - start)) s"
 [ "$rc" = 0 ] && t_pass init-force-batch-replaces || t_fail init-force-batch-replaces "rc=$rc $(cat /tmp/err)"
 t_check init-force-said-created grep -q "created the vault $NEW: 32 MiB" /tmp/err
@@ -351,16 +352,19 @@ t_check create-refusals-nothing-left settles 5
 mkdir -p /tmp/fakebin
 printf '#!/bin/sh\necho "mke2fs: simulated failure" >&2\nexit 1\n' >/tmp/fakebin/mkfs.ext4
 chmod 755 /tmp/fakebin/mkfs.ext4
-PATH=/tmp/fakebin:$PATH tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --size 32M $CHEAP -- true 2>/tmp/err
+# mkfs.ext4 is taken only from the system directories: the fake goes over the real one.
+mount --bind /tmp/fakebin/mkfs.ext4 "$MKFS"
+tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --size 32M $CHEAP -- true 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && grep -q "nothing was left behind" /tmp/err \
     && t_pass create-mkfs-failure-reported || t_fail create-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
 t_check_fails create-mkfs-failure-no-image test -e /tmp/init3
 t_check create-mkfs-failure-nothing-left settles 10
-PATH=/tmp/fakebin:$PATH tazpod init --vault "$V3" --key-file /tmp/new1 --size 32M $CHEAP 2>/tmp/err
+tazpod init --vault "$V3" --key-file /tmp/new1 --size 32M $CHEAP 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && t_pass init-mkfs-failure-reported \
     || t_fail init-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
 t_check_fails init-mkfs-failure-no-image test -e /tmp/init3
 t_check init-mkfs-failure-nothing-left settles 10
+umount "$MKFS"
 
 # --- SIGKILL while creating: the vault path holds nothing or a complete vault ---------------------
 for d in 0.5 1.5 2.5 3 3.5 4.5; do
