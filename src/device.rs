@@ -5,6 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::kernel::flock;
 
 /// A device or image opened read-only (`O_RDONLY`): nothing written through it, ever.
 pub struct ReadOnly {
@@ -13,6 +16,8 @@ pub struct ReadOnly {
     pub name: String,
     dev: u64,
     ino: u64,
+    /// The shared metadata lock, while held (see [`ReadOnly::lock_shared`]).
+    lock: Option<flock::DeviceLock>,
 }
 
 impl ReadOnly {
@@ -51,7 +56,22 @@ impl ReadOnly {
             name,
             dev: meta.dev(),
             ino: meta.ino(),
+            lock: None,
         })
+    }
+
+    /// Takes the shared metadata lock on it (see [`metadata_lock`]): held while the header and
+    /// keyslots are read, so that no writer changes them in between.
+    pub fn lock_shared(&mut self) -> Result<(), CliError> {
+        if self.lock.is_none() {
+            self.lock = metadata_lock(&self.file, &self.name, flock::Mode::Shared)?;
+        }
+        Ok(())
+    }
+
+    /// Releases the shared lock (after the keyslots were read; the data needs none).
+    pub fn release_lock(&mut self) {
+        self.lock = None;
     }
 
     /// Size in bytes (works for block devices, whose metadata length is 0).
@@ -75,6 +95,68 @@ impl Read for ReadOnly {
 impl Seek for ReadOnly {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.file.seek(pos)
+    }
+}
+
+/// How long a verb waits for another process's metadata lock: `TAZPOD_LOCK_TIMEOUT_MS`
+/// milliseconds, else 10 s (cryptsetup waits without bound).
+pub fn lock_timeout() -> Duration {
+    std::env::var("TAZPOD_LOCK_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// Takes cryptsetup's metadata lock (see [`flock`]) on the header device open as `file`:
+/// `Exclusive` for a verb that writes a header, `Shared` for one that reads it. A lock held
+/// elsewhere is waited for (saying so once on stderr) up to [`lock_timeout`], then the device
+/// is busy (exit 5). A writer that cannot use the lock at all (say, `/run/cryptsetup` is not
+/// writable) is refused too; a reader then reads without the lock, as it writes nothing.
+pub fn metadata_lock(
+    file: &File,
+    shown: &str,
+    mode: flock::Mode,
+) -> Result<Option<flock::DeviceLock>, CliError> {
+    let timeout = lock_timeout();
+    let what = match mode {
+        flock::Mode::Exclusive => "write",
+        flock::Mode::Shared => "read",
+    };
+    let r = flock::lock(file, mode, timeout, || {
+        eprintln!(
+            "tazpod: {shown} is locked by another process (a tazpod or cryptsetup command \
+             using its header); waiting up to {} s for it...",
+            timeout.as_secs_f64()
+        );
+    });
+    match r {
+        Ok(l) => Ok(Some(l)),
+        Err(flock::LockError::Busy { waited }) => Err(CliError::new(
+            code::BUSY,
+            format!(
+                "{shown} is busy: another process held its metadata lock for {:.1} s, so the \
+                 {what} lock was not taken; nothing was {}",
+                waited.as_secs_f64(),
+                if mode == flock::Mode::Exclusive {
+                    "written"
+                } else {
+                    "read"
+                }
+            ),
+        )
+        .hint(
+            "try again when the other tazpod or cryptsetup command has finished \
+             (TAZPOD_LOCK_TIMEOUT_MS sets how long to wait)",
+        )),
+        Err(flock::LockError::Io { .. }) if mode == flock::Mode::Shared => Ok(None),
+        Err(flock::LockError::Io { what: path, err }) => Err(CliError::new(
+            code::BUSY,
+            format!(
+                "cannot take the write lock on {shown} ({}): {err}; nothing was written",
+                path.display()
+            ),
+        )
+        .hint("writing a block device's header needs root (the lock lives in /run/cryptsetup)")),
     }
 }
 

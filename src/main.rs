@@ -330,6 +330,8 @@ fn open_header(
 ) -> Result<(device::ReadOnly, luks2::Header), CliError> {
     let path = h.header.as_ref().unwrap_or(device);
     let mut f = device::ReadOnly::open(path)?;
+    // Held until the keyslots are read (dropped with `f`, or by `release_lock`).
+    f.lock_shared()?;
     let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&f.name, e))?;
     Ok((f, header))
 }
@@ -510,6 +512,7 @@ fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
     let u = unlock_with(&mut hf, &header, &a.key, &shown, &opts, verbose)?;
     let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| CliError::luks(&shown, e))?;
     drop(u);
+    hf.release_lock();
     let mut out = device::Output::create(&a.output)?;
     let src = data.as_mut().unwrap_or(&mut hf);
     let n = dec

@@ -152,18 +152,25 @@ pub fn with_passphrase<T>(
 ) -> Result<T, CliError> {
     if let Some(path) = &args.key_file {
         let pass = read_key_file(args, path)?;
+        if path.as_os_str() == "-" && pass.as_bytes().is_empty() {
+            return Err(nothing_to_read());
+        }
         return attempt(&pass).map_err(|e| CliError::luks(device, e));
     }
     if !tty::stdin_is_tty() {
-        // Piped passphrase: up to the first newline, one try.
-        let pass = tty::read_line_secret(PASSPHRASE_MAX)
-            .map_err(|e| {
-                CliError::new(
-                    code::INVALID,
-                    format!("cannot read passphrase from standard input: {e}"),
-                )
-            })?
-            .ok_or_else(too_long)?;
+        // Piped passphrase: up to the first newline, one try. Input that has already ended is
+        // not an empty passphrase (an empty line is).
+        let line = tty::read_line(PASSPHRASE_MAX).map_err(|e| {
+            CliError::new(
+                code::INVALID,
+                format!("cannot read passphrase from standard input: {e}"),
+            )
+        })?;
+        let pass = match line {
+            tty::Line::Text(b) => b,
+            tty::Line::Eof => return Err(nothing_to_read()),
+            tty::Line::TooLong => return Err(too_long()),
+        };
         return attempt(&Passphrase::new(pass)).map_err(|e| CliError::luks(device, e));
     }
     let tries = args.tries.max(1);
@@ -219,6 +226,15 @@ pub fn read_once(args: &KeyArgs, prompt: &str) -> Result<Option<Passphrase>, Cli
         tty::Line::Eof => Ok(None),
         tty::Line::TooLong => Err(too_long()),
     }
+}
+
+/// Standard input (or `--key-file -`) that ended before its first byte, where a passphrase was
+/// to be read: cryptsetup's "Nothing to read on input." (exit 1). Nothing is written after it.
+pub fn nothing_to_read() -> CliError {
+    CliError::new(code::INVALID, "Nothing to read on input.").hint(
+        "standard input ended before a passphrase (was it already read by an earlier prompt?); \
+         give one line per passphrase asked for, or use --key-file",
+    )
 }
 
 fn too_long() -> CliError {

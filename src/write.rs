@@ -7,9 +7,9 @@
 //! with an `fsync` after every write, so that an interruption leaves a header that opens with the
 //! old or the new keyslots (`luks2/tests/format_crash.rs` checks every interruption point).
 
-use crate::device;
+use crate::device::{self, metadata_lock};
 use crate::error::{code, CliError};
-use crate::kernel::tty;
+use crate::kernel::{flock, tty};
 use crate::passphrase::{with_passphrase, KeyArgs, PASSPHRASE_MAX};
 use clap::Args;
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
@@ -377,6 +377,24 @@ pub fn new_passphrase(
     shown: &str,
 ) -> Result<Passphrase, CliError> {
     let copy = |p: &Passphrase| Ok(Passphrase::from_vec(p.as_bytes().to_vec()));
+    // A new key from a file must hold at least one byte: an empty file is a mistake (a file
+    // not yet written, a failed redirection), never a key. cryptsetup would take it as an empty
+    // key; tazpod refuses, writing nothing. `-` that ends at once is "Nothing to read".
+    let from_file = |args: &KeyArgs| -> Result<Passphrase, CliError> {
+        let p = with_passphrase(args, shown, copy)?;
+        if p.as_bytes().is_empty() {
+            let file = args
+                .key_file
+                .as_ref()
+                .map_or(String::new(), |f| f.display().to_string());
+            return Err(CliError::new(
+                code::INVALID,
+                format!("the new key file '{file}' is empty: nothing to read; nothing was written"),
+            )
+            .hint("a new key needs at least one byte; check the file"));
+        }
+        Ok(p)
+    };
     if let Some(path) = keyfile {
         let args = KeyArgs {
             key_file: Some(path.clone()),
@@ -384,20 +402,36 @@ pub fn new_passphrase(
             keyfile_size: None,
             tries: 1,
         };
-        return with_passphrase(&args, shown, copy);
+        return from_file(&args);
     }
     if let Some(k) = key.filter(|k| k.key_file.is_some()) {
-        return with_passphrase(k, shown, copy);
+        return from_file(k);
     }
     if !tty::stdin_is_tty() {
-        let p = tty::read_line_secret(PASSPHRASE_MAX)
-            .map_err(|e| {
-                CliError::new(
+        // A line of standard input. Input that has already ended (an earlier prompt took the
+        // last line) is "Nothing to read on input." (exit 1), as in cryptsetup, never an empty
+        // passphrase; an empty line is one, as in cryptsetup, with a warning.
+        let line = tty::read_line(PASSPHRASE_MAX).map_err(|e| {
+            CliError::new(
+                code::INVALID,
+                format!("cannot read the new passphrase from standard input: {e}"),
+            )
+        })?;
+        let p = match line {
+            tty::Line::Text(p) => p,
+            tty::Line::Eof => return Err(crate::passphrase::nothing_to_read()),
+            tty::Line::TooLong => {
+                return Err(CliError::new(
                     code::INVALID,
-                    format!("cannot read the new passphrase from standard input: {e}"),
-                )
-            })?
-            .ok_or_else(|| CliError::new(code::INVALID, "the new passphrase is too long"))?;
+                    "the new passphrase is too long",
+                ))
+            }
+        };
+        if p.as_bytes().is_empty() {
+            eprintln!(
+                "tazpod: warning: the new passphrase is empty (an empty line on standard input)"
+            );
+        }
         return Ok(Passphrase::new(p));
     }
     let read = |prompt: &str| -> Result<SecretBuf, CliError> {
@@ -643,6 +677,7 @@ pub fn write_header(
     hdr: &mut dyn Sink,
     hdr_name: &str,
     verbose: bool,
+    old: Option<&Luks2Header>,
 ) -> Result<NewHeader, CliError> {
     let kdf = choose_kdf(&spec.kdf, spec.key_len, verbose)?;
     let digest_iterations = if spec.kdf.force_iterations.is_some() {
@@ -668,8 +703,24 @@ pub fn write_header(
     };
     let mut vk = SecretBuf::zeroed(spec.key_len);
     os_random(vk.as_mut_bytes()).map_err(|e| CliError::new(code::INVALID, e))?;
-    let f = format::format(&params, vk.as_bytes(), pass.as_bytes(), &mut os_random)
-        .map_err(|e| fmt_err(hdr_name, e))?;
+    // Over an existing LUKS2 header, the order that keeps the old passphrases working until
+    // the new header is complete (see `format_over`), where the layouts allow it.
+    let over = match old {
+        Some(h) => format::format_over(&params, vk.as_bytes(), pass.as_bytes(), h, &mut os_random)
+            .map_err(|e| fmt_err(hdr_name, e))?,
+        None => None,
+    };
+    if old.is_some() && over.is_none() {
+        eprintln!(
+            "tazpod: the old header of {hdr_name} has another metadata size or no room beside \
+             its keyslots: its passphrases stop working with the first write"
+        );
+    }
+    let f = match over {
+        Some(f) => f,
+        None => format::format(&params, vk.as_bytes(), pass.as_bytes(), &mut os_random)
+            .map_err(|e| fmt_err(hdr_name, e))?,
+    };
     execute(&f.plan, hdr, hdr_name)?;
     Ok(NewHeader {
         uuid: f.uuid,
@@ -718,10 +769,18 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
         .header
         .as_ref()
         .map_or(shown.clone(), |h| h.display().to_string());
+    // The writers' lock on the header device, held until the new header is synced.
+    let _lock = metadata_lock(&hdr, &hdr_name, flock::Mode::Exclusive)?;
     // Refuse to overwrite a LUKS header without confirmation.
     let mut magic = [0u8; 6];
-    let has_luks =
-        hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY;
+    // The header being replaced, if it is a LUKS2 header tazpod reads (read under the lock;
+    // a damaged primary with an intact secondary counts).
+    let old = match luks2::read_header(&mut hdr) {
+        Ok(luks2::Header::Luks2(h)) => Some(*h),
+        _ => None,
+    };
+    let has_luks = old.is_some()
+        || (hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY);
     if !a.batch_mode {
         if has_luks {
             confirm(&format!(
@@ -734,7 +793,7 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     let pass = new_passphrase(None, Some(&a.key), &shown)?;
-    let f = write_header(&spec, &pass, &mut hdr, &hdr_name, verbose)?;
+    let f = write_header(&spec, &pass, &mut hdr, &hdr_name, verbose, old.as_ref())?;
     drop(f.volume_key);
     drop(hdr);
     dev.sync().ok();
@@ -744,17 +803,31 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Opens the header read-write and loads it (LUKS2 only).
-fn load_rw(
-    device: &Path,
-    header: Option<&PathBuf>,
-) -> Result<(File, String, Luks2Header), CliError> {
+/// A header opened read-write under the writers' lock.
+struct Loaded {
+    file: File,
+    shown: String,
+    header: Luks2Header,
+    /// Held until this is dropped, after the last write.
+    _lock: Option<flock::DeviceLock>,
+}
+
+/// Opens the header read-write, takes the writers' lock and loads it (LUKS2 only).
+fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliError> {
     let path = header.map_or(device, |h| h.as_path());
     let shown = path.display().to_string();
     let mut f = open_rw(path, false)?;
+    // The header is read only once the writers' lock is held, so the update starts from the
+    // latest state; the lock stays held until the last write is synced.
+    let lock = metadata_lock(&f, &shown, flock::Mode::Exclusive)?;
     let h = luks2::read_header(&mut f).map_err(|e| CliError::luks(&shown, e))?;
     match h {
-        luks2::Header::Luks2(h) => Ok((f, shown, *h)),
+        luks2::Header::Luks2(h) => Ok(Loaded {
+            file: f,
+            shown,
+            header: *h,
+            _lock: lock,
+        }),
         luks2::Header::Luks1(_) => Err(CliError::new(
             code::INVALID,
             format!("{shown}: LUKS1 headers are read-only in tazpod"),
@@ -805,7 +878,12 @@ fn unlock_for_new_key(
 
 /// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
 pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let Loaded {
+        file: mut f,
+        shown,
+        header: h,
+        _lock,
+    } = load_rw(&a.device, a.header.as_ref())?;
     let (u, new, spec) = unlock_for_new_key(
         &mut f,
         &shown,
@@ -836,7 +914,12 @@ pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
 
 /// `tazpod add-key`.
 pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let Loaded {
+        file: mut f,
+        shown,
+        header: h,
+        _lock,
+    } = load_rw(&a.device, a.header.as_ref())?;
     let (u, new, spec) = unlock_for_new_key(
         &mut f,
         &shown,
@@ -868,7 +951,12 @@ pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
 
 /// `tazpod remove-key`.
 pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let Loaded {
+        file: mut f,
+        shown,
+        header: h,
+        _lock,
+    } = load_rw(&a.device, a.header.as_ref())?;
     let header = luks2::Header::Luks2(Box::new(h.clone()));
     let opts = UnlockOptions {
         keyslot: None,
@@ -899,24 +987,47 @@ fn kill(
         ));
     }
     if h.metadata.keyslots.len() == 1 && !batch {
-        confirm(&format!(
-            "This is the last keyslot of {shown}. The device will become unusable after purging this key."
-        ))?;
+        last_keyslot_rule(shown, slot)?;
     }
     let plan = format::remove_keyslot(h, slot, &mut os_random).map_err(|e| fmt_err(shown, e))?;
     execute(&plan, f, shown)
+}
+
+/// The rule for wiping the last keyslot, cryptsetup 2.6.1's for `luksRemoveKey` and
+/// `luksKillSlot`: on a terminal, a typed "YES" (anything else: "operation aborted", exit 2,
+/// nothing written); without a terminal there is nobody to ask and the keyslot is wiped, with
+/// a warning that the device will not open again. `--batch-mode` skips the question (and for
+/// `kill-slot` a key file does too); the callers check that.
+fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), CliError> {
+    if tty::stdin_is_tty() {
+        return confirm_or(
+            &format!(
+                "WARNING!\n========\nThis is the last keyslot of {shown}. Device will become \
+                 unusable after purging this key."
+            ),
+            "operation aborted, the keyslot was NOT wiped",
+        );
+    }
+    eprintln!(
+        "tazpod: warning: keyslot {slot} is the last keyslot of {shown}; with no terminal to \
+         confirm, it is wiped as cryptsetup does, and no passphrase will open the device again"
+    );
+    Ok(())
 }
 
 /// `tazpod kill-slot`, as cryptsetup 2.6.1's `luksKillSlot`: unless `--batch-mode` is given
 /// on a terminal without a key file, a remaining passphrase is read ("Enter any remaining
 /// passphrase: ") and must open another keyslot than the one killed, or, when it is the last
 /// keyslot, that keyslot itself (after the typed "YES", which a key file or `--batch-mode`
-/// skips). Input that ends before its first byte (an empty pipe, `--key-file -` with nothing
-/// on it) skips the check, as cryptsetup does. One difference, on purpose: without a terminal
-/// the last keyslot is killed only with `--batch-mode` or a key file, where cryptsetup takes
-/// the missing terminal as a "yes".
+/// skips; see [`last_keyslot_rule`]). Input that ends before its first byte (an empty pipe,
+/// `--key-file -` with nothing on it) skips the check, as cryptsetup does.
 pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let Loaded {
+        file: mut f,
+        shown,
+        header: h,
+        _lock,
+    } = load_rw(&a.device, a.header.as_ref())?;
     let slot = a.slot;
     if !h.metadata.keyslots.contains_key(&slot) {
         return Err(CliError::new(
@@ -931,10 +1042,7 @@ pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
     let key_file = a.key.key_file.is_some();
     if !a.batch_mode || key_file || !tty::stdin_is_tty() {
         if last && !a.batch_mode && !key_file {
-            confirm_or(
-                "This is the last keyslot. Device will become unusable after purging this key.",
-                "operation aborted, the keyslot was NOT wiped",
-            )?;
+            last_keyslot_rule(&shown, slot)?;
         }
         match crate::passphrase::read_once(&a.key, "Enter any remaining passphrase: ")? {
             Some(pass) => {
@@ -1021,7 +1129,12 @@ pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
         return Err(CliError::new(code::INVALID, "nothing to change")
             .hint("give --label and/or --priority with --key-slot"));
     }
-    let (mut f, shown, h) = load_rw(&a.device, a.header.as_ref())?;
+    let Loaded {
+        file: mut f,
+        shown,
+        header: h,
+        _lock,
+    } = load_rw(&a.device, a.header.as_ref())?;
     let plan = format::configure(&h, a.label.as_deref(), priority, &mut os_random)
         .map_err(|e| fmt_err(&shown, e))?;
     execute(&plan, &mut f, &shown)

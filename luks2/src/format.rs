@@ -18,7 +18,7 @@
 use crate::af::{self, AfError};
 use crate::cipher::{CipherError, CipherSpec, SectorCipher};
 use crate::hash::HashAlg;
-use crate::header::{Luks2Header, MAGIC_PRIMARY, MAGIC_SECONDARY};
+use crate::header::{HeaderCopy, Luks2Header, MAGIC_PRIMARY, MAGIC_SECONDARY};
 use crate::kdf::{Argon2Variant, KdfError, KdfParams};
 use crate::metadata::Priority;
 use crate::secret::SecretBuf;
@@ -550,12 +550,108 @@ pub const FORMAT_SEQID: u64 = 3;
 
 /// Builds a new LUKS2 volume header with one keyslot (id 0) holding `volume_key` under
 /// `passphrase`. The plan writes the whole keyslots area (random bytes around the keyslot),
-/// then the secondary header copy, then the primary (seqid [`FORMAT_SEQID`]).
+/// then the secondary header copy, then the primary (seqid [`FORMAT_SEQID`]). Over an existing
+/// LUKS2 header, [`format_over`] orders the writes so that the old passphrases keep opening
+/// until the new header is complete.
 pub fn format(
     p: &FormatParams,
     volume_key: &[u8],
     passphrase: &[u8],
     rng: &mut Rng<'_>,
+) -> Result<Formatted, FormatError> {
+    let area_start = 2 * p.layout.metadata_size;
+    build_formatted(
+        p,
+        volume_key,
+        passphrase,
+        rng,
+        None,
+        area_start,
+        FORMAT_SEQID,
+    )
+}
+
+/// [`format`] over an existing LUKS2 header `old` on the same device (or header file), with
+/// the writes ordered so that an interruption at any point (or a torn write) leaves a device
+/// that opens with the old passphrases or with the new one, never neither:
+///
+/// 1. the new keyslot goes into the first 4 KiB-aligned gap of the new keyslots area that no
+///    active old keyslot uses (not always at the start of the area, which cryptsetup accepts:
+///    a keyslot may lie anywhere in the area);
+/// 2. the header copy *not* in use is written first, then the one in use, both with a seqid
+///    one above the old one: as long as the new copy being written is incomplete (its checksum
+///    fails) the old copy in use wins; once it is complete its higher seqid wins, for tazpod's
+///    reader and for cryptsetup alike;
+/// 3. only then is the rest of the keyslots area, with the old keyslots, overwritten with
+///    random bytes.
+///
+/// Returns `Ok(None)` when no such order exists: the old header has another metadata size
+/// (its secondary copy lies elsewhere) or its keyslots leave no gap for the new one. The caller
+/// then uses [`format`], with which the old passphrases stop opening at the first write (as
+/// with cryptsetup's `luksFormat`).
+pub fn format_over(
+    p: &FormatParams,
+    volume_key: &[u8],
+    passphrase: &[u8],
+    old: &Luks2Header,
+    rng: &mut Rng<'_>,
+) -> Result<Option<Formatted>, FormatError> {
+    let l = p.layout;
+    if old.binary.hdr_size != l.metadata_size {
+        return Ok(None);
+    }
+    let area_size = keyslot_area_size(volume_key.len())?;
+    let start = 2 * l.metadata_size;
+    let end = start.saturating_add(l.keyslots_size);
+    let mut used: Vec<(u64, u64)> = old
+        .metadata
+        .keyslots
+        .values()
+        .filter_map(|k| k.area.as_ref())
+        .map(|a| (a.offset, a.offset.saturating_add(a.size)))
+        .collect();
+    used.sort_unstable();
+    let mut off = start;
+    for (s, e) in &used {
+        if off.saturating_add(area_size) <= *s {
+            break;
+        }
+        if *e > off {
+            off = e.checked_next_multiple_of(AREA_ALIGN).unwrap_or(u64::MAX);
+        }
+    }
+    if off.saturating_add(area_size) > end {
+        return Ok(None);
+    }
+    let seqid = old
+        .binary
+        .seqid
+        .checked_add(1)
+        .ok_or_else(|| FormatError::Unsupported("the sequence id is at its maximum".into()))?
+        .max(FORMAT_SEQID);
+    build_formatted(
+        p,
+        volume_key,
+        passphrase,
+        rng,
+        Some(old.used_copy),
+        off,
+        seqid,
+    )
+    .map(Some)
+}
+
+/// The new header and its plan. `over` is the copy in use of an old header being replaced
+/// (the write order of [`format_over`]), `None` for a plain [`format`]; `area_offset` is where
+/// keyslot 0 goes.
+fn build_formatted(
+    p: &FormatParams,
+    volume_key: &[u8],
+    passphrase: &[u8],
+    rng: &mut Rng<'_>,
+    over: Option<HeaderCopy>,
+    area_offset: u64,
+    seqid: u64,
 ) -> Result<Formatted, FormatError> {
     if !(512..=4096).contains(&p.sector_size) || !p.sector_size.is_power_of_two() {
         return Err(FormatError::BadSectorSize(p.sector_size));
@@ -583,11 +679,17 @@ pub fn format(
     }
     let area_start = 2 * l.metadata_size;
     let area_size = keyslot_area_size(volume_key.len())?;
-    if area_size > l.keyslots_size {
+    let area_end = area_start.saturating_add(l.keyslots_size);
+    if area_offset < area_start || area_offset.saturating_add(area_size) > area_end {
         return Err(FormatError::NoSpace { needed: area_size });
     }
     let (ks, area) = build_keyslot(
-        volume_key, passphrase, &p.keyslot, area_start, area_size, rng,
+        volume_key,
+        passphrase,
+        &p.keyslot,
+        area_offset,
+        area_size,
+        rng,
     )?;
     let digest = build_digest(
         volume_key,
@@ -614,48 +716,93 @@ pub fn format(
     });
     let json = to_json_text(&meta);
 
-    // The keyslots area: random bytes, the keyslot at its start.
+    // The keyslots area: random bytes, the keyslot at `area_offset`.
     let ks_len = usize::try_from(l.keyslots_size).map_err(|_| FormatError::BadKeyslotsSize {
         size: l.keyslots_size,
         reason: "too large for memory",
     })?;
     let mut keyslots = vec![0u8; ks_len];
     fill(rng, &mut keyslots)?;
-    if let Some(dst) = keyslots.get_mut(..area.len()) {
-        dst.copy_from_slice(&area);
-    }
+    let rel = usize::try_from(area_offset - area_start).unwrap_or(usize::MAX);
+    let Some(dst) = rel
+        .checked_add(area.len())
+        .and_then(|e| keyslots.get_mut(rel..e))
+    else {
+        return Err(FormatError::NoSpace { needed: area_size });
+    };
+    dst.copy_from_slice(&area);
     let mut salts = [[0u8; 64]; 2];
     fill(rng, &mut salts[0])?;
     fill(rng, &mut salts[1])?;
     let fields = HeaderFields {
         metadata_size: l.metadata_size,
-        seqid: FORMAT_SEQID,
+        seqid,
         label: &p.label,
         subsystem: &p.subsystem,
         uuid: &uuid,
         salts,
     };
     let (primary, secondary) = header_copies(&json, &fields)?;
-    let plan = Plan {
-        writes: vec![
+    let secondary = PlannedWrite {
+        what: "secondary header".into(),
+        offset: l.metadata_size,
+        data: secondary,
+    };
+    let primary = PlannedWrite {
+        what: "primary header".into(),
+        offset: 0,
+        data: primary,
+    };
+    let writes = match over {
+        None => vec![
             PlannedWrite {
                 what: "keyslots area".into(),
                 offset: area_start,
                 data: keyslots,
             },
-            PlannedWrite {
-                what: "secondary header".into(),
-                offset: l.metadata_size,
-                data: secondary,
-            },
-            PlannedWrite {
-                what: "primary header".into(),
-                offset: 0,
-                data: primary,
-            },
+            secondary,
+            primary,
         ],
+        Some(used) => {
+            // The new keyslot alone, the copy not in use, the copy in use, then the rest of the
+            // area (the old keyslots) overwritten.
+            let (first, second) = match used {
+                HeaderCopy::Primary => (secondary, primary),
+                HeaderCopy::Secondary => (primary, secondary),
+            };
+            let tail = keyslots.split_off(rel.saturating_add(area.len()));
+            let own = keyslots.split_off(rel);
+            let mut w = vec![
+                PlannedWrite {
+                    what: "keyslot 0 area".into(),
+                    offset: area_offset,
+                    data: own,
+                },
+                first,
+                second,
+            ];
+            if !keyslots.is_empty() {
+                w.push(PlannedWrite {
+                    what: "keyslots area before keyslot 0 (old keyslots wiped)".into(),
+                    offset: area_start,
+                    data: keyslots,
+                });
+            }
+            if !tail.is_empty() {
+                w.push(PlannedWrite {
+                    what: "keyslots area after keyslot 0 (old keyslots wiped)".into(),
+                    offset: area_offset.saturating_add(u64::try_from(area.len()).unwrap_or(0)),
+                    data: tail,
+                });
+            }
+            w
+        }
     };
-    Ok(Formatted { plan, uuid, json })
+    Ok(Formatted {
+        plan: Plan { writes },
+        uuid,
+        json,
+    })
 }
 
 fn check_label(field: &'static str, s: &str) -> Result<(), FormatError> {
@@ -780,7 +927,8 @@ impl Rewrite<'_> {
             .ok_or_else(|| FormatError::Unsupported(format!("no '{name}' object")))
     }
 
-    /// The two header writes: secondary first, then primary, seqid + 1.
+    /// The two header writes, seqid + 1: the copy not in use first (the secondary, for an
+    /// intact header), then the one in use.
     fn header_writes(&self, rng: &mut Rng<'_>) -> Result<Vec<PlannedWrite>, FormatError> {
         let json = to_json_text(&self.meta);
         let b = &self.h.binary;
@@ -798,18 +946,22 @@ impl Rewrite<'_> {
             salts,
         };
         let (primary, secondary) = header_copies(&json, &fields)?;
-        Ok(vec![
-            PlannedWrite {
-                what: "secondary header".into(),
-                offset: b.hdr_size,
-                data: secondary,
-            },
-            PlannedWrite {
-                what: "primary header".into(),
-                offset: 0,
-                data: primary,
-            },
-        ])
+        let secondary = PlannedWrite {
+            what: "secondary header".into(),
+            offset: b.hdr_size,
+            data: secondary,
+        };
+        let primary = PlannedWrite {
+            what: "primary header".into(),
+            offset: 0,
+            data: primary,
+        };
+        // The copy in use is written last: while the other one is written (and may tear), the
+        // copy in use still carries the old state.
+        Ok(match self.h.used_copy {
+            HeaderCopy::Primary => vec![secondary, primary],
+            HeaderCopy::Secondary => vec![primary, secondary],
+        })
     }
 }
 

@@ -385,6 +385,10 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
 
     // Before anything is created: the header, the passphrase, the volume key.
     let shown = vault.display().to_string();
+    // cryptsetup's shared metadata lock while the header and keyslots are read, so that no
+    // tazpod or cryptsetup writer changes them in between; released before the mapping.
+    let header_lock =
+        crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
     let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
     let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
@@ -401,6 +405,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
             unlock(&header, &mut &file, p.as_bytes(), &opts)
         })
     })?;
+    drop(header_lock);
     if verbose {
         eprintln!("Key slot {} unlocked.", unlocked.keyslot);
     }

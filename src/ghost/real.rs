@@ -391,12 +391,23 @@ impl Host for RealHost {
             .image
             .as_mut()
             .ok_or_else(|| fail("format", "no image is being created".into()))?;
-        let new =
-            crate::write::write_header(req.spec, req.passphrase, &mut c.file, &name, req.verbose)
-                .map_err(|e| match e.hint {
-                Some(h) => fail("format", format!("{} ({h})", e.message)),
-                None => fail("format", e.message),
-            })?;
+        // The writers' lock, as every header writer takes it (the new file is still private to
+        // this process, so nobody else can hold it).
+        let _lock =
+            crate::device::metadata_lock(&c.file, &name, crate::kernel::flock::Mode::Exclusive)
+                .map_err(|e| fail("lock", e.message))?;
+        let new = crate::write::write_header(
+            req.spec,
+            req.passphrase,
+            &mut c.file,
+            &name,
+            req.verbose,
+            None,
+        )
+        .map_err(|e| match e.hint {
+            Some(h) => fail("format", format!("{} ({h})", e.message)),
+            None => fail("format", e.message),
+        })?;
         // Read back through the reader: what is mapped is what a later unlock will see.
         let mut f = &c.file;
         let header = luks2::read_header(&mut f)

@@ -1,8 +1,9 @@
 //! The binary's kernel interfaces, one small module each: device-mapper ioctls
-//! (`dm`), loop devices (`loopdev`), the kernel keyring (`keyring`), mounts and
-//! namespaces (`mount`), privileges (`privs`), no-replace renames (`fs`), in-memory files
-//! for `tazpod run` (`memfd`), huge pages for KDF memory (`hugepages`, not registered), process protection for
-//! secrets (`secmem`), the terminal (`tty`) and zeroing freed memory (`wipe`).
+//! (`dm`), cryptsetup's metadata lock (`flock`), loop devices (`loopdev`), the kernel
+//! keyring (`keyring`), mounts and namespaces (`mount`), privileges (`privs`), no-replace
+//! renames (`fs`), in-memory files for `tazpod run` (`memfd`), huge pages for KDF memory
+//! (`hugepages`, not registered), process protection for secrets (`secmem`), the terminal
+//! (`tty`) and zeroing freed memory (`wipe`).
 //!
 //! This is the only place with `unsafe` code in the project; every `unsafe`
 //! block carries a `// SAFETY:` comment. Structures handed to the kernel are
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod dm;
+pub mod flock;
 pub mod fs;
 pub mod hugepages;
 pub mod keyring;

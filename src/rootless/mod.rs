@@ -138,6 +138,7 @@ pub fn open_vault(
     let hdr_name = detached
         .as_ref()
         .map_or_else(|| name.clone(), |h| h.name.clone());
+    detached.as_mut().unwrap_or(&mut f).lock_shared()?;
     let header = luks2::read_header(detached.as_mut().unwrap_or(&mut f)).map_err(|e| {
         let mut e = CliError::luks(&hdr_name, e);
         if v.header.is_none() {
@@ -168,6 +169,7 @@ pub fn open_vault(
     let dec =
         Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&hdr_name, e))?;
     drop(unlocked);
+    detached.as_mut().unwrap_or(&mut f).release_lock();
     drop(detached);
     let reader = VaultReader::new(f, dec, len);
     let stats = reader.stats();
