@@ -1052,6 +1052,14 @@ pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
                     eprintln!("Key slot {opened} unlocked.");
                 }
             }
+            // The last keyslot is never wiped on input that held nothing (cryptsetup wipes it);
+            // --batch-mode says so explicitly.
+            None if last && !a.batch_mode => {
+                return Err(crate::passphrase::nothing_to_read().hint(format!(
+                    "keyslot {slot} is the last keyslot and was NOT wiped; give a passphrase \
+                     that opens it, or --batch-mode"
+                )))
+            }
             None => eprintln!(
                 "tazpod: nothing to read on input; keyslot {slot} is wiped without a passphrase check"
             ),

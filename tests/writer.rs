@@ -415,9 +415,11 @@ fn add_remove_kill_config_roundtrip() {
         same_volume_key(&f, None, b"second");
         cs_repair_noop(&f);
     }
-    // The last slot needs --batch-mode without a terminal.
+    // The last slot on input that holds nothing is kept ("Nothing to read on input.", exit 1;
+    // cryptsetup would wipe it); with --batch-mode it is wiped.
     let o = tazpod(&["kill-slot", &fs, "1"], b"");
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Nothing to read on input."));
     ok(
         &tazpod(&["kill-slot", "-q", &fs, "1"], b""),
         "kill last slot",
@@ -827,14 +829,24 @@ fn kill_slot_checks_a_remaining_passphrase_like_cryptsetup() {
             left: &[0],
             cryptsetup: None,
         },
+        // The last keyslot without a terminal: wiped once a passphrase opens it, as cryptsetup.
         KillCase {
             one: true,
             opts: &[],
             stdin: b"p0\n",
             slot: "0",
-            code: 1,
+            code: 0,
+            left: &[],
+            cryptsetup: None,
+        },
+        KillCase {
+            one: true,
+            opts: &[],
+            stdin: b"p1\n",
+            slot: "0",
+            code: 2,
             left: &[0],
-            cryptsetup: Some((0, &[])),
+            cryptsetup: None,
         },
         KillCase {
             one: true,
@@ -1248,5 +1260,246 @@ fn format_on_a_regular_file_that_is_open_elsewhere() {
     ok(
         &tazpod(&format_args(&fs, &[]), b"pw\n"),
         "format a file open elsewhere",
+    );
+}
+
+/// One exhausted-input row: the same verb through tazpod and cryptsetup.
+struct InputRow {
+    what: &'static str,
+    tazpod: &'static [&'static str],
+    cryptsetup: &'static [&'static str],
+    stdin: &'static [u8],
+    /// Exit code of both tools, or (tazpod, cryptsetup) where tazpod differs on purpose.
+    code: (i32, i32),
+    /// Whether the image is left byte for byte as it was (for tazpod; and cryptsetup when the
+    /// codes agree).
+    unchanged: bool,
+}
+
+/// A new passphrase or key is never taken from input that has already ended: "Nothing to read
+/// on input." (exit 1) and nothing written, as in cryptsetup, for every verb that reads a new
+/// key; an empty new key file is refused too (cryptsetup takes it as an empty key); an empty
+/// line is an empty passphrase, as in cryptsetup. `IMG`, `OLD` (a key file holding "old"),
+/// `EMPTY` (an empty file) stand for paths.
+#[test]
+fn exhausted_input_is_nothing_to_read_like_cryptsetup() {
+    let rows = [
+        InputRow {
+            what: "format, stdin empty",
+            tazpod: &["format", "-q", "IMG"],
+            cryptsetup: &["luksFormat", "-q", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "format --key-file -, stdin empty",
+            tazpod: &["format", "-q", "--key-file", "-", "IMG"],
+            cryptsetup: &["luksFormat", "-q", "--key-file", "-", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "format --key-file EMPTY",
+            tazpod: &["format", "-q", "--key-file", "EMPTY", "IMG"],
+            cryptsetup: &["luksFormat", "-q", "--key-file", "EMPTY", "IMG"],
+            stdin: b"",
+            code: (1, 0),
+            unchanged: true,
+        },
+        InputRow {
+            what: "add-key, the new passphrase after the input ended",
+            tazpod: &["add-key", "IMG"],
+            cryptsetup: &["luksAddKey", "IMG"],
+            stdin: b"old\n",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "add-key, no old passphrase either",
+            tazpod: &["add-key", "IMG"],
+            cryptsetup: &["luksAddKey", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "add-key --key-file -, stdin empty",
+            tazpod: &["add-key", "--key-file", "-", "IMG", "--new-keyfile", "OLD"],
+            cryptsetup: &["luksAddKey", "--key-file", "-", "IMG", "OLD"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "add-key, new key file EMPTY",
+            tazpod: &[
+                "add-key",
+                "--key-file",
+                "OLD",
+                "IMG",
+                "--new-keyfile",
+                "EMPTY",
+            ],
+            cryptsetup: &["luksAddKey", "--key-file", "OLD", "IMG", "EMPTY"],
+            stdin: b"",
+            code: (1, 0),
+            unchanged: true,
+        },
+        InputRow {
+            what: "change-key, the new passphrase after the input ended",
+            tazpod: &["change-key", "IMG"],
+            cryptsetup: &["luksChangeKey", "IMG"],
+            stdin: b"old\n",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "change-key, stdin empty",
+            tazpod: &["change-key", "IMG"],
+            cryptsetup: &["luksChangeKey", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "change-key, new key file EMPTY",
+            tazpod: &[
+                "change-key",
+                "--key-file",
+                "OLD",
+                "IMG",
+                "--new-keyfile",
+                "EMPTY",
+            ],
+            cryptsetup: &["luksChangeKey", "--key-file", "OLD", "IMG", "EMPTY"],
+            stdin: b"",
+            code: (1, 0),
+            unchanged: true,
+        },
+        InputRow {
+            what: "remove-key, stdin empty",
+            tazpod: &["remove-key", "IMG"],
+            cryptsetup: &["luksRemoveKey", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "open --test-passphrase, stdin empty",
+            tazpod: &["open", "--test-passphrase", "IMG"],
+            cryptsetup: &["open", "--test-passphrase", "IMG"],
+            stdin: b"",
+            code: (1, 1),
+            unchanged: true,
+        },
+        InputRow {
+            what: "add-key, an empty line is an empty passphrase",
+            tazpod: &["add-key", "IMG"],
+            cryptsetup: &["luksAddKey", "IMG"],
+            stdin: b"old\n\n",
+            code: (0, 0),
+            unchanged: false,
+        },
+        InputRow {
+            what: "remove-key of the last keyslot without a terminal",
+            tazpod: &["remove-key", "IMG"],
+            cryptsetup: &["luksRemoveKey", "IMG"],
+            stdin: b"old\n",
+            code: (0, 0),
+            unchanged: false,
+        },
+    ];
+    let cs = have_cryptsetup();
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.key");
+    std::fs::write(&old, b"old").unwrap();
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, b"").unwrap();
+    // The volume the key verbs work on: one keyslot, passphrase "old".
+    let base = image(dir.path(), "base.img", 20 << 20);
+    let mut args = vec!["format", "-q", "--key-file"];
+    let (olds, bases) = (p(&old), p(&base));
+    args.extend([olds.as_str(), bases.as_str()]);
+    args.extend_from_slice(CHEAP);
+    ok(&tazpod(&args, b""), "format the base volume");
+    for r in &rows {
+        for tool in ["tazpod", "cryptsetup"] {
+            if tool == "cryptsetup" && !cs {
+                continue;
+            }
+            let img = dir.path().join(format!("{tool}.img"));
+            if r.tazpod[0] == "format" {
+                drop(image(dir.path(), &format!("{tool}.img"), 20 << 20));
+            } else {
+                std::fs::copy(&base, &img).unwrap();
+            }
+            let before = std::fs::read(&img).unwrap();
+            let words = if tool == "tazpod" {
+                r.tazpod
+            } else {
+                r.cryptsetup
+            };
+            let mut argv: Vec<String> = words
+                .iter()
+                .map(|w| match *w {
+                    "IMG" => p(&img),
+                    "OLD" => p(&old),
+                    "EMPTY" => p(&empty),
+                    w => w.to_string(),
+                })
+                .collect();
+            if tool == "tazpod" && r.tazpod[0] != "open" && r.tazpod[0] != "remove-key" {
+                argv.extend(CHEAP.iter().map(|s| s.to_string()));
+            } else if tool == "cryptsetup" && !["open", "luksRemoveKey"].contains(&words[0]) {
+                argv.extend(
+                    ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"].map(String::from),
+                );
+            }
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let o = if tool == "tazpod" {
+                tazpod(&argv, r.stdin)
+            } else {
+                run("cryptsetup", &argv, r.stdin)
+            };
+            let want = if tool == "tazpod" { r.code.0 } else { r.code.1 };
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(want), "{tool}: {}: {err}", r.what);
+            if want == 1 && r.code.0 == r.code.1 {
+                assert!(
+                    err.contains("Nothing to read on input."),
+                    "{tool}: {}: {err}",
+                    r.what
+                );
+            }
+            let after = std::fs::read(&img).unwrap();
+            if tool == "tazpod" || r.code.0 == r.code.1 {
+                assert_eq!(
+                    before == after,
+                    r.unchanged,
+                    "{tool}: {}: the image was {}",
+                    r.what,
+                    if r.unchanged {
+                        "written"
+                    } else {
+                        "not written"
+                    }
+                );
+            }
+        }
+    }
+    // The empty-line passphrase opens the volume tazpod changed; the last keyslot is gone.
+    let t = dir.path().join("check.img");
+    std::fs::copy(&base, &t).unwrap();
+    let ts = p(&t);
+    let mut a = vec!["add-key", ts.as_str()];
+    a.extend_from_slice(CHEAP);
+    let o = tazpod(&a, b"old\n\n");
+    ok(&o, "add-key with an empty line");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the new passphrase is empty"));
+    ok(
+        &tazpod(&["open", "--test-passphrase", &ts], b"\n"),
+        "the empty passphrase opens",
     );
 }
