@@ -11,10 +11,12 @@ step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-step "oracle and tools used by the tests (cryptsetup, e2fsprogs)"
+step "oracle and tools used by the tests (cryptsetup, e2fsprogs, strace)"
 missing=()
 command -v cryptsetup >/dev/null || missing+=(cryptsetup-bin)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+# strace kills the writers at each write and fsync (tests/writer_kill.rs).
+command -v strace >/dev/null || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
