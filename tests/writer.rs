@@ -1503,3 +1503,94 @@ fn exhausted_input_is_nothing_to_read_like_cryptsetup() {
         "the empty passphrase opens",
     );
 }
+
+/// A block device is locked through cryptsetup's lock file `/run/cryptsetup/L_<maj>:<min>`:
+/// while another process holds it, a tazpod writer (and reader) waits, then exits 5 having
+/// written nothing, and cryptsetup waits on the same file; released, the writer goes ahead
+/// and removes the lock file it no longer needs, as cryptsetup does.
+#[test]
+fn block_devices_use_cryptsetups_lock_file() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = image(dir.path(), "blk.img", 20 << 20);
+    let Some(lo) = loop_device(&f) else {
+        return;
+    };
+    let dev = lo.0.clone();
+    let k1 = dir.path().join("k1");
+    let k2 = dir.path().join("k2");
+    std::fs::write(&k1, b"one").unwrap();
+    std::fs::write(&k2, b"two").unwrap();
+    let (k1s, k2s) = (p(&k1), p(&k2));
+    ok(
+        &tazpod(&format_args(&dev, &["--key-file", &k1s]), b""),
+        "format the loop device",
+    );
+    let rdev = std::fs::metadata(&dev).unwrap().rdev();
+    let lock_path = format!(
+        "/run/cryptsetup/L_{}:{}",
+        libc::major(rdev),
+        libc::minor(rdev)
+    );
+    std::fs::create_dir_all("/run/cryptsetup").unwrap();
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let before = std::fs::read(&f).unwrap();
+    let mut add = vec!["add-key", "--key-file", &k1s, &dev, "--new-keyfile", &k2s];
+    add.extend_from_slice(CHEAP);
+    let timed = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tazpod"));
+        c.args(args)
+            .env("TAZPOD_LOCK_TIMEOUT_MS", "300")
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let o = timed(&add);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("waiting") && err.contains("busy"), "{err}");
+    let o = timed(&["dump", &dev]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "a reader waits for the writer's lock too"
+    );
+    assert!(std::fs::read(&f).unwrap() == before, "nothing was written");
+    if have_cryptsetup() {
+        // cryptsetup honours the same lock file: it waits (and is stopped by `timeout`).
+        let o = Command::new("timeout")
+            .args([
+                "2",
+                "cryptsetup",
+                "open",
+                "--test-passphrase",
+                "--key-file",
+                &k1s,
+                &dev,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(124), "cryptsetup did not wait: {o:?}");
+    }
+    drop(holder);
+    ok(&timed(&add), "add-key once the lock is free");
+    ok(
+        &tazpod(
+            &["open", "--test-passphrase", "--key-file", &k2s, &dev],
+            b"",
+        ),
+        "the new key opens",
+    );
+    assert!(
+        !Path::new(&lock_path).exists(),
+        "the last holder removes the lock file"
+    );
+}
