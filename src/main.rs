@@ -416,8 +416,14 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         keyslot: a.key_slot,
         limits: kdf_limits(&a.header),
     };
-    // The data segment must be usable too: cryptsetup refuses requirements here.
-    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    // A passphrase test depends only on the keyslots and digests (as with cryptsetup: a data
+    // segment of an unknown type, cipher or sector size still tests the passphrase);
+    // activation needs a data segment that can be mapped, checked before the passphrase.
+    let seg = if a.test_passphrase {
+        None
+    } else {
+        Some(DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?)
+    };
     if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
         // Refuse a taken name before asking for the passphrase.
         if let Ok(ctl) = mapping::control() {
@@ -430,7 +436,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
-    if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
+    if let (Some(name), Some(seg)) = (a.name.as_deref().filter(|_| !a.test_passphrase), &seg) {
         let (version, uuid, persistent) = match &header {
             luks2::Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
             luks2::Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
@@ -456,7 +462,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
             version,
             uuid: &uuid,
             digest: u.digest,
-            segment: &seg,
+            segment: seg,
             key: &u.volume_key,
             readonly: a.readonly,
             flags,

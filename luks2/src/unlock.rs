@@ -47,6 +47,18 @@ pub enum UnlockError {
     },
     /// The header carries mandatory requirements this implementation does not support.
     RequirementRefused(Vec<String>),
+    /// The passphrase opened none of the keyslots that could be tried, and these keyslots
+    /// could not be tried at all (so the passphrase is not known to be wrong).
+    UntriedKeyslots(Vec<(u32, String)>),
+    /// A keyslot's split key (`key_size` × 4000 stripes) is larger than the memory limit.
+    KeyTooLarge {
+        /// The keyslot.
+        keyslot: u32,
+        /// Its `key_size` in bytes.
+        key_size: u32,
+        /// The memory limit in bytes.
+        limit_bytes: u64,
+    },
 }
 
 impl fmt::Display for UnlockError {
@@ -70,6 +82,28 @@ impl fmt::Display for UnlockError {
             UnlockError::KdfOverLimit { keyslot, error } => write!(
                 f,
                 "keyslot {keyslot}: {error} (raise the limit with --max-kdf-memory if this machine has the memory)"
+            ),
+            UnlockError::UntriedKeyslots(reasons) => {
+                write!(
+                    f,
+                    "no key available with this passphrase in the keyslots that could be tried, \
+                     and some could not be tried (the passphrase may be theirs)"
+                )?;
+                for (id, why) in reasons {
+                    write!(f, "; keyslot {id}: {why}")?;
+                }
+                Ok(())
+            }
+            UnlockError::KeyTooLarge {
+                keyslot,
+                key_size,
+                limit_bytes,
+            } => write!(
+                f,
+                "keyslot {keyslot}: key_size {key_size} needs {} bytes of split key in memory, \
+                 over the limit of {limit_bytes} bytes (raise it with --max-kdf-memory if this \
+                 machine has the memory)",
+                u64::from(*key_size).saturating_mul(u64::from(LUKS2_AF_STRIPES))
             ),
             UnlockError::RequirementRefused(reqs) => write!(
                 f,
@@ -120,6 +154,11 @@ enum Attempt {
     Mismatch,
     Unusable(String),
     OverLimit(KdfError),
+    /// The split key of a `key_size` this large does not fit the memory limit.
+    TooLarge {
+        key_size: u32,
+        limit_bytes: u64,
+    },
 }
 
 /// Collects attempt outcomes and turns them into the final error.
@@ -127,7 +166,7 @@ enum Attempt {
 struct Tally {
     mismatched: bool,
     unusable: Vec<(u32, String)>,
-    over_limit: Option<(u32, KdfError)>,
+    over_limit: Option<UnlockError>,
 }
 
 impl Tally {
@@ -138,24 +177,40 @@ impl Tally {
             Attempt::Unusable(why) => self.unusable.push((id, why)),
             Attempt::OverLimit(e) => {
                 if self.over_limit.is_none() {
-                    self.over_limit = Some((id, e));
+                    self.over_limit = Some(UnlockError::KdfOverLimit {
+                        keyslot: id,
+                        error: e,
+                    });
+                }
+            }
+            Attempt::TooLarge {
+                key_size,
+                limit_bytes,
+            } => {
+                if self.over_limit.is_none() {
+                    self.over_limit = Some(UnlockError::KeyTooLarge {
+                        keyslot: id,
+                        key_size,
+                        limit_bytes,
+                    });
                 }
             }
         }
         None
     }
 
+    /// Over a limit first (the caller can raise it), then unusable keyslots (the passphrase
+    /// may be the one of a keyslot that could not be tried: never reported as wrong), then a
+    /// wrong passphrase.
     fn into_error(self) -> Error {
-        if let Some((keyslot, error)) = self.over_limit {
-            return UnlockError::KdfOverLimit { keyslot, error }.into();
+        if let Some(e) = self.over_limit {
+            return e.into();
         }
-        if self.mismatched {
-            return UnlockError::WrongPassphrase.into();
-        }
-        if self.unusable.is_empty() {
-            UnlockError::NoKeyslots.into()
-        } else {
-            UnlockError::NoUsableKeyslot(self.unusable).into()
+        match (self.mismatched, self.unusable.is_empty()) {
+            (true, true) => UnlockError::WrongPassphrase.into(),
+            (true, false) => UnlockError::UntriedKeyslots(self.unusable).into(),
+            (false, true) => UnlockError::NoKeyslots.into(),
+            (false, false) => UnlockError::NoUsableKeyslot(self.unusable).into(),
         }
     }
 }
@@ -338,15 +393,21 @@ fn try_luks2_keyslot<R: Read + Seek>(
     {
         return Ok(Attempt::OverLimit(e));
     }
-    let Some(split_len) = af::split_area_len(key_size, LUKS2_AF_STRIPES) else {
-        return Ok(Attempt::Unusable("AF size overflows".into()));
+    // The split key is held in memory whole, as cryptsetup holds it (`crypt_safe_alloc` of
+    // the AF sectors, -ENOMEM when that fails): over the memory limit it is refused before
+    // any work, as an over-limit cost (a `key_size` of 2^31 asks for 8 TB).
+    let split_len = af::split_area_len(key_size, LUKS2_AF_STRIPES);
+    let limit_bytes = limits.max_memory_kib.saturating_mul(1024);
+    let Some(split_len) = split_len.filter(|l| u64::try_from(*l).is_ok_and(|l| l <= limit_bytes))
+    else {
+        return Ok(Attempt::TooLarge {
+            key_size: ks.key_size,
+            limit_bytes,
+        });
     };
-    if u64::try_from(split_len).map_or(true, |l| l > area.size) {
-        return Ok(Attempt::Unusable(format!(
-            "AF material ({split_len} bytes) is larger than the area ({} bytes)",
-            area.size
-        )));
-    }
+    // cryptsetup reads the split key from the area's 512-byte sector (`offset / 512`) and
+    // for as many sectors as the split key needs, whatever the area's stored size; so do we
+    // (the header validation keeps the area inside the keyslots area).
     let candidate = open_area(
         &params,
         passphrase,
@@ -354,7 +415,7 @@ fn try_luks2_keyslot<R: Read + Seek>(
         &spec,
         area_key_size,
         r,
-        area.offset,
+        area.offset / 512 * 512,
         split_len,
         af_hash,
         key_size,
