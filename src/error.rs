@@ -77,9 +77,11 @@ impl CliError {
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Unlock(UnlockError::WrongPassphrase) => code::PERMISSION,
-        Error::Unlock(UnlockError::KdfOverLimit { .. } | UnlockError::KeyTooLarge { .. }) => {
-            code::NOMEM
-        }
+        Error::Unlock(
+            UnlockError::KdfOverLimit { .. }
+            | UnlockError::DigestOverLimit { .. }
+            | UnlockError::KeyTooLarge { .. },
+        ) => code::NOMEM,
         Error::Kdf(KdfError::OutOfMemory { .. }) => code::NOMEM,
         _ => code::INVALID,
     }

@@ -123,6 +123,13 @@ struct HeaderArgs {
     /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
     #[arg(long = "max-kdf-memory", value_name = "KiB")]
     max_kdf_memory: Option<u64>,
+    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
+    /// (speed measured here) [default: 60]
+    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
+    pub max_pbkdf2_time: Option<u64>,
+    /// Refuse an Argon2 time cost over PASSES [default: 1000]
+    #[arg(long = "max-argon2-time", value_name = "PASSES")]
+    pub max_argon2_time: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -314,13 +321,29 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
     }
 }
 
-/// KDF limits from `--max-kdf-memory` or from the memory this machine has available.
-fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
+/// KDF limits from `--max-kdf-memory`, `--max-pbkdf2-time` and `--max-argon2-time`, each
+/// defaulting to the library's default (memory: from what this machine has available).
+pub(crate) fn kdf_limits_from(
+    max_kdf_memory: Option<u64>,
+    max_pbkdf2_time: Option<u64>,
+    max_argon2_time: Option<u32>,
+) -> KdfLimits {
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
-    if let Some(kib) = h.max_kdf_memory {
+    if let Some(kib) = max_kdf_memory {
         limits.max_memory_kib = kib;
     }
+    if let Some(secs) = max_pbkdf2_time {
+        limits.max_pbkdf2_seconds = Some(secs);
+    }
+    if let Some(passes) = max_argon2_time {
+        limits.max_time = passes;
+    }
     limits
+}
+
+/// KDF limits of a verb that reads a header.
+fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
+    kdf_limits_from(h.max_kdf_memory, h.max_pbkdf2_time, h.max_argon2_time)
 }
 
 /// Opens the header source (the `--header` file, or the device).

@@ -596,3 +596,125 @@ fn untried_keyslot_is_not_a_wrong_passphrase() {
         assert_eq!(code(&o), 1);
     }
 }
+
+/// Every untrusted cost is capped before any work, with exit 3 and a message naming the
+/// keyslot (or digest), the cost and the flag that raises that cap. cryptsetup has no such
+/// caps (a 2^31-iteration keyslot runs for many minutes there), so it is not run on these.
+#[test]
+fn kdf_costs_are_capped_before_work() {
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let huge = (1u64 << 31) - 1;
+    let l1_iterations = |at: usize, n: u32| {
+        let mut img = fixture("luks1-xts-sha256.img");
+        img[at..at + 4].copy_from_slice(&n.to_be_bytes());
+        img
+    };
+    /// (name, image, extra flags, exit code, fragments of the message)
+    type Case = (&'static str, Vec<u8>, Vec<&'static str>, i32, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "keyslot pbkdf2 2^31-1",
+            pbkdf2(|v| ks0(v)["kdf"]["iterations"] = json!(huge)),
+            vec![],
+            3,
+            vec![
+                "keyslot 0:",
+                "2147483647 iterations",
+                "over the limit of 60 s",
+                "--max-pbkdf2-time",
+            ],
+        ),
+        (
+            "digest pbkdf2 2^31-1",
+            pbkdf2(|v| v["digests"]["0"]["iterations"] = json!(huge)),
+            vec![],
+            3,
+            vec![
+                "digest 0 (verifying keyslot 0)",
+                "2147483647",
+                "--max-pbkdf2-time",
+            ],
+        ),
+        (
+            "LUKS1 keyslot iterations 2^31-1",
+            // key slot 0's iteration count (big-endian, at 208 + 4).
+            l1_iterations(212, huge as u32),
+            vec![],
+            3,
+            vec!["keyslot 0:", "--max-pbkdf2-time"],
+        ),
+        (
+            "LUKS1 mk-digest iterations 2^31-1",
+            l1_iterations(164, huge as u32),
+            vec![],
+            3,
+            vec!["digest 0", "--max-pbkdf2-time"],
+        ),
+        (
+            "keyslot pbkdf2 200000, budget 0 s",
+            pbkdf2(|v| ks0(v)["kdf"]["iterations"] = json!(200_000)),
+            vec!["--max-pbkdf2-time", "0"],
+            3,
+            vec!["over the limit of 0 s", "--max-pbkdf2-time"],
+        ),
+        (
+            // Runs (well within 60 s), derives another key: a wrong passphrase.
+            "keyslot pbkdf2 200000, default budget",
+            pbkdf2(|v| ks0(v)["kdf"]["iterations"] = json!(200_000)),
+            vec![],
+            2,
+            vec![],
+        ),
+        (
+            "argon2 time 1001",
+            edit(fixture("argon2id.img"), |v| {
+                ks0(v)["kdf"]["time"] = json!(1001)
+            }),
+            vec![],
+            3,
+            vec!["keyslot 0:", "time cost 1001", "--max-argon2-time"],
+        ),
+        (
+            "argon2 time 1001, raised",
+            edit(fixture("argon2id.img"), |v| {
+                ks0(v)["kdf"]["time"] = json!(1001)
+            }),
+            vec!["--max-argon2-time", "1001"],
+            2,
+            vec![],
+        ),
+        (
+            "argon2 memory over the limit",
+            fixture("argon2id.img"),
+            vec!["--max-kdf-memory", "32"],
+            3,
+            vec!["keyslot 0:", "64 KiB", "--max-kdf-memory"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, img, flags, want, fragments) in cases {
+        let img = env.copy(name, &img);
+        let mut args = vec!["open", "--test-passphrase", "--key-file", p(&env.right)];
+        args.extend(flags.iter().copied());
+        args.push(p(&img));
+        let start = Instant::now();
+        let o = tazpod(&args);
+        let took = start.elapsed();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if code(&o) != want || fragments.iter().any(|f| !err.contains(f)) {
+            failures.push(format!("{name}: exit {} (want {want}): {err}", code(&o)));
+        }
+        // Refusals come before any KDF work (a speed measurement takes well under a second).
+        if want == 3 && took > Duration::from_secs(10) {
+            failures.push(format!("{name}: refused only after {took:?}"));
+        }
+        // Each cap names its own flag only.
+        for flag in ["--max-kdf-memory", "--max-argon2-time", "--max-pbkdf2-time"] {
+            if err.contains(flag) && !fragments.contains(&flag) {
+                failures.push(format!("{name}: names {flag}: {err}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -45,6 +45,16 @@ pub enum UnlockError {
         /// What the KDF asked for.
         error: KdfError,
     },
+    /// The digest that verifies a keyslot's key (its PBKDF2) costs more than the limits
+    /// allow, and no other keyslot opened. LUKS1 has one digest, numbered 0.
+    DigestOverLimit {
+        /// The keyslot being verified.
+        keyslot: u32,
+        /// The digest.
+        digest: u32,
+        /// What its PBKDF2 asked for.
+        error: KdfError,
+    },
     /// The header carries mandatory requirements this implementation does not support.
     RequirementRefused(Vec<String>),
     /// The passphrase opened none of the keyslots that could be tried, and these keyslots
@@ -79,9 +89,17 @@ impl fmt::Display for UnlockError {
                 }
                 Ok(())
             }
-            UnlockError::KdfOverLimit { keyslot, error } => write!(
+            UnlockError::KdfOverLimit { keyslot, error } => {
+                write!(f, "keyslot {keyslot}: {error}{}", raise_hint(error))
+            }
+            UnlockError::DigestOverLimit {
+                keyslot,
+                digest,
+                error,
+            } => write!(
                 f,
-                "keyslot {keyslot}: {error} (raise the limit with --max-kdf-memory if this machine has the memory)"
+                "digest {digest} (verifying keyslot {keyslot}): {error}{}",
+                raise_hint(error)
             ),
             UnlockError::UntriedKeyslots(reasons) => {
                 write!(
@@ -111,6 +129,22 @@ impl fmt::Display for UnlockError {
                 reqs.join(", ")
             ),
         }
+    }
+}
+
+/// What to do about a cost over a limit: the flag of that limit (each its own).
+fn raise_hint(error: &KdfError) -> &'static str {
+    match error {
+        KdfError::MemoryOverLimit { .. } => {
+            " (raise the limit with --max-kdf-memory KiB if this machine has the memory)"
+        }
+        KdfError::TimeOverLimit { .. } => {
+            " (raise the limit with --max-argon2-time PASSES if you trust this header)"
+        }
+        KdfError::Pbkdf2TimeOverLimit { .. } | KdfError::IterationsOverLimit { .. } => {
+            " (raise the limit with --max-pbkdf2-time SECONDS if you trust this header)"
+        }
+        _ => "",
     }
 }
 
@@ -153,7 +187,8 @@ enum Attempt {
     Opened(VolumeKey),
     Mismatch,
     Unusable(String),
-    OverLimit(KdfError),
+    /// A cost over the limits: the keyslot's KDF (`None`) or that digest's PBKDF2.
+    OverLimit(KdfError, Option<u32>),
     /// The split key of a `key_size` this large does not fit the memory limit.
     TooLarge {
         key_size: u32,
@@ -175,11 +210,15 @@ impl Tally {
             Attempt::Opened(k) => return Some(k),
             Attempt::Mismatch => self.mismatched = true,
             Attempt::Unusable(why) => self.unusable.push((id, why)),
-            Attempt::OverLimit(e) => {
+            Attempt::OverLimit(error, digest) => {
                 if self.over_limit.is_none() {
-                    self.over_limit = Some(UnlockError::KdfOverLimit {
-                        keyslot: id,
-                        error: e,
+                    self.over_limit = Some(match digest {
+                        None => UnlockError::KdfOverLimit { keyslot: id, error },
+                        Some(digest) => UnlockError::DigestOverLimit {
+                            keyslot: id,
+                            digest,
+                            error,
+                        },
                     });
                 }
             }
@@ -261,7 +300,7 @@ fn unlock_luks2<R: Read + Seek>(
         let (Some(ks), Some((did, digest))) = (md.keyslots.get(&id), bound(id)) else {
             continue;
         };
-        let attempt = try_luks2_keyslot(id, ks, digest, r, passphrase, &opts.limits)?;
+        let attempt = try_luks2_keyslot(id, ks, did, digest, r, passphrase, &opts.limits)?;
         if let Some(volume_key) = tally.record(id, attempt) {
             return Ok(Unlocked {
                 volume_key,
@@ -310,9 +349,11 @@ fn luks2_kdf(kdf: &KeyslotKdf) -> Result<(KdfParams, &[u8]), String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_luks2_keyslot<R: Read + Seek>(
     id: u32,
     ks: &Keyslot,
+    digest_id: u32,
     digest: &Digest,
     r: &mut R,
     passphrase: &[u8],
@@ -387,11 +428,12 @@ fn try_luks2_keyslot<R: Read + Seek>(
     if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
         return Ok(Attempt::Unusable(e.to_string()));
     }
-    if let Err(e) = params
-        .check(limits)
-        .and_then(|()| digest_params.check(limits))
-    {
-        return Ok(Attempt::OverLimit(e));
+    // Both costs are checked before any work.
+    if let Err(e) = params.check(limits) {
+        return Ok(Attempt::OverLimit(e, None));
+    }
+    if let Err(e) = digest_params.check(limits) {
+        return Ok(Attempt::OverLimit(e, Some(digest_id)));
     }
     // The split key is held in memory whole, as cryptsetup holds it (`crypt_safe_alloc` of
     // the AF sectors, -ENOMEM when that fails): over the memory limit it is refused before
@@ -528,11 +570,11 @@ fn unlock_luks1<R: Read + Seek>(
             if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
                 return Ok(Attempt::Unusable(e.to_string()));
             }
-            if let Err(e) = params
-                .check(&opts.limits)
-                .and_then(|()| digest_params.check(&opts.limits))
-            {
-                return Ok(Attempt::OverLimit(e));
+            if let Err(e) = params.check(&opts.limits) {
+                return Ok(Attempt::OverLimit(e, None));
+            }
+            if let Err(e) = digest_params.check(&opts.limits) {
+                return Ok(Attempt::OverLimit(e, Some(0)));
             }
             let Some(split_len) = af::split_area_len(key_size, ks.stripes) else {
                 return Ok(Attempt::Unusable("AF size overflows".into()));
