@@ -611,7 +611,13 @@ fn kdf_costs_are_capped_before_work() {
         img
     };
     /// (name, image, extra flags, exit code, fragments of the message)
-    type Case = (&'static str, Vec<u8>, Vec<&'static str>, i32, Vec<&'static str>);
+    type Case = (
+        &'static str,
+        Vec<u8>,
+        Vec<&'static str>,
+        i32,
+        Vec<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         (
             "keyslot pbkdf2 2^31-1",
