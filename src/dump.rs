@@ -1,7 +1,7 @@
 //! `tazpod dump`: the header in cryptsetup `luksDump`'s layout, the metadata as JSON, and the
 //! volume key dump.
 
-use luks2::header::{Header, Luks2Header};
+use luks2::header::{CopyProblem, Header, HeaderCopy, Luks2Header};
 use luks2::luks1::Luks1Header;
 use luks2::metadata::{KeyslotKdf, Priority, SegmentSize};
 use luks2::volume::DataSegment;
@@ -17,6 +17,30 @@ fn hex_wrapped(out: &mut String, bytes: &[u8], sep: &str, wrap: usize, wrap_sep:
             out.push_str(wrap_sep);
         }
     }
+}
+
+/// One line for standard error when a LUKS2 header copy was not used (damaged, or older than
+/// the other): which copy was used, why the other was not, and how to repair it. `None` when
+/// both copies are intact and current (and for LUKS1, which has one header).
+pub fn copy_warning(header: &Header, device: &str) -> Option<String> {
+    let Header::Luks2(h) = header else {
+        return None;
+    };
+    let problem = h.other_copy.as_ref()?;
+    let (used, other) = match h.used_copy {
+        HeaderCopy::Primary => ("primary", "secondary"),
+        HeaderCopy::Secondary => ("secondary", "primary"),
+    };
+    let fix = match problem {
+        CopyProblem::Stale { .. } => "bring it up to date",
+        _ => "rewrite it from the good copy",
+    };
+    Some(format!(
+        "tazpod: warning: {device}: using the {used} header copy (offset {}); the {other} copy \
+         was not used: {problem}; to {fix}: cryptsetup repair {device} (tazpod does not write \
+         headers when reading)",
+        h.binary.hdr_offset
+    ))
 }
 
 /// The human-readable dump, byte for byte as `cryptsetup luksDump` prints it.

@@ -378,6 +378,11 @@ fn unlock_with(
 fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
+    // Which header copy was used, when the other was not (standard output stays
+    // cryptsetup's layout).
+    if let Some(w) = dump::copy_warning(&header, &shown) {
+        eprintln!("{w}");
+    }
     let out: zeroize::Zeroizing<String> = if a.json {
         let mut s = dump::json(&header);
         if matches!(header, luks2::Header::Luks1(_)) {
@@ -399,6 +404,15 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
         dump::human(&header, &shown).into()
     };
     print_out(&out)
+}
+
+/// With --verbose, says which header copy was used when the other was not.
+fn warn_copy_if(verbose: bool, header: &luks2::Header, shown: &str) {
+    if verbose {
+        if let Some(w) = dump::copy_warning(header, shown) {
+            eprintln!("{w}");
+        }
+    }
 }
 
 fn confirm_volume_key_dump() -> Result<(), CliError> {
@@ -435,6 +449,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
     }
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
+    warn_copy_if(verbose, &header, &shown);
     let opts = UnlockOptions {
         keyslot: a.key_slot,
         limits: kdf_limits(&a.header),
@@ -517,6 +532,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
 fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
     let (mut hf, header) = open_header(&a.device, &a.header)?;
     let shown = hf.name.clone();
+    warn_copy_if(verbose, &header, &shown);
     let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
     // With a detached header, the data is on DEVICE; otherwise it is the same file.
     let mut data = if a.header.header.is_some() {

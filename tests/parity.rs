@@ -724,3 +724,112 @@ fn kdf_costs_are_capped_before_work() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `dump` says on standard error which header copy it used when the other was not (damaged
+/// magic, checksum, JSON, or an older seqid), why, and how to repair; standard output stays
+/// byte for byte what `cryptsetup luksDump` prints (run on a copy: it may repair while
+/// reading).
+#[test]
+fn dump_names_the_header_copy_used() {
+    let env = Env::new();
+    let cs = have_cryptsetup();
+    let base = fixture("pbkdf2-sha256.img");
+    let hs = hdr_size(&base, 0);
+    let mut primary_json = base.clone();
+    {
+        // Valid checksum, invalid metadata (a keyslot area outside the keyslots area).
+        let mut v = json_of(&base);
+        ks0(&mut v)["area"]["offset"] = json!("16777216");
+        put_json_at(&mut primary_json, 0, &v);
+    }
+    let mut secondary_json = base.clone();
+    {
+        let mut v = json_of(&base);
+        v["segments"]["0"]["offset"] = json!("12");
+        put_json_at(&mut secondary_json, hs, &v);
+    }
+    let mut primary_csum = base.clone();
+    primary_csum[4096 + 20] ^= 1;
+    let mut secondary_magic = base.clone();
+    secondary_magic[hs] = b'X';
+    let mut stale_secondary = base.clone();
+    {
+        let seqid = u64::from_be_bytes(base[16..24].try_into().unwrap());
+        stale_secondary[16..24].copy_from_slice(&(seqid + 1).to_be_bytes());
+        fix_checksum(&mut stale_secondary, 0);
+    }
+    // (name, image, copy used, words of the reason)
+    let cases: [(&str, Vec<u8>, Option<(&str, &str)>); 8] = [
+        ("intact", base.clone(), None),
+        (
+            "primary magic",
+            fixture("damaged-primary-magic.img"),
+            Some(("secondary", "no LUKS2 magic at offset 0")),
+        ),
+        (
+            "primary checksum",
+            primary_csum,
+            Some(("secondary", "fails its sha256 checksum")),
+        ),
+        (
+            "primary JSON",
+            primary_json,
+            Some(("secondary", "invalid metadata")),
+        ),
+        (
+            "secondary magic",
+            secondary_magic,
+            Some(("primary", "no LUKS2 magic at offset 16384")),
+        ),
+        (
+            "secondary JSON",
+            secondary_json,
+            Some(("primary", "invalid metadata")),
+        ),
+        (
+            "secondary older",
+            stale_secondary,
+            Some(("primary", "is older (seqid")),
+        ),
+        (
+            "primary older",
+            fixture("secondary-newer.img"),
+            Some(("secondary", "is older (seqid 3)")),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, img, want) in cases {
+        let path = env.copy(name, &img);
+        let o = tazpod(&["dump", p(&path)]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if code(&o) != 0 {
+            failures.push(format!("{name}: exit {}: {err}", code(&o)));
+            continue;
+        }
+        match want {
+            None if !err.is_empty() => failures.push(format!("{name}: says {err:?}")),
+            None => {}
+            Some((used, why)) => {
+                let ok = err.lines().count() == 1
+                    && err.contains(&format!("using the {used} header copy"))
+                    && err.contains(why)
+                    && err.contains(&format!("cryptsetup repair {}", p(&path)));
+                if !ok {
+                    failures.push(format!("{name}: stderr {err:?}"));
+                }
+            }
+        }
+        if cs {
+            let theirs = cryptsetup(&["luksDump", p(&env.copy(&format!("{name}-cs"), &img))]);
+            if code(&theirs) != 0 || theirs.stdout != o.stdout {
+                failures.push(format!(
+                    "{name}: stdout differs from cryptsetup luksDump (exit {}):\n{}\n---\n{}",
+                    code(&theirs),
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&theirs.stdout)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
