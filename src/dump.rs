@@ -160,38 +160,24 @@ fn luks2_human(h: &Luks2Header) -> String {
                 let _ = writeln!(o, "\tCipher:     {}", a.encryption);
                 let _ = writeln!(o, "\tCipher key: {} bits", u64::from(a.key_size) * 8);
             }
-            match &k.kdf {
-                Some(KeyslotKdf::Pbkdf2 {
-                    hash,
-                    iterations,
-                    salt,
-                }) => {
-                    o.push_str("\tPBKDF:      pbkdf2\n");
+            // As cryptsetup's keyslot dump: PBKDF2's hash and iterations, or (any other
+            // type, an unknown one too) time, memory and threads; then the salt.
+            if let (Some(kdf), Some(d)) = (&k.kdf, &k.kdf_dump) {
+                let type_name = match kdf {
+                    KeyslotKdf::Pbkdf2 { .. } => "pbkdf2",
+                    KeyslotKdf::Argon2 { variant, .. } => variant.name(),
+                    KeyslotKdf::Unknown { type_name } => type_name.as_str(),
+                };
+                let _ = writeln!(o, "\tPBKDF:      {type_name}");
+                if let KeyslotKdf::Pbkdf2 { hash, .. } = kdf {
                     let _ = writeln!(o, "\tHash:       {hash}");
-                    let _ = writeln!(o, "\tIterations: {iterations}");
-                    salt_line(&mut o, "\tSalt:       ", salt);
+                    let _ = writeln!(o, "\tIterations: {}", d.iterations);
+                } else {
+                    let _ = writeln!(o, "\tTime cost:  {}", d.time);
+                    let _ = writeln!(o, "\tMemory:     {}", d.memory);
+                    let _ = writeln!(o, "\tThreads:    {}", d.cpus);
                 }
-                Some(KeyslotKdf::Argon2 {
-                    variant,
-                    time,
-                    memory_kib,
-                    cpus,
-                    salt,
-                }) => {
-                    let name = match variant {
-                        luks2::kdf::Argon2Variant::I => "argon2i",
-                        luks2::kdf::Argon2Variant::Id => "argon2id",
-                    };
-                    let _ = writeln!(o, "\tPBKDF:      {name}");
-                    let _ = writeln!(o, "\tTime cost:  {time}");
-                    let _ = writeln!(o, "\tMemory:     {memory_kib}");
-                    let _ = writeln!(o, "\tThreads:    {cpus}");
-                    salt_line(&mut o, "\tSalt:       ", salt);
-                }
-                Some(KeyslotKdf::Unknown { type_name }) => {
-                    let _ = writeln!(o, "\tPBKDF:      {type_name}");
-                }
-                None => {}
+                hexprint_line(&mut o, "\tSalt:       ", d.salt.as_deref());
             }
             if let Some(af) = &k.af {
                 let _ = writeln!(o, "\tAF stripes: {}", af.stripes);
@@ -282,20 +268,25 @@ fn luks2_human(h: &Luks2Header) -> String {
     for (id, d) in &md.digests {
         let _ = writeln!(o, "  {id}: {}", d.type_name);
         if d.type_name == "pbkdf2" {
-            let _ = writeln!(o, "\tHash:       {}", d.hash);
-            let _ = writeln!(o, "\tIterations: {}", d.iterations);
-            salt_line(&mut o, "\tSalt:       ", &d.salt);
-            salt_line(&mut o, "\tDigest:     ", &d.digest);
+            let p = &d.dump;
+            let _ = writeln!(o, "\tHash:       {}", p.hash.as_deref().unwrap_or("(null)"));
+            let _ = writeln!(o, "\tIterations: {}", p.iterations);
+            hexprint_line(&mut o, "\tSalt:       ", p.salt.as_deref());
+            hexprint_line(&mut o, "\tDigest:     ", p.digest.as_deref());
         }
     }
     o
 }
 
-/// A labelled hex block with 16 bytes a line, continuation lines aligned under the first.
-fn salt_line(o: &mut String, label: &str, bytes: &[u8]) {
+/// cryptsetup's `hexprint_base64` after a label: 16 bytes a line, continuation lines aligned
+/// under the first; a field that is not base64 prints nothing after the label, not even the
+/// end of the line.
+fn hexprint_line(o: &mut String, label: &str, bytes: Option<&[u8]>) {
     o.push_str(label);
-    hex_wrapped(o, bytes, " ", 16, "\n\t            ");
-    o.push('\n');
+    if let Some(bytes) = bytes {
+        hex_wrapped(o, bytes, " ", 16, "\n\t            ");
+        o.push('\n');
+    }
 }
 
 fn luks1_human(h: &Luks1Header, device: &str) -> String {

@@ -833,3 +833,151 @@ fn dump_names_the_header_copy_used() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `dump` byte for byte as `cryptsetup luksDump` on headers both load, where tazpod's typed
+/// reading differs from what cryptsetup prints: an unknown KDF type (time, memory, threads and
+/// the salt), a digest without `iterations` (its salt and digest still printed), numbers past
+/// 32 bits or negative, salts that are short, missing or not base64, a digest without `hash`.
+/// Each row has lines the dump must contain (checked without cryptsetup too).
+#[test]
+fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
+    let env = Env::new();
+    let cs = have_cryptsetup();
+    let kdf = |f: fn(&mut Value)| pbkdf2(f);
+    let argon = |f: fn(&mut Value)| edit(fixture("argon2id.img"), f);
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "unknown kdf type",
+            kdf(|v| ks0(v)["kdf"]["type"] = json!("x-kdf")),
+            vec![
+                "\tPBKDF:      x-kdf\n\tTime cost:  0\n\tMemory:     0\n\tThreads:    0\n\tSalt:       ",
+            ],
+        ),
+        (
+            "unknown kdf type with argon2 fields",
+            argon(|v| ks0(v)["kdf"]["type"] = json!("x-kdf")),
+            vec!["\tTime cost:  4\n\tMemory:     64\n\tThreads:    1\n\tSalt:       6e df"],
+        ),
+        (
+            "digest without iterations",
+            kdf(|v| {
+                v["digests"]["0"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("iterations");
+            }),
+            vec!["\tIterations: 0\n\tSalt:       90 06 19 1e", "\tDigest:     3f ec"],
+        ),
+        (
+            "kdf iterations 2^32",
+            kdf(|v| ks0(v)["kdf"]["iterations"] = json!(1u64 << 32)),
+            vec!["\tIterations: 4294967296\n"],
+        ),
+        (
+            "kdf iterations 2^64-1",
+            kdf(|v| ks0(v)["kdf"]["iterations"] = json!(u64::MAX)),
+            vec!["\tIterations: 18446744073709551615\n"],
+        ),
+        (
+            "kdf iterations -5",
+            kdf(|v| ks0(v)["kdf"]["iterations"] = json!(-5)),
+            vec!["\tIterations: 18446744073709551611\n"],
+        ),
+        (
+            "digest iterations 2^32",
+            kdf(|v| v["digests"]["0"]["iterations"] = json!(1u64 << 32)),
+            vec!["\tIterations: 4294967296\n\tSalt:"],
+        ),
+        (
+            "digest iterations 2^64-1 (json_object_get_int64: INT64_MAX)",
+            kdf(|v| v["digests"]["0"]["iterations"] = json!(u64::MAX)),
+            vec!["\tIterations: 9223372036854775807\n\tSalt:"],
+        ),
+        (
+            "argon2 time 2^32",
+            argon(|v| ks0(v)["kdf"]["time"] = json!(1u64 << 32)),
+            vec!["\tTime cost:  4294967296\n"],
+        ),
+        (
+            "argon2 memory 2^32",
+            argon(|v| ks0(v)["kdf"]["memory"] = json!(1u64 << 32)),
+            vec!["\tMemory:     4294967296\n"],
+        ),
+        (
+            "argon2 cpus -5",
+            argon(|v| ks0(v)["kdf"]["cpus"] = json!(-5)),
+            vec!["\tThreads:    18446744073709551611\n"],
+        ),
+        (
+            "kdf salt of 3 bytes",
+            kdf(|v| ks0(v)["kdf"]["salt"] = json!("AAAA")),
+            vec!["\tSalt:       00 00 00 \n\tAF stripes"],
+        ),
+        (
+            "kdf salt not base64 (nothing printed, not even the line end)",
+            kdf(|v| ks0(v)["kdf"]["salt"] = json!("!!")),
+            vec!["\tSalt:       \tAF stripes"],
+        ),
+        (
+            "unknown kdf type without salt",
+            kdf(|v| {
+                ks0(v)["kdf"]["type"] = json!("x-kdf");
+                ks0(v)["kdf"].as_object_mut().unwrap().remove("salt");
+            }),
+            vec!["\tSalt:       \n\tAF stripes"],
+        ),
+        (
+            "digest salt of 3 bytes",
+            kdf(|v| v["digests"]["0"]["salt"] = json!("AAAA")),
+            vec!["\tSalt:       00 00 00 \n\tDigest:     3f"],
+        ),
+        (
+            "digest without hash",
+            kdf(|v| {
+                v["digests"]["0"].as_object_mut().unwrap().remove("hash");
+            }),
+            vec!["\tHash:       (null)\n\tIterations: 1000\n"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    let n = cases.len();
+    for (name, img, lines) in cases {
+        let path = env.copy(name, &img);
+        let o = tazpod(&["dump", p(&path)]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if code(&o) != 0 {
+            failures.push(format!(
+                "{name}: exit {}: {}",
+                code(&o),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+            continue;
+        }
+        for l in lines {
+            if !out.contains(l) {
+                failures.push(format!("{name}: no {l:?} in\n{out}"));
+            }
+        }
+        if cs {
+            // On a copy: cryptsetup may rewrite a header while reading it.
+            let theirs = cryptsetup(&["luksDump", p(&env.copy(&format!("{name}-cs"), &img))]);
+            // Both print the path they were given on LUKS1 only; these are LUKS2.
+            if code(&theirs) != 0 || theirs.stdout != o.stdout {
+                failures.push(format!(
+                    "{name}: differs from cryptsetup luksDump (exit {}):\n{out}\n---\n{}",
+                    code(&theirs),
+                    String::from_utf8_lossy(&theirs.stdout)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!(
+        "{n} dump rows pass{}",
+        if cs {
+            " (each byte for byte against cryptsetup)"
+        } else {
+            ""
+        }
+    );
+}

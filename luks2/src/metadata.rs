@@ -596,6 +596,27 @@ pub struct Keyslot {
     /// is not base64 or not 32 bytes). cryptsetup loads such a keyslot and fails with an
     /// "invalid argument" error when it tries it.
     pub defect: Option<String>,
+    /// The KDF as `cryptsetup luksDump` prints it (`luks2` keyslots with a `kdf` object).
+    pub kdf_dump: Option<KdfDump>,
+}
+
+/// A keyslot's KDF fields as `cryptsetup luksDump` reads them for printing, which is not how
+/// it reads them to unlock: `iterations` is `json_object_get_uint64` (a negative value wraps),
+/// `time`, `memory` and `cpus` are `json_object_get_int64` printed unsigned (whatever the KDF
+/// type, also an unknown one), a missing field is 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KdfDump {
+    /// PBKDF2 iterations.
+    pub iterations: u64,
+    /// Argon2 time cost.
+    pub time: u64,
+    /// Argon2 memory (KiB).
+    pub memory: u64,
+    /// Argon2 threads.
+    pub cpus: u64,
+    /// The salt's bytes whatever their number; `None` when it is not base64 (cryptsetup then
+    /// prints nothing, not even the end of the line).
+    pub salt: Option<Vec<u8>>,
 }
 
 /// A keyslot's binary area.
@@ -717,6 +738,22 @@ pub struct Digest {
     /// Why this digest cannot be used although the header is valid (unknown type, missing or
     /// undecodable parameters). cryptsetup fails with "invalid argument" when it uses it.
     pub defect: Option<String>,
+    /// The digest as `cryptsetup luksDump` prints it (`pbkdf2` digests).
+    pub dump: DigestDump,
+}
+
+/// A PBKDF2 digest's fields as `cryptsetup luksDump` reads them for printing: whatever is
+/// there, also when the digest is unusable (a missing `iterations` does not hide the salt).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DigestDump {
+    /// `hash` as `json_object_get_string` gives it; `None` when missing (printed `(null)`).
+    pub hash: Option<String>,
+    /// `iterations` as `json_object_get_int64` printed unsigned (missing: 0).
+    pub iterations: u64,
+    /// The salt's bytes; `None` when not base64.
+    pub salt: Option<Vec<u8>>,
+    /// The digest's bytes; `None` when not base64.
+    pub digest: Option<Vec<u8>>,
 }
 
 /// A token (kept as stored; only its type and keyslots are interpreted).
@@ -1884,6 +1921,25 @@ pub(crate) fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(clean).ok()
 }
 
+/// cryptsetup's `hexprint_base64` input: the bytes of a base64 string field (a missing or
+/// non-string field decodes as empty), `None` when it is not base64.
+fn dump_bytes(v: Option<&JVal>) -> Option<Vec<u8>> {
+    base64_decode(v.and_then(JVal::as_str_bytes).unwrap_or_default())
+}
+
+/// `json_object_get_int64` as cryptsetup prints it (`PRIu64`: a negative value wraps).
+fn dump_int64(v: Option<&JVal>) -> u64 {
+    u64::from_ne_bytes(v.map_or(0, JVal::get_int64).to_ne_bytes())
+}
+
+/// `json_object_get_uint64` as cryptsetup prints it (a value over `i64::MAX` as stored).
+fn dump_uint64(v: Option<&JVal>) -> u64 {
+    match v {
+        Some(JVal::UInt(u)) => *u,
+        other => dump_int64(other),
+    }
+}
+
 /// Decodes a salt as cryptsetup does when it uses it; the problem, if any, as text.
 fn decode_salt(v: Option<&JVal>, what: &str) -> Result<Vec<u8>, String> {
     let Some(v) = v else {
@@ -1923,10 +1979,17 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         key_size: a.get("key_size").map(get_int_u32).unwrap_or(0),
     });
     let mut defect = None;
-    let (mut kdf, mut af) = (None, None);
+    let (mut kdf, mut af, mut kdf_dump) = (None, None, None);
     if type_name == b"luks2" {
         let kdf_obj = k.get("kdf").and_then(JVal::as_object);
         if let Some(o) = kdf_obj {
+            kdf_dump = Some(KdfDump {
+                iterations: dump_uint64(o.get("iterations")),
+                time: dump_int64(o.get("time")),
+                memory: dump_int64(o.get("memory")),
+                cpus: dump_int64(o.get("cpus")),
+                salt: dump_bytes(o.get("salt")),
+            });
             let kt = o.get("type").and_then(JVal::as_cstr).unwrap_or_default();
             let salt = || match decode_salt(o.get("salt"), "kdf.salt") {
                 Ok(s) => (s, None),
@@ -1980,6 +2043,7 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         kdf,
         af,
         defect,
+        kdf_dump,
     }
 }
 
@@ -1994,6 +2058,12 @@ fn build_digest(d: &JObject, keyslots: Vec<u32>, segments: Vec<u32>) -> Digest {
         salt: Vec::new(),
         digest: Vec::new(),
         defect: None,
+        dump: DigestDump {
+            hash: d.get("hash").map(get_string),
+            iterations: dump_int64(d.get("iterations")),
+            salt: dump_bytes(d.get("salt")),
+            digest: dump_bytes(d.get("digest")),
+        },
     };
     if type_name != b"pbkdf2" {
         out.defect = Some(format!("digest type {:?} is not supported", out.type_name));
