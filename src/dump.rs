@@ -3,7 +3,7 @@
 
 use luks2::header::{CopyProblem, Header, HeaderCopy, Luks2Header};
 use luks2::luks1::Luks1Header;
-use luks2::metadata::{KeyslotKdf, Priority, SegmentSize};
+use luks2::metadata::{KeyslotKdf, SegmentSize};
 use luks2::volume::DataSegment;
 use luks2::VolumeKey;
 use std::fmt::Write as _;
@@ -105,11 +105,12 @@ fn luks2_human(h: &Luks2Header) -> String {
                 let _ = writeln!(o, "\tlength: {n} [bytes]");
             }
         }
-        if s.type_name == "crypt" {
-            let _ = writeln!(o, "\tcipher: {}", s.encryption);
-            let _ = writeln!(o, "\tsector: {} [bytes]", s.sector_size);
-        } else {
-            o.push_str("\tcipher: (no SW encryption)\n");
+        // As cryptsetup: whatever the type, the fields that are there.
+        if let Some(c) = &s.dump_cipher {
+            let _ = writeln!(o, "\tcipher: {c}");
+        }
+        if let Some(n) = s.dump_sector_size {
+            let _ = writeln!(o, "\tsector: {n} [bytes]");
         }
         if let Some(i) = &s.integrity {
             let _ = writeln!(o, "\tintegrity: {i}");
@@ -148,17 +149,19 @@ fn luks2_human(h: &Luks2Header) -> String {
             k.type_name,
             if bound { "" } else { " (unbound)" }
         );
-        let _ = writeln!(o, "\tKey:        {} bits", u64::from(k.key_size) * 8);
-        let prio = match k.priority {
-            Priority::Ignore => "ignored",
-            Priority::Normal => "normal",
-            Priority::High => "preferred",
+        // `%u` of a 32-bit product, as cryptsetup prints it (2^29 bytes show as 0 bits).
+        let _ = writeln!(o, "\tKey:        {} bits", k.key_size.wrapping_mul(8));
+        let prio = match k.priority_value {
+            0 => "ignored",
+            1 => "normal",
+            2 => "preferred",
+            _ => "invalid",
         };
         let _ = writeln!(o, "\tPriority:   {prio}");
         if k.type_name == "luks2" {
             if let Some(a) = &k.area {
                 let _ = writeln!(o, "\tCipher:     {}", a.encryption);
-                let _ = writeln!(o, "\tCipher key: {} bits", u64::from(a.key_size) * 8);
+                let _ = writeln!(o, "\tCipher key: {} bits", a.dump_key_size.wrapping_mul(8));
             }
             // As cryptsetup's keyslot dump: PBKDF2's hash and iterations, or (any other
             // type, an unknown one too) time, memory and threads; then the salt.

@@ -933,6 +933,36 @@ fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
             vec!["\tSalt:       00 00 00 \n\tDigest:     3f"],
         ),
         (
+            "priority 4096 (invalid)",
+            kdf(|v| ks0(v)["priority"] = json!(4096)),
+            vec!["\tPriority:   invalid\n"],
+        ),
+        (
+            "key_size 2^29+1 (a 32-bit product)",
+            kdf(|v| ks0(v)["key_size"] = json!((1u64 << 29) + 1)),
+            vec!["\tKey:        8 bits\n"],
+        ),
+        (
+            "area key_size 2^31+1",
+            kdf(|v| ks0(v)["area"]["key_size"] = json!((1u64 << 31) + 1)),
+            vec!["\tCipher key: 8 bits\n"],
+        ),
+        (
+            "linear segment with encryption and sector_size",
+            kdf(|v| v["segments"]["0"]["type"] = json!("linear")),
+            vec!["  0: linear\n", "\tcipher: aes-xts-plain64\n\tsector: 512 [bytes]\n"],
+        ),
+        (
+            "unknown segment type without encryption",
+            kdf(|v| {
+                let s = v["segments"]["0"].as_object_mut().unwrap();
+                s.insert("type".into(), json!("x-seg"));
+                s.remove("encryption");
+                s.remove("sector_size");
+            }),
+            vec!["\tlength: (whole device)\n\n"],
+        ),
+        (
             "digest without hash",
             kdf(|v| {
                 v["digests"]["0"].as_object_mut().unwrap().remove("hash");

@@ -585,6 +585,9 @@ pub struct Keyslot {
     pub key_size: u32,
     /// Priority (`Normal` when absent).
     pub priority: Priority,
+    /// The stored priority as `json_object_get_int` reads it (1 when absent): `luksDump`
+    /// shows values other than 0, 1 and 2 as "invalid".
+    pub priority_value: i32,
     /// The raw area, when present (always present after validation: cryptsetup requires an
     /// area with type, offset and size for every keyslot).
     pub area: Option<KeyslotArea>,
@@ -633,6 +636,9 @@ pub struct KeyslotArea {
     /// Area cipher key size in bytes, read as cryptsetup reads it (`json_object_get_int`);
     /// 0 when not stored.
     pub key_size: u32,
+    /// The same as `luksDump` reads it to print it (the low 32 bits of
+    /// `json_object_get_int64`).
+    pub dump_key_size: u32,
 }
 
 /// A keyslot's KDF. Numbers are read as cryptsetup reads them (`json_object_get_int`, then
@@ -709,6 +715,12 @@ pub struct Segment {
     pub integrity: Option<String>,
     /// Segment flags (e.g. `backup-final`).
     pub flags: Vec<String>,
+    /// `encryption` as `cryptsetup luksDump` prints it (`json_object_get_string`), whatever the
+    /// segment's type; `None` when absent.
+    pub dump_cipher: Option<String>,
+    /// `sector_size` as `luksDump` prints it (the low 32 bits of `json_object_get_int64`),
+    /// whatever the type; `None` when absent.
+    pub dump_sector_size: Option<u32>,
 }
 
 impl Segment {
@@ -1532,6 +1544,8 @@ fn validate_segments(
             sector_size: 512,
             integrity: None,
             flags: flags.iter().map(|f| lossy(f)).collect(),
+            dump_cipher: s.get("encryption").map(get_string),
+            dump_sector_size: s.get("sector_size").map(get_int64_u32),
         };
         if type_name == b"crypt" {
             validate_crypt_segment(s, at, size, &mut seg)?;
@@ -1965,10 +1979,11 @@ fn get_string(v: &JVal) -> String {
 fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
     let type_name = k.get("type").and_then(JVal::as_cstr).unwrap_or_default();
     let key_size = k.get("key_size").and_then(JVal::valid_u32).unwrap_or(0);
-    let priority = match k.get("priority").map(JVal::get_int) {
-        None | Some(1) => Priority::Normal,
-        Some(2) => Priority::High,
-        Some(_) => Priority::Ignore,
+    let priority_value = k.get("priority").map_or(1, JVal::get_int);
+    let priority = match priority_value {
+        1 => Priority::Normal,
+        2 => Priority::High,
+        _ => Priority::Ignore,
     };
     let area_obj = k.get("area").and_then(JVal::as_object);
     let area = area_obj.map(|a| KeyslotArea {
@@ -1977,6 +1992,7 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         size,
         encryption: a.get("encryption").map(get_string).unwrap_or_default(),
         key_size: a.get("key_size").map(get_int_u32).unwrap_or(0),
+        dump_key_size: a.get("key_size").map(get_int64_u32).unwrap_or(0),
     });
     let mut defect = None;
     let (mut kdf, mut af, mut kdf_dump) = (None, None, None);
@@ -2039,6 +2055,7 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         type_name: lossy(type_name),
         key_size,
         priority,
+        priority_value,
         area,
         kdf,
         af,

@@ -425,12 +425,17 @@ fn try_luks2_keyslot<R: Read + Seek>(
     };
     // Parameters no KDF accepts (zero iterations, no lanes…) make the keyslot unusable; only
     // valid parameters over the limits are reported as over the limit.
-    if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+    // Both costs are checked before any work, the keyslot's first: cryptsetup runs the
+    // keyslot's KDF before it reads the digest, so a keyslot over a limit is reported as
+    // such (exit 3) even when its digest is invalid.
+    if let Err(e) = params.validate() {
         return Ok(Attempt::Unusable(e.to_string()));
     }
-    // Both costs are checked before any work.
     if let Err(e) = params.check(limits) {
         return Ok(Attempt::OverLimit(e, None));
+    }
+    if let Err(e) = digest_params.validate() {
+        return Ok(Attempt::Unusable(format!("digest {digest_id}: {e}")));
     }
     if let Err(e) = digest_params.check(limits) {
         return Ok(Attempt::OverLimit(e, Some(digest_id)));
@@ -567,11 +572,14 @@ fn unlock_luks1<R: Read + Seek>(
                 hash,
                 iterations: ks.iterations,
             };
-            if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+            if let Err(e) = params.validate() {
                 return Ok(Attempt::Unusable(e.to_string()));
             }
             if let Err(e) = params.check(&opts.limits) {
                 return Ok(Attempt::OverLimit(e, None));
+            }
+            if let Err(e) = digest_params.validate() {
+                return Ok(Attempt::Unusable(format!("MK digest: {e}")));
             }
             if let Err(e) = digest_params.check(&opts.limits) {
                 return Ok(Attempt::OverLimit(e, Some(0)));

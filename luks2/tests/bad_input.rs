@@ -715,7 +715,7 @@ fn rows() -> Vec<(&'static str, Op, Result<(), Error>)> {
             PASS,
             lim(),
         ),
-        unusable("invalid kdf parameter iterations = 0: must be at least 1"),
+        unusable("digest 0: invalid kdf parameter iterations = 0: must be at least 1"),
     ));
     r.push((
         "PBKDF2 iterations 2^32 (wraps to 0 as in cryptsetup)",
@@ -726,7 +726,7 @@ fn rows() -> Vec<(&'static str, Op, Result<(), Error>)> {
             PASS,
             lim(),
         ),
-        unusable("invalid kdf parameter iterations = 0: must be at least 1"),
+        unusable("digest 0: invalid kdf parameter iterations = 0: must be at least 1"),
     ));
     r.push((
         "PBKDF2 iterations over the caller's limit",
