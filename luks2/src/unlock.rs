@@ -4,7 +4,13 @@
 //! priority-ignore keyslots only when named) and returns the first volume key whose digest
 //! matches. A keyslot that cannot be used (an unsupported cipher or hash, a KDF over the cost
 //! limits) does not stop the others from being tried; if no keyslot opens, the error says why:
-//! the passphrase matched none of the usable keyslots, or no keyslot was usable at all.
+//! a cost over a limit ([`UnlockError::KdfOverLimit`], [`UnlockError::DigestOverLimit`],
+//! [`UnlockError::KeyTooLarge`]), some keyslot could not be tried
+//! ([`UnlockError::UntriedKeyslots`], never reported as a wrong passphrase), none was usable,
+//! or the passphrase matched none of them ([`UnlockError::WrongPassphrase`]).
+//!
+//! Only keyslots and digests are read: the data segment plays no part (a passphrase test
+//! works whatever the segment's type, cipher or sector size).
 
 use crate::af;
 use crate::cipher::{CipherSpec, SectorCipher};
