@@ -435,16 +435,16 @@ fn hex(b: &[u8]) -> String {
 ///
 /// The text holds the key in hex: it is built in a buffer allocated once, large enough that it
 /// never grows (so no unwiped copy is left behind by a reallocation), and wiped on drop.
-pub fn volume_key(
-    header: &Header,
-    device: &str,
-    seg: &DataSegment,
-    key: &VolumeKey,
-) -> zeroize::Zeroizing<String> {
-    let (name, mode) = seg
-        .encryption
+pub fn volume_key(header: &Header, device: &str, key: &VolumeKey) -> zeroize::Zeroizing<String> {
+    // The data segment as the header states it, whether or not tazpod can map it (as
+    // cryptsetup, which dumps the key of a segment it cannot activate too).
+    let (encryption, offset) = match DataSegment::of(header) {
+        Ok(seg) => (seg.encryption, seg.offset),
+        Err(_) => stated_segment(header),
+    };
+    let (name, mode) = encryption
         .split_once('-')
-        .unwrap_or((seg.encryption.as_str(), ""));
+        .unwrap_or((encryption.as_str(), ""));
     let uuid = match header {
         Header::Luks2(h) => h.binary.uuid.clone(),
         Header::Luks1(h) => h.uuid.clone(),
@@ -453,13 +453,32 @@ pub fn volume_key(
     let _ = writeln!(o, "LUKS header information for {device}");
     let _ = writeln!(o, "Cipher name:   \t{name}");
     let _ = writeln!(o, "Cipher mode:   \t{mode}");
-    let _ = writeln!(o, "Payload offset:\t{}", seg.offset / 512);
+    let _ = writeln!(o, "Payload offset:\t{}", offset / 512);
     let _ = writeln!(o, "UUID:          \t{uuid}");
     let _ = writeln!(o, "MK bits:       \t{}", key.len() * 8);
     o.push_str("MK dump:\t");
     hex_wrapped(&mut o, key.as_bytes(), " ", 16, "\n\t\t");
     o.push('\n');
     o
+}
+
+/// The cipher and byte offset of the first regular data segment as stored (LUKS1: the
+/// header's cipher and payload offset).
+fn stated_segment(header: &Header) -> (String, u64) {
+    match header {
+        Header::Luks1(h) => (
+            format!("{}-{}", h.cipher_name, h.cipher_mode),
+            u64::from(h.payload_offset) * 512,
+        ),
+        Header::Luks2(h) => h
+            .metadata
+            .segments
+            .values()
+            .find(|s| !s.is_backup())
+            .map_or((String::new(), 0), |s| {
+                (s.dump_cipher.clone().unwrap_or_default(), s.offset)
+            }),
+    }
 }
 
 #[cfg(test)]

@@ -1012,3 +1012,70 @@ fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
         }
     );
 }
+
+/// `dump --dump-volume-key` needs only keyslots and digests too: on a data segment tazpod
+/// cannot map it prints what cryptsetup prints (byte for byte; each tool on a fresh copy
+/// under the same path, which the dump names).
+#[test]
+fn volume_key_dump_ignores_the_data_segment() {
+    let env = Env::new();
+    let cs = have_cryptsetup();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "serpent fixture",
+            fixture("cipher-serpent.img"),
+            "Cipher name:   \tserpent\n",
+        ),
+        (
+            "segment type unknown",
+            pbkdf2(|v| v["segments"]["0"]["type"] = json!("x-future")),
+            "Cipher name:   \taes\nCipher mode:   \txts-plain64\nPayload offset:\t320\n",
+        ),
+        (
+            "segment sector_size 524288",
+            pbkdf2(|v| v["segments"]["0"]["sector_size"] = json!(524_288)),
+            "Payload offset:\t320\n",
+        ),
+        ("intact", pbkdf2(|_| {}), "MK bits:       \t256\n"),
+    ];
+    for (name, img, want) in cases {
+        let path = env.copy(name, &img);
+        let args = [
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file",
+            p(&env.right),
+            p(&path),
+        ];
+        let theirs = cs.then(|| {
+            let mut a = vec!["luksDump"];
+            a.extend(args);
+            cryptsetup(&a)
+        });
+        // A fresh copy for tazpod.
+        let path = env.copy(name, &img);
+        let mut a = vec!["dump"];
+        a.extend(args);
+        let o = tazpod(&a);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            code(&o),
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains(want) && out.contains("MK dump:\t"),
+            "{name}: {out}"
+        );
+        assert!(path.exists());
+        if let Some(theirs) = theirs {
+            assert_eq!(code(&theirs), 0, "{name}");
+            assert_eq!(
+                String::from_utf8_lossy(&theirs.stdout),
+                out,
+                "{name}: differs from cryptsetup"
+            );
+        }
+    }
+}
