@@ -1,9 +1,9 @@
 //! `tazpod dump`: the header in cryptsetup `luksDump`'s layout, the metadata as JSON, and the
 //! volume key dump.
 
-use luks2::header::{Header, Luks2Header};
+use luks2::header::{CopyProblem, Header, HeaderCopy, Luks2Header};
 use luks2::luks1::Luks1Header;
-use luks2::metadata::{KeyslotKdf, Priority, SegmentSize};
+use luks2::metadata::{KeyslotKdf, SegmentSize};
 use luks2::volume::DataSegment;
 use luks2::VolumeKey;
 use std::fmt::Write as _;
@@ -17,6 +17,30 @@ fn hex_wrapped(out: &mut String, bytes: &[u8], sep: &str, wrap: usize, wrap_sep:
             out.push_str(wrap_sep);
         }
     }
+}
+
+/// One line for standard error when a LUKS2 header copy was not used (damaged, or older than
+/// the other): which copy was used, why the other was not, and how to repair it. `None` when
+/// both copies are intact and current (and for LUKS1, which has one header).
+pub fn copy_warning(header: &Header, device: &str) -> Option<String> {
+    let Header::Luks2(h) = header else {
+        return None;
+    };
+    let problem = h.other_copy.as_ref()?;
+    let (used, other) = match h.used_copy {
+        HeaderCopy::Primary => ("primary", "secondary"),
+        HeaderCopy::Secondary => ("secondary", "primary"),
+    };
+    let fix = match problem {
+        CopyProblem::Stale { .. } => "bring it up to date",
+        _ => "rewrite it from the good copy",
+    };
+    Some(format!(
+        "tazpod: warning: {device}: using the {used} header copy (offset {}); the {other} copy \
+         was not used: {problem}; to {fix}: cryptsetup repair {device} (tazpod does not write \
+         headers when reading)",
+        h.binary.hdr_offset
+    ))
 }
 
 /// The human-readable dump, byte for byte as `cryptsetup luksDump` prints it.
@@ -81,11 +105,12 @@ fn luks2_human(h: &Luks2Header) -> String {
                 let _ = writeln!(o, "\tlength: {n} [bytes]");
             }
         }
-        if s.type_name == "crypt" {
-            let _ = writeln!(o, "\tcipher: {}", s.encryption);
-            let _ = writeln!(o, "\tsector: {} [bytes]", s.sector_size);
-        } else {
-            o.push_str("\tcipher: (no SW encryption)\n");
+        // As cryptsetup: whatever the type, the fields that are there.
+        if let Some(c) = &s.dump_cipher {
+            let _ = writeln!(o, "\tcipher: {c}");
+        }
+        if let Some(n) = s.dump_sector_size {
+            let _ = writeln!(o, "\tsector: {n} [bytes]");
         }
         if let Some(i) = &s.integrity {
             let _ = writeln!(o, "\tintegrity: {i}");
@@ -124,50 +149,38 @@ fn luks2_human(h: &Luks2Header) -> String {
             k.type_name,
             if bound { "" } else { " (unbound)" }
         );
-        let _ = writeln!(o, "\tKey:        {} bits", u64::from(k.key_size) * 8);
-        let prio = match k.priority {
-            Priority::Ignore => "ignored",
-            Priority::Normal => "normal",
-            Priority::High => "preferred",
+        // `%u` of a 32-bit product, as cryptsetup prints it (2^29 bytes show as 0 bits).
+        let _ = writeln!(o, "\tKey:        {} bits", k.key_size.wrapping_mul(8));
+        let prio = match k.priority_value {
+            0 => "ignored",
+            1 => "normal",
+            2 => "preferred",
+            _ => "invalid",
         };
         let _ = writeln!(o, "\tPriority:   {prio}");
         if k.type_name == "luks2" {
             if let Some(a) = &k.area {
                 let _ = writeln!(o, "\tCipher:     {}", a.encryption);
-                let _ = writeln!(o, "\tCipher key: {} bits", u64::from(a.key_size) * 8);
+                let _ = writeln!(o, "\tCipher key: {} bits", a.dump_key_size.wrapping_mul(8));
             }
-            match &k.kdf {
-                Some(KeyslotKdf::Pbkdf2 {
-                    hash,
-                    iterations,
-                    salt,
-                }) => {
-                    o.push_str("\tPBKDF:      pbkdf2\n");
+            // As cryptsetup's keyslot dump: PBKDF2's hash and iterations, or (any other
+            // type, an unknown one too) time, memory and threads; then the salt.
+            if let (Some(kdf), Some(d)) = (&k.kdf, &k.kdf_dump) {
+                let type_name = match kdf {
+                    KeyslotKdf::Pbkdf2 { .. } => "pbkdf2",
+                    KeyslotKdf::Argon2 { variant, .. } => variant.name(),
+                    KeyslotKdf::Unknown { type_name } => type_name.as_str(),
+                };
+                let _ = writeln!(o, "\tPBKDF:      {type_name}");
+                if let KeyslotKdf::Pbkdf2 { hash, .. } = kdf {
                     let _ = writeln!(o, "\tHash:       {hash}");
-                    let _ = writeln!(o, "\tIterations: {iterations}");
-                    salt_line(&mut o, "\tSalt:       ", salt);
+                    let _ = writeln!(o, "\tIterations: {}", d.iterations);
+                } else {
+                    let _ = writeln!(o, "\tTime cost:  {}", d.time);
+                    let _ = writeln!(o, "\tMemory:     {}", d.memory);
+                    let _ = writeln!(o, "\tThreads:    {}", d.cpus);
                 }
-                Some(KeyslotKdf::Argon2 {
-                    variant,
-                    time,
-                    memory_kib,
-                    cpus,
-                    salt,
-                }) => {
-                    let name = match variant {
-                        luks2::kdf::Argon2Variant::I => "argon2i",
-                        luks2::kdf::Argon2Variant::Id => "argon2id",
-                    };
-                    let _ = writeln!(o, "\tPBKDF:      {name}");
-                    let _ = writeln!(o, "\tTime cost:  {time}");
-                    let _ = writeln!(o, "\tMemory:     {memory_kib}");
-                    let _ = writeln!(o, "\tThreads:    {cpus}");
-                    salt_line(&mut o, "\tSalt:       ", salt);
-                }
-                Some(KeyslotKdf::Unknown { type_name }) => {
-                    let _ = writeln!(o, "\tPBKDF:      {type_name}");
-                }
-                None => {}
+                hexprint_line(&mut o, "\tSalt:       ", d.salt.as_deref());
             }
             if let Some(af) = &k.af {
                 let _ = writeln!(o, "\tAF stripes: {}", af.stripes);
@@ -258,20 +271,25 @@ fn luks2_human(h: &Luks2Header) -> String {
     for (id, d) in &md.digests {
         let _ = writeln!(o, "  {id}: {}", d.type_name);
         if d.type_name == "pbkdf2" {
-            let _ = writeln!(o, "\tHash:       {}", d.hash);
-            let _ = writeln!(o, "\tIterations: {}", d.iterations);
-            salt_line(&mut o, "\tSalt:       ", &d.salt);
-            salt_line(&mut o, "\tDigest:     ", &d.digest);
+            let p = &d.dump;
+            let _ = writeln!(o, "\tHash:       {}", p.hash.as_deref().unwrap_or("(null)"));
+            let _ = writeln!(o, "\tIterations: {}", p.iterations);
+            hexprint_line(&mut o, "\tSalt:       ", p.salt.as_deref());
+            hexprint_line(&mut o, "\tDigest:     ", p.digest.as_deref());
         }
     }
     o
 }
 
-/// A labelled hex block with 16 bytes a line, continuation lines aligned under the first.
-fn salt_line(o: &mut String, label: &str, bytes: &[u8]) {
+/// cryptsetup's `hexprint_base64` after a label: 16 bytes a line, continuation lines aligned
+/// under the first; a field that is not base64 prints nothing after the label, not even the
+/// end of the line.
+fn hexprint_line(o: &mut String, label: &str, bytes: Option<&[u8]>) {
     o.push_str(label);
-    hex_wrapped(o, bytes, " ", 16, "\n\t            ");
-    o.push('\n');
+    if let Some(bytes) = bytes {
+        hex_wrapped(o, bytes, " ", 16, "\n\t            ");
+        o.push('\n');
+    }
 }
 
 fn luks1_human(h: &Luks1Header, device: &str) -> String {
@@ -417,16 +435,16 @@ fn hex(b: &[u8]) -> String {
 ///
 /// The text holds the key in hex: it is built in a buffer allocated once, large enough that it
 /// never grows (so no unwiped copy is left behind by a reallocation), and wiped on drop.
-pub fn volume_key(
-    header: &Header,
-    device: &str,
-    seg: &DataSegment,
-    key: &VolumeKey,
-) -> zeroize::Zeroizing<String> {
-    let (name, mode) = seg
-        .encryption
+pub fn volume_key(header: &Header, device: &str, key: &VolumeKey) -> zeroize::Zeroizing<String> {
+    // The data segment as the header states it, whether or not tazpod can map it (as
+    // cryptsetup, which dumps the key of a segment it cannot activate too).
+    let (encryption, offset) = match DataSegment::of(header) {
+        Ok(seg) => (seg.encryption, seg.offset),
+        Err(_) => stated_segment(header),
+    };
+    let (name, mode) = encryption
         .split_once('-')
-        .unwrap_or((seg.encryption.as_str(), ""));
+        .unwrap_or((encryption.as_str(), ""));
     let uuid = match header {
         Header::Luks2(h) => h.binary.uuid.clone(),
         Header::Luks1(h) => h.uuid.clone(),
@@ -435,13 +453,32 @@ pub fn volume_key(
     let _ = writeln!(o, "LUKS header information for {device}");
     let _ = writeln!(o, "Cipher name:   \t{name}");
     let _ = writeln!(o, "Cipher mode:   \t{mode}");
-    let _ = writeln!(o, "Payload offset:\t{}", seg.offset / 512);
+    let _ = writeln!(o, "Payload offset:\t{}", offset / 512);
     let _ = writeln!(o, "UUID:          \t{uuid}");
     let _ = writeln!(o, "MK bits:       \t{}", key.len() * 8);
     o.push_str("MK dump:\t");
     hex_wrapped(&mut o, key.as_bytes(), " ", 16, "\n\t\t");
     o.push('\n');
     o
+}
+
+/// The cipher and byte offset of the first regular data segment as stored (LUKS1: the
+/// header's cipher and payload offset).
+fn stated_segment(header: &Header) -> (String, u64) {
+    match header {
+        Header::Luks1(h) => (
+            format!("{}-{}", h.cipher_name, h.cipher_mode),
+            u64::from(h.payload_offset) * 512,
+        ),
+        Header::Luks2(h) => h
+            .metadata
+            .segments
+            .values()
+            .find(|s| !s.is_backup())
+            .map_or((String::new(), 0), |s| {
+                (s.dump_cipher.clone().unwrap_or_default(), s.offset)
+            }),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
-use luks2::error::{Error, KdfError, UnlockError};
+use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
 
 /// cryptsetup's exit codes, which tazpod uses too.
@@ -55,6 +55,14 @@ impl CliError {
                 "check that this is the right device; `tazpod dump` shows which header copy is damaged".to_string(),
             ),
             Error::Kdf(KdfError::OutOfMemory { .. }) => Some("free memory or use another keyslot".into()),
+            Error::Volume(
+                VolumeError::UnsupportedSegment(_)
+                | VolumeError::SectorSize(_)
+                | VolumeError::IntegritySegment(_),
+            )
+            | Error::Cipher(_) => Some(
+                "the data segment cannot be mapped or decrypted; `tazpod open --test-passphrase` still checks a passphrase".into(),
+            ),
             _ => None,
         };
         CliError {
@@ -69,7 +77,11 @@ impl CliError {
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Unlock(UnlockError::WrongPassphrase) => code::PERMISSION,
-        Error::Unlock(UnlockError::KdfOverLimit { .. }) => code::NOMEM,
+        Error::Unlock(
+            UnlockError::KdfOverLimit { .. }
+            | UnlockError::DigestOverLimit { .. }
+            | UnlockError::KeyTooLarge { .. },
+        ) => code::NOMEM,
         Error::Kdf(KdfError::OutOfMemory { .. }) => code::NOMEM,
         _ => code::INVALID,
     }

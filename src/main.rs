@@ -123,6 +123,13 @@ struct HeaderArgs {
     /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
     #[arg(long = "max-kdf-memory", value_name = "KiB")]
     max_kdf_memory: Option<u64>,
+    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
+    /// (speed measured here) [default: 60]
+    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
+    pub max_pbkdf2_time: Option<u64>,
+    /// Refuse an Argon2 time cost over PASSES [default: 1000]
+    #[arg(long = "max-argon2-time", value_name = "PASSES")]
+    pub max_argon2_time: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -314,13 +321,29 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
     }
 }
 
-/// KDF limits from `--max-kdf-memory` or from the memory this machine has available.
-fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
+/// KDF limits from `--max-kdf-memory`, `--max-pbkdf2-time` and `--max-argon2-time`, each
+/// defaulting to the library's default (memory: from what this machine has available).
+pub(crate) fn kdf_limits_from(
+    max_kdf_memory: Option<u64>,
+    max_pbkdf2_time: Option<u64>,
+    max_argon2_time: Option<u32>,
+) -> KdfLimits {
     let mut limits = KdfLimits::for_available_memory(device::mem_available());
-    if let Some(kib) = h.max_kdf_memory {
+    if let Some(kib) = max_kdf_memory {
         limits.max_memory_kib = kib;
     }
+    if let Some(secs) = max_pbkdf2_time {
+        limits.max_pbkdf2_seconds = Some(secs);
+    }
+    if let Some(passes) = max_argon2_time {
+        limits.max_time = passes;
+    }
     limits
+}
+
+/// KDF limits of a verb that reads a header.
+fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
+    kdf_limits_from(h.max_kdf_memory, h.max_pbkdf2_time, h.max_argon2_time)
 }
 
 /// Opens the header source (the `--header` file, or the device).
@@ -357,6 +380,11 @@ fn unlock_with(
 fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
+    // Which header copy was used, when the other was not (standard output stays
+    // cryptsetup's layout).
+    if let Some(w) = dump::copy_warning(&header, &shown) {
+        eprintln!("{w}");
+    }
     let out: zeroize::Zeroizing<String> = if a.json {
         let mut s = dump::json(&header);
         if matches!(header, luks2::Header::Luks1(_)) {
@@ -364,7 +392,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
         }
         s.into()
     } else if a.dump_volume_key {
-        let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+        // Like the passphrase test, the volume key needs only keyslots and digests.
         if !a.batch_mode && kernel::tty::stdin_is_tty() && a.key.key_file.is_none() {
             confirm_volume_key_dump()?;
         }
@@ -373,11 +401,20 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
             limits: kdf_limits(&a.header),
         };
         let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
-        dump::volume_key(&header, &shown, &seg, &u.volume_key)
+        dump::volume_key(&header, &shown, &u.volume_key)
     } else {
         dump::human(&header, &shown).into()
     };
     print_out(&out)
+}
+
+/// With --verbose, says which header copy was used when the other was not.
+fn warn_copy_if(verbose: bool, header: &luks2::Header, shown: &str) {
+    if verbose {
+        if let Some(w) = dump::copy_warning(header, shown) {
+            eprintln!("{w}");
+        }
+    }
 }
 
 fn confirm_volume_key_dump() -> Result<(), CliError> {
@@ -414,12 +451,19 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
     }
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
+    warn_copy_if(verbose, &header, &shown);
     let opts = UnlockOptions {
         keyslot: a.key_slot,
         limits: kdf_limits(&a.header),
     };
-    // The data segment must be usable too: cryptsetup refuses requirements here.
-    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
+    // A passphrase test depends only on the keyslots and digests (as with cryptsetup: a data
+    // segment of an unknown type, cipher or sector size still tests the passphrase);
+    // activation needs a data segment that can be mapped, checked before the passphrase.
+    let seg = if a.test_passphrase {
+        None
+    } else {
+        Some(DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?)
+    };
     if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
         // Refuse a taken name before asking for the passphrase.
         if let Ok(ctl) = mapping::control() {
@@ -432,7 +476,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         }
     }
     let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
-    if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
+    if let (Some(name), Some(seg)) = (a.name.as_deref().filter(|_| !a.test_passphrase), &seg) {
         let (version, uuid, persistent) = match &header {
             luks2::Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
             luks2::Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
@@ -458,7 +502,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
             version,
             uuid: &uuid,
             digest: u.digest,
-            segment: &seg,
+            segment: seg,
             key: &u.volume_key,
             readonly: a.readonly,
             flags,
@@ -490,6 +534,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
 fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
     let (mut hf, header) = open_header(&a.device, &a.header)?;
     let shown = hf.name.clone();
+    warn_copy_if(verbose, &header, &shown);
     let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
     // With a detached header, the data is on DEVICE; otherwise it is the same file.
     let mut data = if a.header.header.is_some() {

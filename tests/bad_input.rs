@@ -363,22 +363,23 @@ fn cli_bad_input_table() {
         0,
         "",
     );
-    // The data segment's key size is the keyslot's: refused before any passphrase is read.
+    // A passphrase test depends only on the keyslot: its key size decides.
     push_open(
         "key_size 0",
         edited(d, "pbkdf2-sha256.img", |v| {
             v["keyslots"]["0"]["key_size"] = json!(0)
         }),
         1,
-        "cannot use a 0-byte key",
+        "key_size is 0",
     );
+    // cryptsetup: "Not enough available memory to open a keyslot", exit 3.
     push_open(
         "key_size enormous",
         edited(d, "pbkdf2-sha256.img", |v| {
             v["keyslots"]["0"]["key_size"] = json!(i32::MAX)
         }),
-        1,
-        "cannot use a 2147483647-byte key",
+        3,
+        "key_size 2147483647 needs 8589934588000 bytes",
     );
     push_open(
         "salt of the wrong length",
@@ -440,14 +441,24 @@ fn cli_bad_input_table() {
         1,
         "rot13-ecb",
     );
-    push_open(
-        "unknown segment cipher",
-        edited(d, "pbkdf2-sha256.img", |v| {
-            v["segments"]["0"]["encryption"] = json!("serpent-xts-plain64")
-        }),
+    // The passphrase test does not need the data segment (cryptsetup: 0); activation and
+    // decrypt refuse it before asking for the passphrase.
+    let serpent = edited(d, "pbkdf2-sha256.img", |v| {
+        v["segments"]["0"]["encryption"] = json!("serpent-xts-plain64")
+    });
+    push_open("unknown segment cipher, test", serpent.clone(), 0, "");
+    rows.push(row(
+        "unknown segment cipher, open",
+        &["open", "--key-file", &key, &serpent, "tazpod-never-mapped"],
         1,
         "serpent-xts-plain64",
-    );
+    ));
+    rows.push(row(
+        "unknown segment cipher, decrypt",
+        &["decrypt", "--key-file", &key, &serpent, "-"],
+        1,
+        "--test-passphrase` still checks",
+    ));
 
     // --- key files --------------------------------------------------------------------------
     let kfifo = d.join("key-fifo");

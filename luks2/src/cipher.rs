@@ -201,7 +201,10 @@ impl CipherSpec {
             None => (encryption, None),
         };
         // `aes:64` (key count) and `capi:…` are dm-crypt syntaxes we do not implement.
-        if cipher != "aes" {
+        // Block cipher and IV names are case-insensitive, as cryptsetup's keyslot decryption
+        // takes them (`AES-xts-plain64`, `aes-cbc-ESSIV:SHA256` open there); the chain mode
+        // is not (`aes-XTS-plain64` does not).
+        if !cipher.eq_ignore_ascii_case("aes") {
             return Err(CipherError::UnsupportedCipher(spec()));
         }
         let (chain, iv_part) = match rest {
@@ -303,15 +306,13 @@ impl fmt::Display for CipherSpec {
 /// Parses the IV part of a specification (`plain64`, `essiv:sha256`).
 fn parse_iv(iv: &str) -> Option<IvMode> {
     match iv.split_once(':') {
-        None => match iv {
-            "plain" => Some(IvMode::Plain),
-            "plain64" => Some(IvMode::Plain64),
-            _ => None,
-        },
-        Some(("essiv", hash)) => {
-            // The kernel looks hashes up by exact (lowercase) name; the digest must be an
-            // AES key size. Of our hashes only these two give 32 bytes.
-            let h = HashAlg::from_name(hash).filter(|h| h.name() == hash)?;
+        None if iv.eq_ignore_ascii_case("plain") => Some(IvMode::Plain),
+        None if iv.eq_ignore_ascii_case("plain64") => Some(IvMode::Plain64),
+        None => None,
+        Some((essiv, hash)) if essiv.eq_ignore_ascii_case("essiv") => {
+            // Hash names are case-insensitive (as for cryptsetup); the digest must be an AES
+            // key size. Of our hashes only these two give 32 bytes.
+            let h = HashAlg::from_name(hash)?;
             matches!(h, HashAlg::Sha256 | HashAlg::Sha3_256).then_some(IvMode::Essiv(h))
         }
         Some(_) => None,
@@ -947,7 +948,6 @@ mod tests {
             "cipher_null-ecb",
             "capi:xts(aes)-plain64",
             "aes:64-cbc-lmk",
-            "AES-xts-plain64",
             "",
         ] {
             assert_eq!(CipherSpec::parse(s, 64), unsupported_cipher(s));
@@ -967,7 +967,6 @@ mod tests {
             ("aes-xts-plain64be", "plain64be"),
             ("aes-cbc-essiv:sha1", "essiv:sha1"),
             ("aes-cbc-essiv:sha512", "essiv:sha512"),
-            ("aes-cbc-essiv:SHA256", "essiv:SHA256"),
             ("aes-cbc-essiv", "essiv"),
             ("aes-xts-plain64-x", "plain64-x"),
             ("aes-ecb-plain64", "plain64"),
@@ -984,6 +983,24 @@ mod tests {
         assert_eq!(
             CipherSpec::parse("aes-cbc", 32),
             Err(CipherError::MissingIv("aes-cbc".into()))
+        );
+        // Cipher and IV names are case-insensitive (as cryptsetup's keyslot decryption), the
+        // chain mode is not.
+        for (s, canonical) in [
+            ("AES-xts-plain64", "aes-xts-plain64"),
+            ("aes-xts-PLAIN64", "aes-xts-plain64"),
+            ("Aes-cbc-ESSIV:SHA256", "aes-cbc-essiv:sha256"),
+            ("aes-cbc-essiv:Sha3-256", "aes-cbc-essiv:sha3-256"),
+            ("aes-cbc-Plain", "aes-cbc-plain"),
+        ] {
+            assert_eq!(CipherSpec::parse(s, 32).unwrap().name(), canonical, "{s}");
+        }
+        assert_eq!(
+            CipherSpec::parse("aes-XTS-plain64", 32),
+            Err(CipherError::UnsupportedMode {
+                spec: "aes-XTS-plain64".into(),
+                mode: "XTS".into()
+            })
         );
         assert_eq!(
             CipherSpec::parse("aes-xts-plain64", 16),

@@ -82,12 +82,22 @@ pub const MIN_ARGON2_OUTPUT_LEN: usize = 4;
 /// (it grows memory first); 1000 passes over even 64 MiB already take minutes.
 pub const DEFAULT_MAX_ARGON2_TIME: u32 = 1000;
 
+/// Default time budget of one PBKDF2 run (a keyslot's, or a digest's), in seconds.
+/// cryptsetup's own benchmark aims at 2 s per keyslot; 60 s leaves room for a slow machine
+/// opening a header made on a fast one, and stops a crafted 2^31-iteration keyslot (minutes).
+pub const DEFAULT_MAX_PBKDF2_SECONDS: u64 = 60;
+
+/// PBKDF2 iterations every machine runs per second, whatever the hash (a debug build of the
+/// slowest hash does far more): counts up to `budget × this` are accepted without measuring.
+const PBKDF2_SURE_SPEED: u64 = 1000;
+
 /// Upper bounds on the work a header may ask for, checked before deriving.
 ///
 /// The default allows up to 4 GiB of Argon2 memory (cryptsetup's own maximum), up to
 /// [`DEFAULT_MAX_ARGON2_TIME`] passes, any valid lane count (lanes split the work, they do not
-/// add to it, and threads come from a fixed pool) and any PBKDF2 iteration count (a `u32`;
-/// PBKDF2 needs no memory). Use [`KdfLimits::for_available_memory`] to also bound memory by
+/// add to it, and threads come from a fixed pool) and PBKDF2 iteration counts that run within
+/// [`DEFAULT_MAX_PBKDF2_SECONDS`] on this machine (speed measured once per hash per process,
+/// see [`pbkdf2_speed`]). Use [`KdfLimits::for_available_memory`] to also bound memory by
 /// what the machine has free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfLimits {
@@ -97,8 +107,11 @@ pub struct KdfLimits {
     pub max_time: u32,
     /// Largest Argon2 parallelism.
     pub max_cpus: u32,
-    /// Largest PBKDF2 iteration count.
+    /// Largest PBKDF2 iteration count (whatever the time).
     pub max_pbkdf2_iterations: u32,
+    /// Largest estimated PBKDF2 run time, in seconds, from this machine's measured speed of
+    /// the hash; `None` for no time limit.
+    pub max_pbkdf2_seconds: Option<u64>,
 }
 
 impl Default for KdfLimits {
@@ -108,8 +121,48 @@ impl Default for KdfLimits {
             max_time: DEFAULT_MAX_ARGON2_TIME,
             max_cpus: MAX_ARGON2_LANES,
             max_pbkdf2_iterations: u32::MAX,
+            max_pbkdf2_seconds: Some(DEFAULT_MAX_PBKDF2_SECONDS),
         }
     }
+}
+
+/// PBKDF2-HMAC iterations per second of `hash` on this machine: measured on first use (a run
+/// of about 50 ms on a fixed password and salt), then cached for the process.
+pub fn pbkdf2_speed(hash: HashAlg) -> u64 {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static SPEEDS: Mutex<Vec<(HashAlg, u64)>> = Mutex::new(Vec::new());
+    let cached = |v: &[(HashAlg, u64)]| v.iter().find(|(h, _)| *h == hash).map(|(_, n)| *n);
+    if let Some(n) = SPEEDS.lock().ok().and_then(|v| cached(&v)) {
+        return n;
+    }
+    let mut out = [0u8; 32];
+    let mut iterations: u32 = 1000;
+    let target = Duration::from_millis(50);
+    let speed = loop {
+        let start = Instant::now();
+        if hash
+            .pbkdf2_hmac(b"tazpod-speed", b"tazpod-speed-salt", iterations, &mut out)
+            .is_err()
+        {
+            break PBKDF2_SURE_SPEED;
+        }
+        let took = start.elapsed();
+        if took >= target || iterations >= 1 << 28 {
+            let nanos = took.as_nanos().max(1);
+            let per_sec = u128::from(iterations) * 1_000_000_000 / nanos;
+            break u64::try_from(per_sec)
+                .unwrap_or(u64::MAX)
+                .max(PBKDF2_SURE_SPEED);
+        }
+        iterations = iterations.saturating_mul(4);
+    };
+    if let Ok(mut v) = SPEEDS.lock() {
+        if cached(&v).is_none() {
+            v.push((hash, speed));
+        }
+    }
+    speed
 }
 
 impl KdfLimits {
@@ -174,6 +227,17 @@ pub enum KdfError {
         /// The limit.
         limit: u32,
     },
+    /// PBKDF2 asks for more iterations than run within the time limit on this machine.
+    Pbkdf2TimeOverLimit {
+        /// The hash.
+        hash: HashAlg,
+        /// Iterations the header asks for.
+        iterations: u32,
+        /// Iterations per second measured here for this hash.
+        per_second: u64,
+        /// The time limit in seconds.
+        limit_seconds: u64,
+    },
     /// The Argon2 memory could not be allocated.
     OutOfMemory {
         /// Memory that was asked for, in KiB.
@@ -216,6 +280,18 @@ impl fmt::Display for KdfError {
             KdfError::IterationsOverLimit { iterations, limit } => write!(
                 f,
                 "pbkdf2 iteration count {iterations} is over the limit of {limit}"
+            ),
+            KdfError::Pbkdf2TimeOverLimit {
+                hash,
+                iterations,
+                per_second,
+                limit_seconds,
+            } => write!(
+                f,
+                "pbkdf2-{} with {iterations} iterations would run about {} s here \
+                 ({per_second} iterations/s measured), over the limit of {limit_seconds} s",
+                hash.name(),
+                u64::from(*iterations) / (*per_second).max(1)
             ),
             KdfError::OutOfMemory { required_kib } => write!(
                 f,
@@ -317,12 +393,26 @@ impl KdfParams {
     pub fn check(&self, limits: &KdfLimits) -> Result<(), KdfError> {
         self.validate()?;
         match *self {
-            KdfParams::Pbkdf2 { iterations, .. } => {
+            KdfParams::Pbkdf2 { hash, iterations } => {
                 if iterations > limits.max_pbkdf2_iterations {
                     return Err(KdfError::IterationsOverLimit {
                         iterations,
                         limit: limits.max_pbkdf2_iterations,
                     });
+                }
+                if let Some(secs) = limits.max_pbkdf2_seconds {
+                    // Small counts pass on any machine without a measurement.
+                    if u64::from(iterations) > secs.saturating_mul(PBKDF2_SURE_SPEED) {
+                        let per_second = pbkdf2_speed(hash);
+                        if u64::from(iterations) > per_second.saturating_mul(secs) {
+                            return Err(KdfError::Pbkdf2TimeOverLimit {
+                                hash,
+                                iterations,
+                                per_second,
+                                limit_seconds: secs,
+                            });
+                        }
+                    }
                 }
             }
             KdfParams::Argon2 {
@@ -684,6 +774,52 @@ mod tests {
         let msg = argon(4, u32::MAX, 4).check(&lim).unwrap_err().to_string();
         assert!(
             msg.contains("4294967295 KiB") && msg.contains("4194304 KiB"),
+            "{msg}"
+        );
+    }
+
+    /// PBKDF2 counts are capped by a time budget from the speed measured here: a
+    /// 2^31-iteration keyslot is refused at once, a small count needs no measurement.
+    #[test]
+    fn pbkdf2_time_budget() {
+        let lim = KdfLimits::default();
+        let p = |iterations| KdfParams::Pbkdf2 {
+            hash: HashAlg::Sha256,
+            iterations,
+        };
+        let start = std::time::Instant::now();
+        let r = p(u32::MAX).check(&lim);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let per_second = pbkdf2_speed(HashAlg::Sha256);
+        assert!(per_second >= PBKDF2_SURE_SPEED);
+        assert_eq!(
+            r,
+            Err(KdfError::Pbkdf2TimeOverLimit {
+                hash: HashAlg::Sha256,
+                iterations: u32::MAX,
+                per_second,
+                limit_seconds: 60
+            })
+        );
+        // Cached: the same figure again.
+        assert_eq!(pbkdf2_speed(HashAlg::Sha256), per_second);
+        assert_eq!(p(1000).check(&lim), Ok(()));
+        let none = KdfLimits {
+            max_pbkdf2_seconds: None,
+            ..lim
+        };
+        assert_eq!(p(u32::MAX).check(&none), Ok(()));
+        let zero = KdfLimits {
+            max_pbkdf2_seconds: Some(0),
+            ..lim
+        };
+        assert!(matches!(
+            p(1).check(&zero),
+            Err(KdfError::Pbkdf2TimeOverLimit { iterations: 1, .. })
+        ));
+        let msg = p(u32::MAX).check(&lim).unwrap_err().to_string();
+        assert!(
+            msg.contains("pbkdf2-sha256 with 4294967295 iterations") && msg.contains("60 s"),
             "{msg}"
         );
     }

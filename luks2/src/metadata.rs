@@ -585,6 +585,9 @@ pub struct Keyslot {
     pub key_size: u32,
     /// Priority (`Normal` when absent).
     pub priority: Priority,
+    /// The stored priority as `json_object_get_int` reads it (1 when absent): `luksDump`
+    /// shows values other than 0, 1 and 2 as "invalid".
+    pub priority_value: i32,
     /// The raw area, when present (always present after validation: cryptsetup requires an
     /// area with type, offset and size for every keyslot).
     pub area: Option<KeyslotArea>,
@@ -596,6 +599,27 @@ pub struct Keyslot {
     /// is not base64 or not 32 bytes). cryptsetup loads such a keyslot and fails with an
     /// "invalid argument" error when it tries it.
     pub defect: Option<String>,
+    /// The KDF as `cryptsetup luksDump` prints it (`luks2` keyslots with a `kdf` object).
+    pub kdf_dump: Option<KdfDump>,
+}
+
+/// A keyslot's KDF fields as `cryptsetup luksDump` reads them for printing, which is not how
+/// it reads them to unlock: `iterations` is `json_object_get_uint64` (a negative value wraps),
+/// `time`, `memory` and `cpus` are `json_object_get_int64` printed unsigned (whatever the KDF
+/// type, also an unknown one), a missing field is 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KdfDump {
+    /// PBKDF2 iterations.
+    pub iterations: u64,
+    /// Argon2 time cost.
+    pub time: u64,
+    /// Argon2 memory (KiB).
+    pub memory: u64,
+    /// Argon2 threads.
+    pub cpus: u64,
+    /// The salt's bytes whatever their number; `None` when it is not base64 (cryptsetup then
+    /// prints nothing, not even the end of the line).
+    pub salt: Option<Vec<u8>>,
 }
 
 /// A keyslot's binary area.
@@ -612,6 +636,9 @@ pub struct KeyslotArea {
     /// Area cipher key size in bytes, read as cryptsetup reads it (`json_object_get_int`);
     /// 0 when not stored.
     pub key_size: u32,
+    /// The same as `luksDump` reads it to print it (the low 32 bits of
+    /// `json_object_get_int64`).
+    pub dump_key_size: u32,
 }
 
 /// A keyslot's KDF. Numbers are read as cryptsetup reads them (`json_object_get_int`, then
@@ -688,6 +715,12 @@ pub struct Segment {
     pub integrity: Option<String>,
     /// Segment flags (e.g. `backup-final`).
     pub flags: Vec<String>,
+    /// `encryption` as `cryptsetup luksDump` prints it (`json_object_get_string`), whatever the
+    /// segment's type; `None` when absent.
+    pub dump_cipher: Option<String>,
+    /// `sector_size` as `luksDump` prints it (the low 32 bits of `json_object_get_int64`),
+    /// whatever the type; `None` when absent.
+    pub dump_sector_size: Option<u32>,
 }
 
 impl Segment {
@@ -717,6 +750,22 @@ pub struct Digest {
     /// Why this digest cannot be used although the header is valid (unknown type, missing or
     /// undecodable parameters). cryptsetup fails with "invalid argument" when it uses it.
     pub defect: Option<String>,
+    /// The digest as `cryptsetup luksDump` prints it (`pbkdf2` digests).
+    pub dump: DigestDump,
+}
+
+/// A PBKDF2 digest's fields as `cryptsetup luksDump` reads them for printing: whatever is
+/// there, also when the digest is unusable (a missing `iterations` does not hide the salt).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DigestDump {
+    /// `hash` as `json_object_get_string` gives it; `None` when missing (printed `(null)`).
+    pub hash: Option<String>,
+    /// `iterations` as `json_object_get_int64` printed unsigned (missing: 0).
+    pub iterations: u64,
+    /// The salt's bytes; `None` when not base64.
+    pub salt: Option<Vec<u8>>,
+    /// The digest's bytes; `None` when not base64.
+    pub digest: Option<Vec<u8>>,
 }
 
 /// A token (kept as stored; only its type and keyslots are interpreted).
@@ -1495,6 +1544,8 @@ fn validate_segments(
             sector_size: 512,
             integrity: None,
             flags: flags.iter().map(|f| lossy(f)).collect(),
+            dump_cipher: s.get("encryption").map(get_string),
+            dump_sector_size: s.get("sector_size").map(get_int64_u32),
         };
         if type_name == b"crypt" {
             validate_crypt_segment(s, at, size, &mut seg)?;
@@ -1884,6 +1935,25 @@ pub(crate) fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(clean).ok()
 }
 
+/// cryptsetup's `hexprint_base64` input: the bytes of a base64 string field (a missing or
+/// non-string field decodes as empty), `None` when it is not base64.
+fn dump_bytes(v: Option<&JVal>) -> Option<Vec<u8>> {
+    base64_decode(v.and_then(JVal::as_str_bytes).unwrap_or_default())
+}
+
+/// `json_object_get_int64` as cryptsetup prints it (`PRIu64`: a negative value wraps).
+fn dump_int64(v: Option<&JVal>) -> u64 {
+    u64::from_ne_bytes(v.map_or(0, JVal::get_int64).to_ne_bytes())
+}
+
+/// `json_object_get_uint64` as cryptsetup prints it (a value over `i64::MAX` as stored).
+fn dump_uint64(v: Option<&JVal>) -> u64 {
+    match v {
+        Some(JVal::UInt(u)) => *u,
+        other => dump_int64(other),
+    }
+}
+
 /// Decodes a salt as cryptsetup does when it uses it; the problem, if any, as text.
 fn decode_salt(v: Option<&JVal>, what: &str) -> Result<Vec<u8>, String> {
     let Some(v) = v else {
@@ -1909,10 +1979,11 @@ fn get_string(v: &JVal) -> String {
 fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
     let type_name = k.get("type").and_then(JVal::as_cstr).unwrap_or_default();
     let key_size = k.get("key_size").and_then(JVal::valid_u32).unwrap_or(0);
-    let priority = match k.get("priority").map(JVal::get_int) {
-        None | Some(1) => Priority::Normal,
-        Some(2) => Priority::High,
-        Some(_) => Priority::Ignore,
+    let priority_value = k.get("priority").map_or(1, JVal::get_int);
+    let priority = match priority_value {
+        1 => Priority::Normal,
+        2 => Priority::High,
+        _ => Priority::Ignore,
     };
     let area_obj = k.get("area").and_then(JVal::as_object);
     let area = area_obj.map(|a| KeyslotArea {
@@ -1921,12 +1992,20 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         size,
         encryption: a.get("encryption").map(get_string).unwrap_or_default(),
         key_size: a.get("key_size").map(get_int_u32).unwrap_or(0),
+        dump_key_size: a.get("key_size").map(get_int64_u32).unwrap_or(0),
     });
     let mut defect = None;
-    let (mut kdf, mut af) = (None, None);
+    let (mut kdf, mut af, mut kdf_dump) = (None, None, None);
     if type_name == b"luks2" {
         let kdf_obj = k.get("kdf").and_then(JVal::as_object);
         if let Some(o) = kdf_obj {
+            kdf_dump = Some(KdfDump {
+                iterations: dump_uint64(o.get("iterations")),
+                time: dump_int64(o.get("time")),
+                memory: dump_int64(o.get("memory")),
+                cpus: dump_int64(o.get("cpus")),
+                salt: dump_bytes(o.get("salt")),
+            });
             let kt = o.get("type").and_then(JVal::as_cstr).unwrap_or_default();
             let salt = || match decode_salt(o.get("salt"), "kdf.salt") {
                 Ok(s) => (s, None),
@@ -1976,10 +2055,12 @@ fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
         type_name: lossy(type_name),
         key_size,
         priority,
+        priority_value,
         area,
         kdf,
         af,
         defect,
+        kdf_dump,
     }
 }
 
@@ -1994,6 +2075,12 @@ fn build_digest(d: &JObject, keyslots: Vec<u32>, segments: Vec<u32>) -> Digest {
         salt: Vec::new(),
         digest: Vec::new(),
         defect: None,
+        dump: DigestDump {
+            hash: d.get("hash").map(get_string),
+            iterations: dump_int64(d.get("iterations")),
+            salt: dump_bytes(d.get("salt")),
+            digest: dump_bytes(d.get("digest")),
+        },
     };
     if type_name != b"pbkdf2" {
         out.defect = Some(format!("digest type {:?} is not supported", out.type_name));

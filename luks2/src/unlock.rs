@@ -4,7 +4,13 @@
 //! priority-ignore keyslots only when named) and returns the first volume key whose digest
 //! matches. A keyslot that cannot be used (an unsupported cipher or hash, a KDF over the cost
 //! limits) does not stop the others from being tried; if no keyslot opens, the error says why:
-//! the passphrase matched none of the usable keyslots, or no keyslot was usable at all.
+//! a cost over a limit ([`UnlockError::KdfOverLimit`], [`UnlockError::DigestOverLimit`],
+//! [`UnlockError::KeyTooLarge`]), some keyslot could not be tried
+//! ([`UnlockError::UntriedKeyslots`], never reported as a wrong passphrase), none was usable,
+//! or the passphrase matched none of them ([`UnlockError::WrongPassphrase`]).
+//!
+//! Only keyslots and digests are read: the data segment plays no part (a passphrase test
+//! works whatever the segment's type, cipher or sector size).
 
 use crate::af;
 use crate::cipher::{CipherSpec, SectorCipher};
@@ -45,8 +51,30 @@ pub enum UnlockError {
         /// What the KDF asked for.
         error: KdfError,
     },
+    /// The digest that verifies a keyslot's key (its PBKDF2) costs more than the limits
+    /// allow, and no other keyslot opened. LUKS1 has one digest, numbered 0.
+    DigestOverLimit {
+        /// The keyslot being verified.
+        keyslot: u32,
+        /// The digest.
+        digest: u32,
+        /// What its PBKDF2 asked for.
+        error: KdfError,
+    },
     /// The header carries mandatory requirements this implementation does not support.
     RequirementRefused(Vec<String>),
+    /// The passphrase opened none of the keyslots that could be tried, and these keyslots
+    /// could not be tried at all (so the passphrase is not known to be wrong).
+    UntriedKeyslots(Vec<(u32, String)>),
+    /// A keyslot's split key (`key_size` × 4000 stripes) is larger than the memory limit.
+    KeyTooLarge {
+        /// The keyslot.
+        keyslot: u32,
+        /// Its `key_size` in bytes.
+        key_size: u32,
+        /// The memory limit in bytes.
+        limit_bytes: u64,
+    },
 }
 
 impl fmt::Display for UnlockError {
@@ -67,9 +95,39 @@ impl fmt::Display for UnlockError {
                 }
                 Ok(())
             }
-            UnlockError::KdfOverLimit { keyslot, error } => write!(
+            UnlockError::KdfOverLimit { keyslot, error } => {
+                write!(f, "keyslot {keyslot}: {error}{}", raise_hint(error))
+            }
+            UnlockError::DigestOverLimit {
+                keyslot,
+                digest,
+                error,
+            } => write!(
                 f,
-                "keyslot {keyslot}: {error} (raise the limit with --max-kdf-memory if this machine has the memory)"
+                "digest {digest} (verifying keyslot {keyslot}): {error}{}",
+                raise_hint(error)
+            ),
+            UnlockError::UntriedKeyslots(reasons) => {
+                write!(
+                    f,
+                    "no key available with this passphrase in the keyslots that could be tried, \
+                     and some could not be tried (the passphrase may be theirs)"
+                )?;
+                for (id, why) in reasons {
+                    write!(f, "; keyslot {id}: {why}")?;
+                }
+                Ok(())
+            }
+            UnlockError::KeyTooLarge {
+                keyslot,
+                key_size,
+                limit_bytes,
+            } => write!(
+                f,
+                "keyslot {keyslot}: key_size {key_size} needs {} bytes of split key in memory, \
+                 over the limit of {limit_bytes} bytes (raise it with --max-kdf-memory if this \
+                 machine has the memory)",
+                u64::from(*key_size).saturating_mul(u64::from(LUKS2_AF_STRIPES))
             ),
             UnlockError::RequirementRefused(reqs) => write!(
                 f,
@@ -77,6 +135,22 @@ impl fmt::Display for UnlockError {
                 reqs.join(", ")
             ),
         }
+    }
+}
+
+/// What to do about a cost over a limit: the flag of that limit (each its own).
+fn raise_hint(error: &KdfError) -> &'static str {
+    match error {
+        KdfError::MemoryOverLimit { .. } => {
+            " (raise the limit with --max-kdf-memory KiB if this machine has the memory)"
+        }
+        KdfError::TimeOverLimit { .. } => {
+            " (raise the limit with --max-argon2-time PASSES if you trust this header)"
+        }
+        KdfError::Pbkdf2TimeOverLimit { .. } | KdfError::IterationsOverLimit { .. } => {
+            " (raise the limit with --max-pbkdf2-time SECONDS if you trust this header)"
+        }
+        _ => "",
     }
 }
 
@@ -119,7 +193,13 @@ enum Attempt {
     Opened(VolumeKey),
     Mismatch,
     Unusable(String),
-    OverLimit(KdfError),
+    /// A cost over the limits: the keyslot's KDF (`None`) or that digest's PBKDF2.
+    OverLimit(KdfError, Option<u32>),
+    /// The split key of a `key_size` this large does not fit the memory limit.
+    TooLarge {
+        key_size: u32,
+        limit_bytes: u64,
+    },
 }
 
 /// Collects attempt outcomes and turns them into the final error.
@@ -127,7 +207,7 @@ enum Attempt {
 struct Tally {
     mismatched: bool,
     unusable: Vec<(u32, String)>,
-    over_limit: Option<(u32, KdfError)>,
+    over_limit: Option<UnlockError>,
 }
 
 impl Tally {
@@ -136,26 +216,46 @@ impl Tally {
             Attempt::Opened(k) => return Some(k),
             Attempt::Mismatch => self.mismatched = true,
             Attempt::Unusable(why) => self.unusable.push((id, why)),
-            Attempt::OverLimit(e) => {
+            Attempt::OverLimit(error, digest) => {
                 if self.over_limit.is_none() {
-                    self.over_limit = Some((id, e));
+                    self.over_limit = Some(match digest {
+                        None => UnlockError::KdfOverLimit { keyslot: id, error },
+                        Some(digest) => UnlockError::DigestOverLimit {
+                            keyslot: id,
+                            digest,
+                            error,
+                        },
+                    });
+                }
+            }
+            Attempt::TooLarge {
+                key_size,
+                limit_bytes,
+            } => {
+                if self.over_limit.is_none() {
+                    self.over_limit = Some(UnlockError::KeyTooLarge {
+                        keyslot: id,
+                        key_size,
+                        limit_bytes,
+                    });
                 }
             }
         }
         None
     }
 
+    /// Over a limit first (the caller can raise it), then unusable keyslots (the passphrase
+    /// may be the one of a keyslot that could not be tried: never reported as wrong), then a
+    /// wrong passphrase.
     fn into_error(self) -> Error {
-        if let Some((keyslot, error)) = self.over_limit {
-            return UnlockError::KdfOverLimit { keyslot, error }.into();
+        if let Some(e) = self.over_limit {
+            return e.into();
         }
-        if self.mismatched {
-            return UnlockError::WrongPassphrase.into();
-        }
-        if self.unusable.is_empty() {
-            UnlockError::NoKeyslots.into()
-        } else {
-            UnlockError::NoUsableKeyslot(self.unusable).into()
+        match (self.mismatched, self.unusable.is_empty()) {
+            (true, true) => UnlockError::WrongPassphrase.into(),
+            (true, false) => UnlockError::UntriedKeyslots(self.unusable).into(),
+            (false, true) => UnlockError::NoKeyslots.into(),
+            (false, false) => UnlockError::NoUsableKeyslot(self.unusable).into(),
         }
     }
 }
@@ -206,7 +306,7 @@ fn unlock_luks2<R: Read + Seek>(
         let (Some(ks), Some((did, digest))) = (md.keyslots.get(&id), bound(id)) else {
             continue;
         };
-        let attempt = try_luks2_keyslot(id, ks, digest, r, passphrase, &opts.limits)?;
+        let attempt = try_luks2_keyslot(id, ks, did, digest, r, passphrase, &opts.limits)?;
         if let Some(volume_key) = tally.record(id, attempt) {
             return Ok(Unlocked {
                 volume_key,
@@ -255,9 +355,11 @@ fn luks2_kdf(kdf: &KeyslotKdf) -> Result<(KdfParams, &[u8]), String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_luks2_keyslot<R: Read + Seek>(
     id: u32,
     ks: &Keyslot,
+    digest_id: u32,
     digest: &Digest,
     r: &mut R,
     passphrase: &[u8],
@@ -329,24 +431,36 @@ fn try_luks2_keyslot<R: Read + Seek>(
     };
     // Parameters no KDF accepts (zero iterations, no lanes…) make the keyslot unusable; only
     // valid parameters over the limits are reported as over the limit.
-    if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+    // Both costs are checked before any work, the keyslot's first: cryptsetup runs the
+    // keyslot's KDF before it reads the digest, so a keyslot over a limit is reported as
+    // such (exit 3) even when its digest is invalid.
+    if let Err(e) = params.validate() {
         return Ok(Attempt::Unusable(e.to_string()));
     }
-    if let Err(e) = params
-        .check(limits)
-        .and_then(|()| digest_params.check(limits))
-    {
-        return Ok(Attempt::OverLimit(e));
+    if let Err(e) = params.check(limits) {
+        return Ok(Attempt::OverLimit(e, None));
     }
-    let Some(split_len) = af::split_area_len(key_size, LUKS2_AF_STRIPES) else {
-        return Ok(Attempt::Unusable("AF size overflows".into()));
+    if let Err(e) = digest_params.validate() {
+        return Ok(Attempt::Unusable(format!("digest {digest_id}: {e}")));
+    }
+    if let Err(e) = digest_params.check(limits) {
+        return Ok(Attempt::OverLimit(e, Some(digest_id)));
+    }
+    // The split key is held in memory whole, as cryptsetup holds it (`crypt_safe_alloc` of
+    // the AF sectors, -ENOMEM when that fails): over the memory limit it is refused before
+    // any work, as an over-limit cost (a `key_size` of 2^31 asks for 8 TB).
+    let split_len = af::split_area_len(key_size, LUKS2_AF_STRIPES);
+    let limit_bytes = limits.max_memory_kib.saturating_mul(1024);
+    let Some(split_len) = split_len.filter(|l| u64::try_from(*l).is_ok_and(|l| l <= limit_bytes))
+    else {
+        return Ok(Attempt::TooLarge {
+            key_size: ks.key_size,
+            limit_bytes,
+        });
     };
-    if u64::try_from(split_len).map_or(true, |l| l > area.size) {
-        return Ok(Attempt::Unusable(format!(
-            "AF material ({split_len} bytes) is larger than the area ({} bytes)",
-            area.size
-        )));
-    }
+    // cryptsetup reads the split key from the area's 512-byte sector (`offset / 512`) and
+    // for as many sectors as the split key needs, whatever the area's stored size; so do we
+    // (the header validation keeps the area inside the keyslots area).
     let candidate = open_area(
         &params,
         passphrase,
@@ -354,7 +468,7 @@ fn try_luks2_keyslot<R: Read + Seek>(
         &spec,
         area_key_size,
         r,
-        area.offset,
+        area.offset / 512 * 512,
         split_len,
         af_hash,
         key_size,
@@ -464,14 +578,17 @@ fn unlock_luks1<R: Read + Seek>(
                 hash,
                 iterations: ks.iterations,
             };
-            if let Err(e) = params.validate().and_then(|()| digest_params.validate()) {
+            if let Err(e) = params.validate() {
                 return Ok(Attempt::Unusable(e.to_string()));
             }
-            if let Err(e) = params
-                .check(&opts.limits)
-                .and_then(|()| digest_params.check(&opts.limits))
-            {
-                return Ok(Attempt::OverLimit(e));
+            if let Err(e) = params.check(&opts.limits) {
+                return Ok(Attempt::OverLimit(e, None));
+            }
+            if let Err(e) = digest_params.validate() {
+                return Ok(Attempt::Unusable(format!("MK digest: {e}")));
+            }
+            if let Err(e) = digest_params.check(&opts.limits) {
+                return Ok(Attempt::OverLimit(e, Some(0)));
             }
             let Some(split_len) = af::split_area_len(key_size, ks.stripes) else {
                 return Ok(Attempt::Unusable("AF size overflows".into()));

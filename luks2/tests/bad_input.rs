@@ -642,7 +642,12 @@ fn rows() -> Vec<(&'static str, Op, Result<(), Error>)> {
             PASS,
             lim(),
         ),
-        unusable("AF material (8589934588416 bytes) is larger than the area (131072 bytes)"),
+        // cryptsetup: "Not enough available memory to open a keyslot" (exit 3).
+        Err(Error::Unlock(UnlockError::KeyTooLarge {
+            keyslot: 0,
+            key_size: 2_147_483_647,
+            limit_bytes: 4 << 30,
+        })),
     ));
     r.push((
         "area key_size 0",
@@ -710,7 +715,7 @@ fn rows() -> Vec<(&'static str, Op, Result<(), Error>)> {
             PASS,
             lim(),
         ),
-        unusable("invalid kdf parameter iterations = 0: must be at least 1"),
+        unusable("digest 0: invalid kdf parameter iterations = 0: must be at least 1"),
     ));
     r.push((
         "PBKDF2 iterations 2^32 (wraps to 0 as in cryptsetup)",
@@ -721,7 +726,7 @@ fn rows() -> Vec<(&'static str, Op, Result<(), Error>)> {
             PASS,
             lim(),
         ),
-        unusable("invalid kdf parameter iterations = 0: must be at least 1"),
+        unusable("digest 0: invalid kdf parameter iterations = 0: must be at least 1"),
     ));
     r.push((
         "PBKDF2 iterations over the caller's limit",

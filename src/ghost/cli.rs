@@ -17,11 +17,9 @@ use crate::config::{
     expand_home, ConfigFile, Flags, SecretEntry, SecretKind, Settings, UserSpec, DEFAULT_UID,
     DEFAULT_USER, SYSTEM_CONFIG, USER_CONFIG,
 };
-use crate::device;
 use crate::error::{code, CliError};
 use crate::kernel::privs;
 use crate::passphrase::{with_passphrase, KeyArgs};
-use luks2::kdf::KdfLimits;
 use luks2::unlock::{unlock, UnlockOptions};
 use luks2::volume::DataSegment;
 use std::ffi::{OsStr, OsString};
@@ -65,6 +63,13 @@ pub struct UnlockArgs {
     /// Refuse KDFs that need more than N KiB of memory
     #[arg(long = "max-kdf-memory", value_name = "KiB")]
     pub max_kdf_memory: Option<u64>,
+    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
+    /// (speed measured here) [default: 60]
+    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
+    pub max_pbkdf2_time: Option<u64>,
+    /// Refuse an Argon2 time cost over PASSES [default: 1000]
+    #[arg(long = "max-argon2-time", value_name = "PASSES")]
+    pub max_argon2_time: Option<u32>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// When the vault does not exist, it is created first (passphrase asked twice)
@@ -182,6 +187,8 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
         }
     };
     num("--max-kdf-memory", args.max_kdf_memory);
+    num("--max-pbkdf2-time", args.max_pbkdf2_time);
+    num("--max-argon2-time", args.max_argon2_time.map(u64::from));
     num(
         "--keyfile-offset",
         Some(args.key.keyfile_offset).filter(|o| *o != 0),
@@ -391,10 +398,11 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
     let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
     let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
-    let mut limits = KdfLimits::for_available_memory(device::mem_available());
-    if let Some(kib) = args.max_kdf_memory {
-        limits.max_memory_kib = kib;
-    }
+    let limits = crate::kdf_limits_from(
+        args.max_kdf_memory,
+        args.max_pbkdf2_time,
+        args.max_argon2_time,
+    );
     let opts = UnlockOptions {
         keyslot: None,
         limits,

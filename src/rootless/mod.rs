@@ -56,6 +56,13 @@ pub struct VaultArgs {
     /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
     #[arg(long = "max-kdf-memory", value_name = "KiB")]
     pub max_kdf_memory: Option<u64>,
+    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
+    /// (speed measured here) [default: 60]
+    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
+    pub max_pbkdf2_time: Option<u64>,
+    /// Refuse an Argon2 time cost over PASSES [default: 1000]
+    #[arg(long = "max-argon2-time", value_name = "PASSES")]
+    pub max_argon2_time: Option<u32>,
 }
 
 /// An unlocked vault whose filesystem is ready to read.
@@ -70,13 +77,9 @@ pub struct Vault {
     pub len: u64,
 }
 
-/// The KDF limits of an unlock: `--max-kdf-memory`, or from the memory available.
+/// The KDF limits of an unlock: the `--max-…` flags, or their defaults.
 fn kdf_limits(v: &VaultArgs) -> KdfLimits {
-    let mut limits = KdfLimits::for_available_memory(device::mem_available());
-    if let Some(kib) = v.max_kdf_memory {
-        limits.max_memory_kib = kib;
-    }
-    limits
+    crate::kdf_limits_from(v.max_kdf_memory, v.max_pbkdf2_time, v.max_argon2_time)
 }
 
 /// The largest Argon2 memory (KiB) an unlock with these options accepts.
