@@ -160,9 +160,8 @@ pub fn metadata_lock(
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo` in bytes (0 if unknown: the KDF limit then falls back
-/// to the library's default).
-pub fn mem_available() -> u64 {
+/// `MemAvailable` from `/proc/meminfo` in bytes (0 if unknown).
+fn meminfo_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -172,6 +171,162 @@ pub fn mem_available() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib.saturating_mul(1024))
+}
+
+/// Memory kept back from a container's free memory for the rest of the process (its code,
+/// buffers and the kernel's accounting of it), beyond the KDF.
+pub const CGROUP_HEADROOM: u64 = 16 << 20;
+
+/// Where the memory a KDF may use comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemorySource {
+    /// `MemAvailable` of `/proc/meminfo` (the machine's).
+    Available,
+    /// A cgroup memory limit, tighter than the machine's available memory.
+    Cgroup {
+        /// The limit in bytes (`memory.max`, or v1 `memory.limit_in_bytes`).
+        limit: u64,
+        /// What the group uses now (`memory.current`, or v1 `memory.usage_in_bytes`).
+        used: u64,
+        /// The limit's file.
+        file: PathBuf,
+    },
+    /// Nothing could be read.
+    Unknown,
+}
+
+/// The memory this process may use for a key derivation, and where that figure comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where the figure comes from.
+    pub source: MemorySource,
+}
+
+fn mib(b: u64) -> u64 {
+    b / (1 << 20)
+}
+
+impl std::fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            MemorySource::Available => {
+                write!(
+                    f,
+                    "the available memory of this machine, {} MiB",
+                    mib(self.bytes)
+                )
+            }
+            MemorySource::Cgroup { limit, used, file } => write!(
+                f,
+                "the container memory limit {} MiB ({}; {} MiB in use)",
+                mib(*limit),
+                file.display(),
+                mib(*used)
+            ),
+            MemorySource::Unknown => f.write_str("an unknown amount of memory"),
+        }
+    }
+}
+
+/// A cgroup limit as read from a `memory.max`-like file: a number, or none (`max`, or the
+/// huge value cgroup v1 uses for "no limit").
+fn parse_limit(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t == "max" {
+        return None;
+    }
+    t.parse::<u64>().ok().filter(|&v| v < (1 << 62))
+}
+
+/// The tightest memory limit of the cgroup this process is in and its ancestors, as
+/// `(limit, used, file)`, from the cgroup file system under `root` (`/sys/fs/cgroup`) and the
+/// process's `/proc/self/cgroup` text: cgroup v2 (`0::/path`: `memory.max` and
+/// `memory.current`), else v1 (the `memory` controller's `memory.limit_in_bytes` and
+/// `memory.usage_in_bytes`, under `root/memory`). The free room is `limit - used`.
+pub fn cgroup_limit(root: &Path, proc_self_cgroup: &str) -> Option<(u64, u64, PathBuf)> {
+    let mut best: Option<(u64, u64, PathBuf)> = None;
+    let mut consider = |dir: PathBuf, max_name: &str, cur_name: &str| {
+        let mut d = dir;
+        loop {
+            let max_file = d.join(max_name);
+            if let Some(limit) = std::fs::read_to_string(&max_file)
+                .ok()
+                .and_then(|t| parse_limit(&t))
+            {
+                let used = std::fs::read_to_string(d.join(cur_name))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let free = limit.saturating_sub(used);
+                if best
+                    .as_ref()
+                    .is_none_or(|(l, u, _)| free < l.saturating_sub(*u))
+                {
+                    best = Some((limit, used, max_file));
+                }
+            }
+            if !d.pop() || !d.starts_with(root) || d.as_os_str().len() < root.as_os_str().len() {
+                break;
+            }
+        }
+    };
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            consider(root.join(rel), "memory.max", "memory.current");
+        } else if controllers.split(',').any(|c| c == "memory") {
+            consider(
+                root.join("memory").join(rel),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            );
+        }
+    }
+    best
+}
+
+/// The memory a key derivation may use: the machine's available memory, or, when tighter,
+/// the free room under this process's cgroup memory limit less [`CGROUP_HEADROOM`] (a
+/// container's limit; `/proc/meminfo` still shows the host's memory there).
+pub fn memory_budget() -> MemoryBudget {
+    let avail = meminfo_available();
+    let cg = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| cgroup_limit(Path::new("/sys/fs/cgroup"), &t));
+    match cg {
+        Some((limit, used, file))
+            if avail == 0 || limit.saturating_sub(used).saturating_sub(CGROUP_HEADROOM) < avail =>
+        {
+            MemoryBudget {
+                bytes: limit
+                    .saturating_sub(used)
+                    .saturating_sub(CGROUP_HEADROOM)
+                    .max(1),
+                source: MemorySource::Cgroup { limit, used, file },
+            }
+        }
+        _ if avail > 0 => MemoryBudget {
+            bytes: avail,
+            source: MemorySource::Available,
+        },
+        _ => MemoryBudget {
+            bytes: 0,
+            source: MemorySource::Unknown,
+        },
+    }
+}
+
+/// The bytes of [`memory_budget`] (0 if unknown: the KDF limit then falls back to the library's
+/// default).
+pub fn mem_available() -> u64 {
+    memory_budget().bytes
 }
 
 /// Where `decrypt` writes the plaintext.
@@ -312,5 +467,69 @@ impl Drop for Output {
             // A partial plaintext is worth nothing and should not linger.
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    fn put(root: &Path, rel: &str, text: &str) {
+        let f = root.join(rel);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, text).unwrap();
+    }
+
+    #[test]
+    fn the_tightest_cgroup_v2_limit_on_the_way_up_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        put(r, "a/memory.max", "1073741824\n");
+        put(r, "a/memory.current", "104857600\n");
+        put(r, "a/b/memory.max", "max\n");
+        put(r, "a/b/memory.current", "5000\n");
+        put(r, "a/b/c/memory.max", "209715200\n");
+        put(r, "a/b/c/memory.current", "10485760\n");
+        let (limit, used, file) = cgroup_limit(r, "0::/a/b/c\n").unwrap();
+        assert_eq!((limit, used), (209_715_200, 10_485_760));
+        assert_eq!(file, r.join("a/b/c/memory.max"));
+        // The parent is tighter once the child has more room than it.
+        put(r, "a/memory.current", "1000000000\n");
+        let (limit, _, file) = cgroup_limit(r, "0::/a/b/c\n").unwrap();
+        assert_eq!(limit, 1_073_741_824);
+        assert_eq!(file, r.join("a/memory.max"));
+    }
+
+    #[test]
+    fn cgroup_v1_and_no_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        put(r, "memory/docker/x/memory.limit_in_bytes", "268435456\n");
+        put(r, "memory/docker/x/memory.usage_in_bytes", "1048576\n");
+        put(r, "memory/memory.limit_in_bytes", "9223372036854771712\n");
+        let text = "12:cpu,cpuacct:/docker/x\n4:memory:/docker/x\n";
+        let (limit, used, _) = cgroup_limit(r, text).unwrap();
+        assert_eq!((limit, used), (268_435_456, 1_048_576));
+        // "max" everywhere, or no memory controller: no limit.
+        put(r, "memory.max", "max\n");
+        assert_eq!(cgroup_limit(r, "0::/\n"), None);
+        assert_eq!(cgroup_limit(r, "3:cpu:/x\n"), None);
+        assert_eq!(cgroup_limit(r, "garbage"), None);
+    }
+
+    #[test]
+    fn the_budget_names_its_source() {
+        let b = MemoryBudget {
+            bytes: 150 << 20,
+            source: MemorySource::Cgroup {
+                limit: 200 << 20,
+                used: 34 << 20,
+                file: PathBuf::from("/sys/fs/cgroup/memory.max"),
+            },
+        };
+        assert_eq!(
+            b.to_string(),
+            "the container memory limit 200 MiB (/sys/fs/cgroup/memory.max; 34 MiB in use)"
+        );
     }
 }

@@ -2,6 +2,11 @@
 
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
+use std::sync::OnceLock;
+
+/// Where the default KDF memory limit comes from ("the container memory limit 200 MiB …"),
+/// set once by the binary at start, for the hint of a keyslot over that limit.
+pub static MEMORY_NOTE: OnceLock<String> = OnceLock::new();
 
 /// cryptsetup's exit codes, which tazpod uses too.
 pub mod code {
@@ -55,6 +60,16 @@ impl CliError {
                 "check that this is the right device; `tazpod dump` shows which header copy is damaged".to_string(),
             ),
             Error::Kdf(KdfError::OutOfMemory { .. }) => Some("free memory or use another keyslot".into()),
+            Error::Unlock(UnlockError::KdfOverLimit {
+                error: KdfError::MemoryOverLimit { .. },
+                ..
+            }) => Some(match MEMORY_NOTE.get() {
+                Some(budget) => format!(
+                    "without --max-kdf-memory the limit is 3/4 of {budget}; --max-kdf-memory KiB \
+                     sets it"
+                ),
+                None => "--max-kdf-memory KiB sets the limit".into(),
+            }),
             Error::Volume(
                 VolumeError::UnsupportedSegment(_)
                 | VolumeError::SectorSize(_)

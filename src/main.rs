@@ -328,7 +328,9 @@ pub(crate) fn kdf_limits_from(
     max_pbkdf2_time: Option<u64>,
     max_argon2_time: Option<u32>,
 ) -> KdfLimits {
-    let mut limits = KdfLimits::for_available_memory(device::mem_available());
+    let budget = device::memory_budget();
+    let _ = error::MEMORY_NOTE.set(budget.to_string());
+    let mut limits = KdfLimits::for_available_memory(budget.bytes);
     if let Some(kib) = max_kdf_memory {
         limits.max_memory_kib = kib;
     }
