@@ -13,6 +13,7 @@ mod mapping;
 mod config;
 mod ghost;
 mod passphrase;
+mod preflight;
 mod rootless;
 mod table;
 // Writing headers (issue 7).
@@ -451,6 +452,10 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         return Err(CliError::new(code::INVALID, "open needs a mapping NAME")
             .hint("tazpod open DEVICE NAME, or --test-passphrase to only check a passphrase"));
     }
+    if !a.test_passphrase {
+        // Root first: nothing else matters without it.
+        preflight::need_privilege("open")?;
+    }
     let (mut f, header) = open_header(&a.device, &a.header)?;
     let shown = f.name.clone();
     warn_copy_if(verbose, &header, &shown);
@@ -466,6 +471,10 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
     } else {
         Some(DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?)
     };
+    if !a.test_passphrase {
+        // What mapping needs, after the header's own checks, before the passphrase or the KDF.
+        preflight::can_map(std::fs::metadata(&a.device).is_ok_and(|m| m.is_file()))?;
+    }
     if let Some(name) = a.name.as_deref().filter(|_| !a.test_passphrase) {
         // Refuse a taken name before asking for the passphrase.
         if let Ok(ctl) = mapping::control() {

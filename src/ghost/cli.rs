@@ -108,6 +108,8 @@ pub fn cmd_unlock(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         return Ok(code::OK);
     }
     if privs::geteuid() != 0 {
+        // A kernel that cannot map the vault is said before sudo asks for a password.
+        crate::preflight::kernel_can_map(vault_is_image(args.vault.as_deref()))?;
         // A vault named on the command line that does not exist is created as root: what
         // would stop that is checked now, before sudo asks for a password.
         if let Some(v) = &args.vault {
@@ -229,12 +231,12 @@ pub fn exec_as_root(sudo: &OsStr, argv: &[OsString], verb: &str) -> CliError {
     let e = std::process::Command::new(sudo).args(argv).exec();
     if e.kind() == io::ErrorKind::NotFound {
         CliError::new(
-            code::PERMISSION,
+            code::INVALID,
             format!("tazpod {verb} needs root, and `{tool}` was not found"),
         )
         .hint("run it as root, install sudo, or name another tool with --sudo-command")
     } else {
-        CliError::new(code::PERMISSION, format!("cannot run `{tool}`: {e}"))
+        CliError::new(code::INVALID, format!("cannot run `{tool}`: {e}"))
             .hint("run it as root, or name an installed tool on PATH with --sudo-command")
     }
 }
@@ -293,6 +295,15 @@ pub fn open_vault(vault: &Path, readonly: bool) -> Result<Option<std::fs::File>,
         ));
     }
     Ok(Some(f))
+}
+
+/// Whether the vault (when named) is an image file that needs a loop device (not a block
+/// device); an unnamed or missing vault is taken to be one.
+pub fn vault_is_image(vault: Option<&Path>) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    !vault
+        .and_then(|v| std::fs::metadata(v).ok())
+        .is_some_and(|m| m.file_type().is_block_device())
 }
 
 fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
@@ -365,6 +376,8 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
             vault.display(),
             create::human_size(prepared.size)
         );
+        // Device-mapper and loop devices, before the passphrase or the KDF.
+        crate::preflight::can_map(true)?;
         let pass = caller.with_rights(|| create::new_passphrase(&args.key, &vault))?;
         let new = NewVault {
             image: ImageRequest {
@@ -394,6 +407,11 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     let shown = vault.display().to_string();
     // cryptsetup's shared metadata lock while the header and keyslots are read, so that no
     // tazpod or cryptsetup writer changes them in between; released before the mapping.
+    // Device-mapper and loop devices, before the passphrase or the KDF.
+    crate::preflight::can_map(!file.metadata().is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_block_device()
+    }))?;
     let header_lock =
         crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
     let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
@@ -1211,6 +1229,13 @@ mod tests {
             ..base
         });
         assert_eq!(e.argv, vec![OsString::from("-zsh")]);
+    }
+
+    #[test]
+    fn a_missing_sudo_is_exit_1_not_a_wrong_passphrase() {
+        let e = exec_as_root(OsStr::new("/nonexistent/sudo"), &[], "unlock");
+        assert_eq!(e.code, code::INVALID, "{e}");
+        assert!(e.message.contains("needs root"), "{e}");
     }
 
     #[test]

@@ -380,6 +380,7 @@ pub fn init_action(exists: bool, force: bool, batch_mode: bool) -> InitAction {
 pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
     if privs::geteuid() != 0 {
         // What can be checked as the caller is, before sudo asks for a password.
+        crate::preflight::kernel_can_map(true)?;
         if let Some(v) = &args.vault {
             let v = super::cli::absolute(v);
             let exists = std::fs::symlink_metadata(&v).is_ok();
@@ -495,6 +496,8 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
              its data will be lost irrevocably."
         ))?;
     }
+    // Device-mapper and loop devices, before the passphrase or the KDF.
+    crate::preflight::can_map(true)?;
     let pass = caller.with_rights(|| new_passphrase(&args.key, &vault))?;
     let new = NewVault {
         image: ImageRequest {

@@ -259,6 +259,12 @@ fn ioctl_struct<const N: usize>(file: &File, req: u32, buf: &mut [u8; N]) -> Res
     }
 }
 
+/// Checks that loop devices can be made: `/dev/loop-control` opens (the node is made when
+/// missing), as it must before a file is attached.
+pub fn check_control() -> Result<(), LoopError> {
+    open_control().map(drop)
+}
+
 /// Opens `/dev/loop-control`, creating the node (10:237, or the number in
 /// sysfs) when missing.
 fn open_control() -> Result<File, LoopError> {

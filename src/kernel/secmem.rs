@@ -70,9 +70,10 @@ impl Protection {
                 limit_kib,
                 needed_kib,
             } => parts.push(format!(
-                "memory is not locked: RLIMIT_MEMLOCK is {limit_kib} KiB and this run may need \
-                 {needed_kib} KiB, so key material could be swapped out (raise `ulimit -l`, run \
-                 as root, or lower --max-kdf-memory)"
+                "memory is not locked: RLIMIT_MEMLOCK is {limit_kib} KiB, less than the \
+                 {needed_kib} KiB this run could use (its address space plus the KDF memory \
+                 limit, --max-kdf-memory), so key material could be swapped out (raise \
+                 `ulimit -l`, run as root, or lower --max-kdf-memory)"
             )),
             LockOutcome::Failed(_, e) => parts.push(format!(
                 "memory is not locked ({e}), so key material could be swapped out"

@@ -1,0 +1,128 @@
+//! Up-front checks, before any passphrase prompt or KDF work, of what mapping a volume needs:
+//! root or `CAP_SYS_ADMIN`, device-mapper (the control device answering the version ioctl)
+//! and, for an image file, loop devices. Each failure is one line saying what is missing and
+//! what to do (exit 1), instead of a late error after the passphrase.
+//!
+//! `TAZPOD_SKIP_PREFLIGHT=1` skips the kernel checks (not the privilege check): the later
+//! steps then fail where the kernel lacks something. The tests use it to reach those steps on
+//! a machine without device-mapper; it grants nothing.
+
+use crate::error::{code, CliError};
+use crate::kernel::{dm, loopdev, privs};
+
+/// `CAP_SYS_ADMIN`'s bit in the capability sets.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process may use device-mapper: effective uid 0 or `CAP_SYS_ADMIN` in its
+/// effective set (`CapEff` of `/proc/self/status`).
+pub fn privileged() -> bool {
+    privs::geteuid() == 0 || cap_eff().is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+fn cap_eff() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
+}
+
+/// The hint every "cannot map" message ends with: what still works without mapping.
+pub const READ_WITHOUT_MAPPING: &str =
+    "to read a vault without root or device-mapper, use `tazpod ls`, `tazpod cat` or `tazpod run`";
+
+/// Whether the running kernel registered a misc device `name` (`/proc/misc`), which an
+/// unprivileged process can read: `device-mapper` and `loop-control`. `None` when
+/// `/proc/misc` cannot be read.
+pub fn kernel_has(name: &str) -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/misc").ok()?;
+    Some(s.lines().any(|l| l.split_whitespace().nth(1) == Some(name)))
+}
+
+/// Refuses, before anything else, a `verb` that maps a volume run without the privilege to.
+pub fn need_privilege(verb: &str) -> Result<(), CliError> {
+    if privileged() {
+        return Ok(());
+    }
+    Err(CliError::new(
+        code::INVALID,
+        format!("tazpod {verb} maps a volume through device-mapper, which needs root (or CAP_SYS_ADMIN)"),
+    )
+    .hint(format!(
+        "run it as root (sudo tazpod {verb} ...); in a container add --cap-add SYS_ADMIN; \
+         {READ_WITHOUT_MAPPING}"
+    )))
+}
+
+/// As an unprivileged caller about to re-run itself through sudo: whether this kernel has
+/// device-mapper (and loop devices, when `image` is true) at all, from `/proc/misc`, so that
+/// no password or passphrase is asked for nothing.
+pub fn kernel_can_map(image: bool) -> Result<(), CliError> {
+    if skipped() {
+        return Ok(());
+    }
+    if kernel_has("device-mapper") == Some(false) {
+        return Err(no_device_mapper(
+            "this kernel has no device-mapper (no `device-mapper` in /proc/misc)",
+        ));
+    }
+    if image && kernel_has("loop-control") == Some(false) {
+        return Err(no_loop(
+            "this kernel has no loop devices (no `loop-control` in /proc/misc)",
+        ));
+    }
+    Ok(())
+}
+
+/// As root: opens device-mapper's control device and asks its version, and for an image file
+/// opens `/dev/loop-control`.
+pub fn can_map(image: bool) -> Result<(), CliError> {
+    if skipped() {
+        return Ok(());
+    }
+    if let Err(e) = dm::Control::open() {
+        return Err(no_device_mapper(&e.to_string()));
+    }
+    if image {
+        if let Err(e) = loopdev::check_control() {
+            return Err(no_loop(&format!("loop devices cannot be used ({e})")));
+        }
+    }
+    Ok(())
+}
+
+fn skipped() -> bool {
+    std::env::var_os("TAZPOD_SKIP_PREFLIGHT").is_some_and(|v| v == "1")
+}
+
+fn no_device_mapper(what: &str) -> CliError {
+    CliError::new(
+        code::INVALID,
+        format!("{what}; nothing was asked or changed"),
+    )
+    .hint(format!(
+        "load the dm_mod and dm_crypt modules on the host (modprobe dm_crypt); in a container \
+         add --device /dev/mapper/control; {READ_WITHOUT_MAPPING}"
+    ))
+}
+
+fn no_loop(what: &str) -> CliError {
+    CliError::new(
+        code::INVALID,
+        format!("{what}; nothing was asked or changed"),
+    )
+    .hint(format!(
+        "load the loop module on the host (modprobe loop); in a container add \
+         --device /dev/loop-control and the /dev/loopN devices; {READ_WITHOUT_MAPPING}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_misc_names_are_matched_whole() {
+        // This machine's kernel: whatever it has, the answer is a yes or no, never a panic.
+        let _ = kernel_has("device-mapper");
+        assert_eq!(kernel_has("no-such-misc-device-name"), Some(false));
+    }
+}
