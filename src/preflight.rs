@@ -13,10 +13,14 @@ use crate::kernel::{dm, loopdev, privs};
 /// `CAP_SYS_ADMIN`'s bit in the capability sets.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// Whether this process may use device-mapper: effective uid 0 or `CAP_SYS_ADMIN` in its
-/// effective set (`CapEff` of `/proc/self/status`).
+/// Whether this process may use device-mapper: `CAP_SYS_ADMIN` in its effective set
+/// (`CapEff` of `/proc/self/status`; root without it, in a container that dropped it, may
+/// not), or effective uid 0 where that cannot be read.
 pub fn privileged() -> bool {
-    privs::geteuid() == 0 || cap_eff().is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0)
+    match cap_eff() {
+        Some(c) => c & (1 << CAP_SYS_ADMIN) != 0,
+        None => privs::geteuid() == 0,
+    }
 }
 
 fn cap_eff() -> Option<u64> {
@@ -75,6 +79,17 @@ pub fn kernel_can_map(image: bool) -> Result<(), CliError> {
 /// As root: opens device-mapper's control device and asks its version, and for an image file
 /// opens `/dev/loop-control`.
 pub fn can_map(image: bool) -> Result<(), CliError> {
+    if !privileged() {
+        return Err(CliError::new(
+            code::INVALID,
+            "mapping a volume through device-mapper needs CAP_SYS_ADMIN, which this process \
+             does not have; nothing was asked or changed",
+        )
+        .hint(format!(
+            "in a container add --cap-add SYS_ADMIN (docs/containers.md lists all it needs); \
+             {READ_WITHOUT_MAPPING}"
+        )));
+    }
     if skipped() {
         return Ok(());
     }

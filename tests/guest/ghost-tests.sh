@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-kernel tests of ghost mode (`tazpod unlock / lock / env`) in a QEMU guest, on a copy of
 # the demo vault. Builds the release binary, runs tests/guest/ghost.sh, then security.sh (what
-# a sudo rule grants) and memlimit.sh (a container memory limit).
+# a sudo rule grants) caps.sh (the capabilities a
+# container needs) and memlimit.sh (a container memory limit).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release
@@ -10,6 +11,8 @@ tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fix
 # What a sudo rule for tazpod grants (users 1000 and 1001, SUDO_UID set as sudo sets it).
 tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
     "$@" tests/guest/security.sh
+# The capabilities a container must grant (docs/containers.md), every other one dropped.
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" "$@" tests/guest/caps.sh
 # Under a container memory limit (cgroup v2 memory.max): the 512 MiB Argon2 keyslot is made
 # and checked here on the host, natively, where it is fast.
 bin="${CARGO_TARGET_DIR:-target}/release/tazpod"
