@@ -1,10 +1,10 @@
-//! Users, credentials, capabilities and processes: passwd lookups (`getpwnam_r`,
-//! `getpwuid_r`, `getgrouplist`), the privilege drop of the ghost shell (`setgroups`,
+//! Users, credentials, capabilities and processes: user and group lookups (`/etc/passwd` and
+//! `/etc/group` read directly, no NSS), the privilege drop of the ghost shell (`setgroups`,
 //! `setresgid`, `setresuid`, capabilities through the raw `capset` syscall, the bounding and
 //! ambient sets, `PR_SET_NO_NEW_PRIVS`, `PR_SET_PDEATHSIG`), closing stray descriptors, and
 //! fork / exec / wait / signals.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -40,99 +40,98 @@ pub struct Passwd {
     pub shell: PathBuf,
 }
 
-enum Key<'a> {
-    Name(&'a CStr),
-    Uid(libc::uid_t),
+/// Where users and groups are read from: the files themselves, as a container has them, with
+/// no NSS module (a static binary cannot load one). Accounts only an NSS service knows (LDAP,
+/// SSSD) are not seen.
+pub const PASSWD_FILE: &str = "/etc/passwd";
+/// See [`PASSWD_FILE`].
+pub const GROUP_FILE: &str = "/etc/group";
+
+/// Parses one `/etc/passwd` line (`name:password:uid:gid:gecos:home:shell`); `None` for a
+/// line that is not one (a comment, a NIS `+`/`-` line, too few fields, a bad number).
+pub fn parse_passwd_line(line: &[u8]) -> Option<Passwd> {
+    let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    if f.len() < 7 {
+        return None;
+    }
+    let name = *f.first()?;
+    if name.is_empty() || matches!(name.first(), Some(b'#' | b'+' | b'-')) {
+        return None;
+    }
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
+    let os = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    Some(Passwd {
+        name: String::from_utf8_lossy(name).into_owned(),
+        uid: num(f.get(2)?)?,
+        gid: num(f.get(3)?)?,
+        home: os(f.get(5)?),
+        shell: os(f.get(6)?),
+    })
 }
 
-fn lookup(key: Key<'_>) -> io::Result<Option<Passwd>> {
-    let mut size = 1024usize;
-    loop {
-        let mut buf = vec![0u8; size];
-        // SAFETY: passwd is plain old data; zeroed is valid and getpw*_r overwrites it.
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let r = match key {
-            // SAFETY: `name` is NUL-terminated; `pw`, `buf` (of `size` bytes) and `result` are
-            // valid for writes for the duration of the call.
-            Key::Name(name) => unsafe {
-                libc::getpwnam_r(
-                    name.as_ptr(),
-                    &mut pw,
-                    buf.as_mut_ptr().cast(),
-                    size,
-                    &mut result,
-                )
-            },
-            // SAFETY: as above.
-            Key::Uid(uid) => unsafe {
-                libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), size, &mut result)
-            },
+/// The first entry of passwd text `text` that `want` accepts (the first one wins, as with
+/// glibc's files module).
+pub fn find_user(text: &[u8], want: impl Fn(&Passwd) -> bool) -> Option<Passwd> {
+    text.split(|&b| b == b'\n')
+        .filter_map(parse_passwd_line)
+        .find(|p| want(p))
+}
+
+/// The groups of user `name` in group text `text` (`name:password:gid:member,member`):
+/// `gid` first, then every group that lists `name` as a member, each once.
+pub fn groups_of(text: &[u8], name: &str, gid: u32) -> Vec<u32> {
+    let mut out = vec![gid];
+    for line in text.split(|&b| b == b'\n') {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        let (Some(gname), Some(g), Some(members)) = (f.first(), f.get(2), f.get(3)) else {
+            continue;
         };
-        if r == libc::ERANGE && size < (1 << 20) {
-            size *= 4;
+        if gname.is_empty() || matches!(gname.first(), Some(b'#' | b'+' | b'-')) {
             continue;
         }
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        let field = |p: *const libc::c_char| -> Vec<u8> {
-            if p.is_null() {
-                Vec::new()
-            } else {
-                // SAFETY: getpw*_r succeeded, so non-NULL fields point to NUL-terminated
-                // strings inside `buf`, which is alive here.
-                unsafe { CStr::from_ptr(p) }.to_bytes().to_vec()
-            }
+        let Some(g) = std::str::from_utf8(g)
+            .ok()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
         };
-        let os = |v: Vec<u8>| {
-            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(v))
-        };
-        return Ok(Some(Passwd {
-            name: String::from_utf8_lossy(&field(pw.pw_name)).into_owned(),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-            home: os(field(pw.pw_dir)),
-            shell: os(field(pw.pw_shell)),
-        }));
+        let member = members
+            .split(|&b| b == b',')
+            .any(|m| m.trim_ascii() == name.as_bytes());
+        if member && !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+fn read_db(path: &str) -> io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
     }
 }
 
-/// The passwd entry of user `name`, `None` when there is none.
+/// The passwd entry of user `name` in [`PASSWD_FILE`], `None` when there is none.
 pub fn user_by_name(name: &str) -> io::Result<Option<Passwd>> {
-    let c = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
-    lookup(Key::Name(&c))
-}
-
-/// The passwd entry of `uid`, `None` when there is none.
-pub fn user_by_uid(uid: u32) -> io::Result<Option<Passwd>> {
-    lookup(Key::Uid(uid))
-}
-
-/// The groups of user `name` (supplementary groups from the group database plus `gid`).
-pub fn group_list(name: &str, gid: u32) -> io::Result<Vec<u32>> {
-    let c = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
-    let mut n: libc::c_int = 32;
-    for _ in 0..8 {
-        let len = usize::try_from(n).unwrap_or(32).max(1);
-        let mut groups: Vec<libc::gid_t> = vec![0; len];
-        let mut count = n;
-        // SAFETY: `c` is NUL-terminated; `groups` has room for `count` entries and `count`
-        // is a valid int the call updates.
-        let r = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-        if r >= 0 {
-            groups.truncate(usize::try_from(count).unwrap_or(0));
-            return Ok(groups);
-        }
-        // Too small: `count` now holds the needed size.
-        n = count.max(n.saturating_mul(2));
+    if name.contains(['\0', ':', '\n']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a user name cannot hold NUL, ':' or a newline",
+        ));
     }
-    Err(io::Error::other("getgrouplist kept growing"))
+    Ok(find_user(&read_db(PASSWD_FILE)?, |p| p.name == name))
+}
+
+/// The passwd entry of `uid` in [`PASSWD_FILE`], `None` when there is none.
+pub fn user_by_uid(uid: u32) -> io::Result<Option<Passwd>> {
+    Ok(find_user(&read_db(PASSWD_FILE)?, |p| p.uid == uid))
+}
+
+/// The groups of user `name` (`gid`, plus the supplementary groups of [`GROUP_FILE`]).
+pub fn group_list(name: &str, gid: u32) -> io::Result<Vec<u32>> {
+    Ok(groups_of(&read_db(GROUP_FILE)?, name, gid))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -786,5 +785,59 @@ mod tests {
         let got = wait_signal(&set, 1000).unwrap().unwrap();
         assert_eq!(got.signo, libc::SIGUSR2);
         set_signal_mask(&old).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod db_tests {
+    use super::*;
+
+    const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/bash\n\
+        # a comment\n\
+        +nisuser::::::\n\
+        broken:x:notanumber:1::/x:/bin/sh\n\
+        short:x:5\n\
+        tester:x:1000:1000:Test User,,,:/home/tester:/bin/sh\n\
+        tester:x:1001:1001:second entry:/nowhere:/bin/false\n\
+        nosh:x:1002:1002::/home/nosh:\n";
+    const GROUP: &[u8] = b"root:x:0:\n\
+        wheel:x:10:root, tester\n\
+        audio:x:29:tester\n\
+        testers:x:1000:\n\
+        other:x:50:testerx,xtester\n\
+        bad:x:zz:tester\n\
+        dup:x:29:tester\n";
+
+    #[test]
+    fn passwd_lines_as_the_files_module_reads_them() {
+        let t = find_user(PASSWD, |p| p.name == "tester").unwrap();
+        assert_eq!((t.uid, t.gid), (1000, 1000));
+        assert_eq!(t.home, PathBuf::from("/home/tester"));
+        assert_eq!(t.shell, PathBuf::from("/bin/sh"));
+        assert_eq!(find_user(PASSWD, |p| p.uid == 0).unwrap().name, "root");
+        assert_eq!(
+            find_user(PASSWD, |p| p.uid == 1002).unwrap().shell,
+            PathBuf::new()
+        );
+        assert!(find_user(PASSWD, |p| p.name == "broken").is_none());
+        assert!(find_user(PASSWD, |p| p.name == "short").is_none());
+        assert!(find_user(PASSWD, |p| p.name.starts_with('+')).is_none());
+        assert!(find_user(PASSWD, |p| p.uid == 1001).is_some_and(|p| p.name == "tester"));
+        assert!(find_user(b"", |_| true).is_none());
+        assert!(find_user(b"\xff\xfe:x:7:7::/h\xff:/s", |p| p.uid == 7).is_some());
+    }
+
+    #[test]
+    fn supplementary_groups_from_the_member_lists() {
+        assert_eq!(groups_of(GROUP, "tester", 1000), vec![1000, 10, 29]);
+        assert_eq!(groups_of(GROUP, "root", 0), vec![0, 10]);
+        assert_eq!(groups_of(GROUP, "nobody", 65534), vec![65534]);
+        assert_eq!(groups_of(b"", "x", 1), vec![1]);
+    }
+
+    #[test]
+    fn names_that_cannot_be_in_the_file_are_refused() {
+        assert!(user_by_name("a:b").is_err());
+        assert!(user_by_name("a\nb").is_err());
     }
 }
