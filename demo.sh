@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build -q --release
-tz=./target/release/tazpod
+tz=./target/x86_64-unknown-linux-gnu/release/tazpod
 vault=fixtures/demo/vault.img
 echo "== tazpod cat (rootless: no device-mapper, no mount)"
 printf '%s' tazpod-demo | "$tz" cat --vault "$vault" --key-file - aws/access_key_id

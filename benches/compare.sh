@@ -6,7 +6,7 @@
 #
 #   -n RUNS     runs per tool and header, alternating tazpod and cryptsetup (default 7)
 #   -w WORKDIR  where the header images live; reused between calls (default ./target/compare)
-#   -t TAZPOD   the tazpod binary (default ./target/release/tazpod, or $CARGO_TARGET_DIR's)
+#   -t TAZPOD   the tazpod binary (default ./target/x86_64-unknown-linux-gnu/release/tazpod, or $CARGO_TARGET_DIR's)
 #   -o ROWS     only these rows, comma-separated: t1000,sha256,sha512,argon2id (default all)
 #
 # Headers (all aes-xts-plain64 with a 512-bit key, as cryptsetup's default LUKS2 format):
@@ -36,7 +36,7 @@ while getopts "n:w:t:o:h" opt; do
 	esac
 done
 if [[ -z $tazpod ]]; then
-	tazpod=${CARGO_TARGET_DIR:-./target}/release/tazpod
+	tazpod=${CARGO_TARGET_DIR:-./target}/x86_64-unknown-linux-gnu/release/tazpod
 fi
 for tool in cryptsetup /usr/bin/time jq "$tazpod"; do
 	command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found (apt install cryptsetup-bin time jq; cargo build --release)" >&2; exit 1; }

@@ -160,7 +160,8 @@ pub fn metadata_lock(
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo` in bytes (0 if unknown).
+/// `MemAvailable` from `/proc/meminfo` in bytes; without a `/proc` (an empty root), free and
+/// buffer memory from `sysinfo(2)`; 0 if neither is known.
 fn meminfo_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -170,7 +171,9 @@ fn meminfo_available() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
         })
-        .map_or(0, |kib| kib.saturating_mul(1024))
+        .map(|kib| kib.saturating_mul(1024))
+        .or_else(crate::kernel::secmem::sysinfo_free_bytes)
+        .unwrap_or(0)
 }
 
 /// Memory kept back from a container's free memory for the rest of the process (its code,

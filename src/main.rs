@@ -331,7 +331,12 @@ pub(crate) fn kdf_limits_from(
 ) -> KdfLimits {
     let budget = device::memory_budget();
     let _ = error::MEMORY_NOTE.set(budget.to_string());
-    let mut limits = KdfLimits::for_available_memory(budget.bytes);
+    // Nothing known about memory: the library's default limit rather than none at all.
+    let mut limits = if budget.bytes > 0 {
+        KdfLimits::for_available_memory(budget.bytes)
+    } else {
+        KdfLimits::default()
+    };
     if let Some(kib) = max_kdf_memory {
         limits.max_memory_kib = kib;
     }

@@ -34,6 +34,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (library + CLI on the fixtures)"
 cargo test --workspace
 
+step "the release binary is static (no shared library)"
+cargo build -q --release
+bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod
+ldd "$bin" 2>&1 | grep -Eq "statically linked|not a dynamic executable" || { ldd "$bin"; exit 1; }
+ls -l "$bin"
+
 # Quick criterion run (about a minute after the build) so the benches keep compiling and running;
 # its figures are not comparable between machines. docs/performance.md has the real ones.
 step "benches, quick mode"

@@ -161,6 +161,20 @@ fn lock_all() -> LockOutcome {
     LockOutcome::Failed(e.kind(), e.to_string())
 }
 
+/// Free plus buffer memory from `sysinfo(2)`, in bytes: what is available when there is no
+/// `/proc` to read `MemAvailable` from (an empty root). `None` if the call fails.
+pub fn sysinfo_free_bytes() -> Option<u64> {
+    // SAFETY: sysinfo is plain old data; zeroed is valid and the call fills it.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `si` is a valid, writable sysinfo for the duration of the call.
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return None;
+    }
+    let unit = u64::from(si.mem_unit.max(1));
+    let free = si.freeram.saturating_add(si.bufferram);
+    Some(free.saturating_mul(unit))
+}
+
 /// Whether the process is currently dumpable (`PR_GET_DUMPABLE`).
 pub fn is_dumpable() -> bool {
     // SAFETY: PR_GET_DUMPABLE takes no pointer.

@@ -33,7 +33,7 @@ PY
 ossl=$(dirname "$(find /usr/lib -name legacy.so -path '*ossl-modules*' 2>/dev/null | head -1)")
 extra=()
 [ -n "$ossl" ] && [ "$ossl" != . ] && extra+=(--file "$ossl:$ossl")
-tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures:/fixtures \
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" --file fixtures:/fixtures \
     --file "$cases:/cases" --file tests/guest/dm-writer.sh:/dm-writer.sh \
     "${extra[@]}" \
     "$@" tests/guest/dm.sh

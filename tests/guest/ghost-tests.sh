@@ -6,16 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release
-tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
     "$@" tests/guest/ghost.sh
 # What a sudo rule for tazpod grants (users 1000 and 1001, SUDO_UID set as sudo sets it).
-tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
     "$@" tests/guest/security.sh
 # The capabilities a container must grant (docs/containers.md), every other one dropped.
-tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/release/tazpod" "$@" tests/guest/caps.sh
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" "$@" tests/guest/caps.sh
 # Under a container memory limit (cgroup v2 memory.max): the 512 MiB Argon2 keyslot is made
 # and checked here on the host, natively, where it is fast.
-bin="${CARGO_TARGET_DIR:-target}/release/tazpod"
+bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod"
 mem=$(mktemp -d /tmp/tazpod-mem.XXXXXX)
 trap 'rm -rf "$mem"' EXIT
 printf 'a big keyslot' > "$mem/big.key"
