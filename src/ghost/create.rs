@@ -3,7 +3,8 @@
 //!
 //! Everything that can refuse is checked before anything is created or a passphrase is
 //! asked for: the size, where the new passphrase comes from (asked twice on a terminal, or a
-//! key file; never a line of a pipe), `mkfs.ext4` (the one external tool, e2fsprogs), and for
+//! key file; never a line of a pipe), `mkfs.ext4` when `--mkfs-ext4` asks for it (else
+//! tazpod's own formatter makes the filesystem: no external tool), and for
 //! `init --force` that the old vault is in no session and attached to no loop device. Then
 //! the passphrase, then the steps of [`super::session`] behind the host: the image is made as a
 //! sparse file under a temporary name next to the vault, gets a LUKS2 header from the writer
@@ -16,7 +17,7 @@ use super::caller::{Caller, Policy, POLICY_FILE};
 use super::host::{FormatRequest, HostError, ImageRequest};
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::real::RealHost;
-use super::session::{create_vault, NewVault, SetupError};
+use super::session::{create_vault, Mkfs, NewVault, SetupError};
 use crate::config::{expand_home, Flags, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::kernel::tty;
@@ -46,6 +47,10 @@ pub struct CreateArgs {
     /// Size of a new vault image, a sparse file (suffixes K, M, G, T: binary units) [default: 512M]
     #[arg(long, value_name = "SIZE", value_parser = parse_vault_size)]
     pub size: Option<u64>,
+    /// Make the new vault's ext4 filesystem with the system's mkfs.ext4 (e2fsprogs, from
+    /// /usr/sbin, /sbin, /usr/bin or /bin) instead of tazpod's own formatter
+    #[arg(long = "mkfs-ext4")]
+    pub mkfs_ext4: bool,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }
@@ -58,6 +63,9 @@ impl CreateArgs {
 
     /// The options for the root re-execution: those not at their defaults.
     pub fn push_argv(&self, v: &mut Vec<OsString>) {
+        if self.mkfs_ext4 {
+            v.push("--mkfs-ext4".into());
+        }
         let mut push = |flag: &str, value: String| {
             v.push(flag.into());
             v.push(value.into());
@@ -65,6 +73,7 @@ impl CreateArgs {
         if let Some(s) = self.size {
             push("--size", s.to_string());
         }
+
         let d = kdf_defaults();
         let k = &self.kdf;
         if d.as_ref().is_none_or(|d| d.pbkdf != k.pbkdf) {
@@ -197,14 +206,14 @@ pub fn where_hint(e: &HostError) -> Option<&'static str> {
 pub struct Prepared {
     /// The header's options (`tazpod format`'s defaults with the KDF options given).
     pub spec: HeaderSpec,
-    /// `mkfs.ext4`.
-    pub mkfs: PathBuf,
+    /// How the filesystem is made.
+    pub mkfs: Mkfs,
     /// The image size.
     pub size: u64,
 }
 
 /// Checks, before anything is created: where the new passphrase comes from, the header
-/// options, the size, `mkfs.ext4`.
+/// options, the size, and `mkfs.ext4` when `--mkfs-ext4` asks for it.
 pub fn prepare(
     vault: &Path,
     create: &CreateArgs,
@@ -228,7 +237,11 @@ pub fn prepare(
     let spec = write::header_spec(&write::format_defaults(vault, create.kdf.clone())?)?;
     let size = create.size();
     check_size(size, spec.layout.data_offset)?;
-    let mkfs = find_mkfs()?;
+    let mkfs = if create.mkfs_ext4 {
+        Mkfs::Tool(find_mkfs()?)
+    } else {
+        Mkfs::Builtin
+    };
     Ok(Prepared { spec, mkfs, size })
 }
 

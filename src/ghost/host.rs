@@ -282,8 +282,16 @@ pub trait Host {
     /// Writes a new LUKS2 header on the image (keyslot 0 for the passphrase, a random volume
     /// key) and returns what mapping it needs.
     fn format_image(&mut self, image: &NewImage, req: &FormatRequest<'_>) -> HostResult<VaultKey>;
-    /// Runs `program` (mkfs.ext4) with `args` and waits for it; fails unless it exits 0.
-    fn make_filesystem(&mut self, program: &Path, args: &[OsString]) -> HostResult<()>;
+    /// Makes the new vault's ext4 filesystem on `device` (the mapping), its root directory
+    /// owned by `owner`: with tazpod's formatter, or by running `mkfs.ext4` with
+    /// [`super::session::mkfs_args`] (failing unless it exits 0).
+    fn make_filesystem(
+        &mut self,
+        how: &super::session::Mkfs,
+        device: &Path,
+        sector_size: u32,
+        owner: (u32, u32),
+    ) -> HostResult<()>;
     /// Syncs the image and moves it from its temporary name to its path (replacing what is
     /// there only when the request said so).
     fn publish_image(&mut self, image: &NewImage) -> HostResult<()>;

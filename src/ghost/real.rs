@@ -242,6 +242,46 @@ fn kill_if_in(pid: u32, ns: NsId) -> bool {
     }
 }
 
+/// tazpod's own ext4 formatter (`ext4fmt`) on the new mapping `device`: only metadata is
+/// written (the rest of a fresh dm-crypt device reads as noise, which the lazily initialised
+/// inode tables and journal never read), then synced. Root directory owned by `owner`,
+/// label [`super::session::FS_LABEL`], fresh random UUID and hash seed.
+fn builtin_mkfs(device: &Path, owner: (u32, u32)) -> HostResult<()> {
+    use std::io::{Seek, SeekFrom};
+    let fail = |e: io::Error| HostError::new("make the ext4 filesystem on", shown(device), e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(device)
+        .map_err(fail)?;
+    let size = f.seek(SeekFrom::End(0)).map_err(fail)?;
+    let mut rand = [0u8; 32];
+    crate::write::os_random(&mut rand).map_err(|e| fail(io::Error::other(e)))?;
+    let (mut uuid, mut hash_seed) = ([0u8; 16], [0u8; 16]);
+    uuid.copy_from_slice(rand.get(..16).unwrap_or(&[0; 16]));
+    hash_seed.copy_from_slice(rand.get(16..).unwrap_or(&[0; 16]));
+    // A version 4 (random) UUID, as mkfs.ext4 makes.
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let params = ext4fmt::Params {
+        size,
+        uuid,
+        hash_seed,
+        label: super::session::FS_LABEL.as_bytes().to_vec(),
+        root_owner: owner,
+        time,
+    };
+    ext4fmt::format(&mut f, &params).map_err(|e| match e {
+        ext4fmt::Error::Write(_, err) => fail(err),
+        other => fail(io::Error::other(other.to_string())),
+    })?;
+    f.sync_all().map_err(fail)
+}
+
 /// The last lines of a tool's error output, on one line.
 fn tail_of(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);
@@ -429,8 +469,19 @@ impl Host for RealHost {
         })
     }
 
-    fn make_filesystem(&mut self, program: &Path, args: &[OsString]) -> HostResult<()> {
-        let target = args.last().map(|a| shown(Path::new(a))).unwrap_or_default();
+    fn make_filesystem(
+        &mut self,
+        how: &super::session::Mkfs,
+        device: &Path,
+        sector_size: u32,
+        owner: (u32, u32),
+    ) -> HostResult<()> {
+        let program = match how {
+            super::session::Mkfs::Builtin => return builtin_mkfs(device, owner),
+            super::session::Mkfs::Tool(p) => p,
+        };
+        let args = super::session::mkfs_args(device, sector_size, owner);
+        let target = shown(device);
         let out = std::process::Command::new(program)
             .args(args)
             .env_clear()
@@ -1150,7 +1201,12 @@ mod tests {
             wait_child(p: u32) -> HostResult<WaitStatus>;
             create_image(r: &ImageRequest) -> HostResult<NewImage>;
             format_image(i: &NewImage, r: &FormatRequest<'_>) -> HostResult<VaultKey>;
-            make_filesystem(p: &Path, a: &[OsString]) -> HostResult<()>;
+            make_filesystem(
+                how: &crate::ghost::session::Mkfs,
+                d: &Path,
+                s: u32,
+                o: (u32, u32)
+            ) -> HostResult<()>;
             publish_image(i: &NewImage) -> HostResult<()>;
             remove_image(i: &NewImage) -> HostResult<()>;
         }
@@ -1749,12 +1805,38 @@ mod tests {
         assert_eq!(u.volume_key.as_bytes(), key.key.as_bytes());
 
         // mkfs.ext4 stands for any tool: its failure names the device and the status.
+        use crate::ghost::session::Mkfs;
         let e = h
-            .make_filesystem(Path::new("/bin/false"), &["/dev/mapper/x".into()])
+            .make_filesystem(
+                &Mkfs::Tool("/bin/false".into()),
+                Path::new("/dev/mapper/x"),
+                4096,
+                (1, 1),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("/dev/mapper/x"), "{e}");
         assert!(e.to_string().contains("exit status: 1"), "{e}");
-        h.make_filesystem(Path::new("/bin/true"), &[]).unwrap();
+        h.make_filesystem(
+            &Mkfs::Tool("/bin/true".into()),
+            Path::new("/x"),
+            512,
+            (1, 1),
+        )
+        .unwrap();
+        // The built-in formatter (here on a plain file standing for the mapping).
+        let fs = dir.path().join("fs.img");
+        std::fs::File::create(&fs)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        h.make_filesystem(&Mkfs::Builtin, &fs, 4096, (NOBODY, NOBODY))
+            .unwrap();
+        let sb = std::fs::read(&fs).unwrap();
+        assert_eq!(&sb[1080..1082], &[0x53, 0xef], "ext4 magic");
+        let e = h
+            .make_filesystem(&Mkfs::Builtin, &dir.path().join("missing"), 4096, (1, 1))
+            .unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
 
         h.publish_image(&img).unwrap();
         let m2 = std::fs::metadata(&vault).unwrap();

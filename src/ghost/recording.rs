@@ -136,12 +136,24 @@ impl Host for RecordingHost {
             key: VolumeKey::from_vec(vec![0x22; req.spec.key_len]),
         })
     }
-    fn make_filesystem(&mut self, program: &Path, args: &[OsString]) -> HostResult<()> {
-        let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
-        self.call(
-            "make_filesystem",
-            format!("{} {}", p(program), shown.join(" ")),
-        )
+    fn make_filesystem(
+        &mut self,
+        how: &super::session::Mkfs,
+        device: &Path,
+        sector_size: u32,
+        owner: (u32, u32),
+    ) -> HostResult<()> {
+        let what = match how {
+            super::session::Mkfs::Builtin => {
+                format!("builtin {} root_owner={}:{}", p(device), owner.0, owner.1)
+            }
+            super::session::Mkfs::Tool(program) => {
+                let args = super::session::mkfs_args(device, sector_size, owner);
+                let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+                format!("{} {}", p(program), shown.join(" "))
+            }
+        };
+        self.call("make_filesystem", what)
     }
     fn publish_image(&mut self, image: &NewImage) -> HostResult<()> {
         self.call(

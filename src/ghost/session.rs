@@ -67,10 +67,19 @@ pub struct NewVault<'a> {
     pub image: ImageRequest,
     /// The header (options and passphrase).
     pub format: FormatRequest<'a>,
-    /// `mkfs.ext4`, found before anything was created.
-    pub mkfs: PathBuf,
+    /// How the filesystem is made (decided before anything was created).
+    pub mkfs: Mkfs,
     /// Who owns the root directory of the new filesystem (the session user): uid, gid.
     pub root_owner: (u32, u32),
+}
+
+/// How a new vault's ext4 filesystem is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mkfs {
+    /// tazpod's own formatter (the `ext4fmt` crate): no external tool.
+    Builtin,
+    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`] (`--mkfs-ext4`).
+    Tool(PathBuf),
 }
 
 /// The label of a new vault's ext4 filesystem.
@@ -225,7 +234,7 @@ fn setup_steps<H: Host>(
     host.defer_remove(&m)?;
     if let Some((n, img)) = &creating {
         let sector = vault.volume.segment.sector_size;
-        host.make_filesystem(&n.mkfs, &mkfs_args(&m.node, sector, n.root_owner))?;
+        host.make_filesystem(&n.mkfs, &m.node, sector, n.root_owner)?;
         host.publish_image(img)?;
     }
     host.mount_ext4(&m.node, &staging, plan.readonly)?;
@@ -324,7 +333,7 @@ fn create_steps<H: Host>(
     host.hold_mapping(&m)?;
     undo.push(Undo::Hold(m.clone()));
     host.defer_remove(&m)?;
-    host.make_filesystem(&new.mkfs, &mkfs_args(&m.node, sector, new.root_owner))?;
+    host.make_filesystem(&new.mkfs, &m.node, sector, new.root_owner)?;
     if let Some(sig) = host.pending_signal()? {
         return Err(SetupError::Interrupted(sig));
     }

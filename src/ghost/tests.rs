@@ -534,7 +534,7 @@ fn joiner_that_cannot_enter_starts_nothing() {
 // ---- creating a vault -------------------------------------------------------------------------
 
 use super::host::{FormatRequest, ImageRequest};
-use super::session::{create_vault, mkfs_args, run_creator, NewVault, SetupError};
+use super::session::{create_vault, mkfs_args, run_creator, Mkfs, NewVault, SetupError};
 use crate::write::{format_defaults, header_spec, HeaderSpec, KdfArgs};
 use luks2::Passphrase;
 use std::path::Path;
@@ -568,7 +568,7 @@ fn new_vault<'a>(spec: &'a HeaderSpec, pass: &'a Passphrase, replace: bool) -> N
             passphrase: pass,
             verbose: false,
         },
-        mkfs: "/sbin/mkfs.ext4".into(),
+        mkfs: Mkfs::Tool("/sbin/mkfs.ext4".into()),
         root_owner: (1000, 1000),
     }
 }

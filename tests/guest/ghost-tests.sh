@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release
 tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
-    "$@" tests/guest/ghost.sh
+    --host-bin e2fsck --host-bin dumpe2fs "$@" tests/guest/ghost.sh
 # What a sudo rule for tazpod grants (users 1000 and 1001, SUDO_UID set as sudo sets it).
 tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" --file fixtures/demo:/fixtures/demo --host-bin flock \
     "$@" tests/guest/security.sh

@@ -341,9 +341,9 @@ rc=$?; [ "$rc" = 1 ] && grep -q "too small" /tmp/err && t_pass create-too-small-
     || t_fail create-too-small-refused "rc=$rc $(cat /tmp/err)"
 MKFS=$(command -v mkfs.ext4)
 mv "$MKFS" "$MKFS.away"
-tazpod init --vault "$V3" --key-file /tmp/new1 $CHEAP 2>/tmp/err
-rc=$?; [ "$rc" = 1 ] && grep -q "install e2fsprogs" /tmp/err && t_pass create-without-mkfs-refused \
-    || t_fail create-without-mkfs-refused "rc=$rc $(cat /tmp/err)"
+tazpod init --vault "$V3" --key-file /tmp/new1 --mkfs-ext4 $CHEAP 2>/tmp/err
+rc=$?; [ "$rc" = 1 ] && grep -q "install e2fsprogs" /tmp/err && t_pass create-mkfs-ext4-without-mkfs-refused \
+    || t_fail create-mkfs-ext4-without-mkfs-refused "rc=$rc $(cat /tmp/err)"
 mv "$MKFS.away" "$MKFS"
 t_check_fails create-refusals-created-nothing test -e /tmp/init3
 t_check create-refusals-nothing-left settles 5
@@ -354,17 +354,37 @@ printf '#!/bin/sh\necho "mke2fs: simulated failure" >&2\nexit 1\n' >/tmp/fakebin
 chmod 755 /tmp/fakebin/mkfs.ext4
 # mkfs.ext4 is taken only from the system directories: the fake goes over the real one.
 mount --bind /tmp/fakebin/mkfs.ext4 "$MKFS"
-tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --size 32M $CHEAP -- true 2>/tmp/err
+tazpod unlock --vault "$V3" --mount "$MNT" --user tester --key-file /tmp/new1 --size 32M --mkfs-ext4 $CHEAP -- true 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && grep -q "nothing was left behind" /tmp/err \
     && t_pass create-mkfs-failure-reported || t_fail create-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
 t_check_fails create-mkfs-failure-no-image test -e /tmp/init3
 t_check create-mkfs-failure-nothing-left settles 10
-tazpod init --vault "$V3" --key-file /tmp/new1 --size 32M $CHEAP 2>/tmp/err
+tazpod init --vault "$V3" --key-file /tmp/new1 --size 32M --mkfs-ext4 $CHEAP 2>/tmp/err
 rc=$?; [ "$rc" = 1 ] && grep -q "simulated failure" /tmp/err && t_pass init-mkfs-failure-reported \
     || t_fail init-mkfs-failure-reported "rc=$rc $(cat /tmp/err)"
 t_check_fails init-mkfs-failure-no-image test -e /tmp/init3
 t_check init-mkfs-failure-nothing-left settles 10
 umount "$MKFS"
+
+# --- no mkfs.ext4 at all: tazpod's own formatter; the vault round-trips and e2fsck finds it clean
+V4=/tmp/init4/vault.img
+mv "$MKFS" "$MKFS.away"
+t_check builtin-init-without-mkfs tazpod init --vault "$V4" --key-file /tmp/new1 --size 64M $CHEAP
+t_check builtin-unlock-writes tazpod unlock --vault "$V4" --mount "$MNT" --user tester --key-file /tmp/new1 \
+    -- sh -c 'mkdir -p ~/secrets/d && echo round-trip > ~/secrets/d/f && [ "$(stat -c %u ~/secrets)" = 1000 ]'
+t_check builtin-unlock-reads-back tazpod unlock --vault "$V4" --mount "$MNT" --user tester --key-file /tmp/new1 \
+    -- grep -qx round-trip /home/tester/secrets/d/f
+mv "$MKFS.away" "$MKFS"
+t_check builtin-rootless-reads-it sh -c "tazpod cat --vault $V4 --key-file /tmp/new1 d/f | grep -qx round-trip"
+if command -v e2fsck >/dev/null; then
+    csetup open --key-file /tmp/new1 "$V4" fsck4
+    t_check builtin-e2fsck-clean e2fsck -fn /dev/mapper/fsck4
+    t_check builtin-label-and-features sh -c 'dumpe2fs -h /dev/mapper/fsck4 2>/dev/null | grep -q "volume name:.*tazpod-vault"'
+    csetup close fsck4
+else
+    t_fail builtin-e2fsck-clean "no e2fsck in the guest"
+fi
+t_check builtin-nothing-left settles 10
 
 # --- SIGKILL while creating: the vault path holds nothing or a complete vault ---------------------
 for d in 0.5 1.5 2.5 3 3.5 4.5; do

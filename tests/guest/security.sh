@@ -203,13 +203,13 @@ t_check_output init-force-root-file-unchanged "$IMPORTANT" t_sha256 /etc/importa
 t_check_fails init-in-root-home-refused as_sudo init --vault /root/newdir/v.img --key-file /home/tester/pass --size 32M
 t_check init-in-root-home-nothing-made test ! -e /root/newdir
 
-# --- mkfs.ext4 never from PATH; the user's own init works --------------------------------------
+# --- mkfs.ext4 (--mkfs-ext4) never from PATH; the user's own init works --------------------------------------
 as_tester mkdir -p /home/tester/bin
 printf '#!/bin/sh\ntouch /tmp/pwned\nexit 1\n' >/home/tester/bin/mkfs.ext4
 chown 1000 /home/tester/bin/mkfs.ext4
 chmod 755 /home/tester/bin/mkfs.ext4
 PATH=/home/tester/bin:$PATH as_sudo init --vault /home/tester/v2.img --key-file /home/tester/pass \
-    --size 32M --pbkdf pbkdf2 --pbkdf-force-iterations 1000 >/tmp/out 2>&1
+    --size 32M --mkfs-ext4 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 >/tmp/out 2>&1
 rc=$?
 { [ "$rc" = 0 ] && [ ! -e /tmp/pwned ]; } && t_pass mkfs-not-from-path \
     || t_fail mkfs-not-from-path "rc=$rc pwned=$([ -e /tmp/pwned ] && echo yes) $(cat /tmp/out)"
