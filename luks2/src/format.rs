@@ -603,26 +603,9 @@ pub fn format_over(
     let area_size = keyslot_area_size(volume_key.len())?;
     let start = 2 * l.metadata_size;
     let end = start.saturating_add(l.keyslots_size);
-    let mut used: Vec<(u64, u64)> = old
-        .metadata
-        .keyslots
-        .values()
-        .filter_map(|k| k.area.as_ref())
-        .map(|a| (a.offset, a.offset.saturating_add(a.size)))
-        .collect();
-    used.sort_unstable();
-    let mut off = start;
-    for (s, e) in &used {
-        if off.saturating_add(area_size) <= *s {
-            break;
-        }
-        if *e > off {
-            off = e.checked_next_multiple_of(AREA_ALIGN).unwrap_or(u64::MAX);
-        }
-    }
-    if off.saturating_add(area_size) > end {
+    let Some(off) = first_gap(old, start, end, area_size) else {
         return Ok(None);
-    }
+    };
     let seqid = old
         .binary
         .seqid
@@ -1025,10 +1008,16 @@ pub fn add_keyslot(
 /// The lowest 4 KiB-aligned offset in the keyslots area where `size` bytes overlap no
 /// keyslot area in use (cryptsetup's first-gap rule).
 fn free_area(h: &Luks2Header, size: u64) -> Result<u64, FormatError> {
-    let m = &h.metadata;
     let start = 2 * h.binary.hdr_size;
-    let end = start.saturating_add(m.config.keyslots_size);
-    let mut used: Vec<(u64, u64)> = m
+    let end = start.saturating_add(h.metadata.config.keyslots_size);
+    first_gap(h, start, end, size).ok_or(FormatError::NoSpace { needed: size })
+}
+
+/// The lowest 4 KiB-aligned offset in `start..end` where `size` bytes overlap no keyslot
+/// area of `h` (cryptsetup's first-gap rule), if there is one.
+fn first_gap(h: &Luks2Header, start: u64, end: u64, size: u64) -> Option<u64> {
+    let mut used: Vec<(u64, u64)> = h
+        .metadata
         .keyslots
         .values()
         .filter_map(|k| k.area.as_ref())
@@ -1042,10 +1031,7 @@ fn free_area(h: &Luks2Header, size: u64) -> Result<u64, FormatError> {
         }
         off = off.max(e.checked_next_multiple_of(AREA_ALIGN).unwrap_or(u64::MAX));
     }
-    if off.saturating_add(size) > end {
-        return Err(FormatError::NoSpace { needed: size });
-    }
-    Ok(off)
+    (off.saturating_add(size) <= end).then_some(off)
 }
 
 /// Replaces the passphrase of keyslot `id` (cryptsetup's `luksChangeKey`): the new keyslot
