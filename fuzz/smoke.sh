@@ -15,7 +15,7 @@ set -euo pipefail
 secs=${1:-${FUZZ_SECONDS:-20}}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm ext4 format"}
+targets=${FUZZ_TARGETS:-"header metadata image luks1 unlock dm ext4 ext4fmt format"}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "smoke: installing cargo-fuzz" >&2
@@ -44,6 +44,7 @@ max_len() {
         format) echo 1024 ;;
         unlock) echo 614400 ;;
         ext4) echo 327680 ;;
+        ext4fmt) echo 4096 ;;
         *) echo 65536 ;;
     esac
 }
@@ -54,7 +55,7 @@ for t in $targets; do
     # (A target may have no seeds: ext4's need e2fsprogs.)
     mkdir -p "$corpus_root/$t" "artifacts/$t" "$work/seeds/$t"
     case $t in
-        dm | format) dict=() ;;
+        dm | format | ext4fmt) dict=() ;;
         ext4) dict=(-dict="$here/ext4.dict") ;;
         *) dict=(-dict="$here/luks2.dict") ;;
     esac

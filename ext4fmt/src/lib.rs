@@ -243,6 +243,27 @@ fn set_bit(map: &mut [u8], i: u64) {
     }
 }
 
+/// Sets bits `from..to` of `map` (bits past its end: nothing), whole bytes at a time.
+fn set_bits(map: &mut [u8], from: u64, to: u64) {
+    let to = to.min(map.len() as u64 * 8);
+    let mut i = from;
+    while i < to && i % 8 != 0 {
+        set_bit(map, i);
+        i += 1;
+    }
+    let whole = (to - i.min(to)) / 8;
+    if let (Ok(a), Ok(n)) = (usize::try_from(i / 8), usize::try_from(whole)) {
+        if let Some(bytes) = map.get_mut(a..a + n) {
+            bytes.fill(0xff);
+        }
+    }
+    i += whole * 8;
+    while i < to {
+        set_bit(map, i);
+        i += 1;
+    }
+}
+
 /// Whether group `g` holds a superblock backup (`sparse_super`: 0, 1, powers of 3, 5, 7).
 fn has_super(g: u64) -> bool {
     if g <= 1 {
@@ -527,6 +548,31 @@ pub fn format<W: WriteAt + ?Sized>(w: &mut W, params: &Params) -> Result<Summary
     let mut gdt = vec![0u8; usize::try_from(l.gdt_blocks * BLOCK_SIZE).unwrap_or(0)];
     let mut bitmaps: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut free_total = 0u64;
+    // A block bitmap: `used` blocks from the start, and the blocks past the group's `len`.
+    let block_bitmap = |used: u64, len: u64| {
+        let mut bb = vec![0u8; bs];
+        set_bits(&mut bb, 0, used);
+        set_bits(&mut bb, len, BLOCKS_PER_GROUP);
+        bb
+    };
+    // An inode bitmap: `used` inodes, and the bits past the group's inodes (the checksum
+    // covers only the group's inodes).
+    let inode_bitmap = |used: u64| {
+        let mut ib = vec![0u8; bs];
+        set_bits(&mut ib, 0, used);
+        set_bits(&mut ib, l.ipg, BLOCK_SIZE * 8);
+        ib
+    };
+    let ib_sum = |ib: &[u8]| {
+        crc32c(
+            seed,
+            ib.get(..usize::try_from(l.ipg / 8).unwrap_or(0))
+                .unwrap_or_default(),
+        )
+    };
+    let ib0_csum = ib_sum(&inode_bitmap(used_inodes));
+    let ib_csum = ib_sum(&inode_bitmap(0));
+    let mut bb_sums: std::collections::BTreeMap<(u64, u64), u32> = Default::default();
     for (g, grp) in l.groups.iter().enumerate() {
         let g = g as u64;
         let has_data = grp.used_data > 0;
@@ -538,29 +584,18 @@ pub fn format<W: WriteAt + ?Sized>(w: &mut W, params: &Params) -> Result<Summary
         if !block_init {
             flags |= BG_BLOCK_UNINIT;
         }
-        // The block bitmap (checksummed either way, written only when initialized).
-        let mut bb = vec![0u8; bs];
-        for i in 0..grp.meta() + grp.used_data {
-            set_bit(&mut bb, i);
-        }
-        for i in grp.len..BLOCKS_PER_GROUP {
-            set_bit(&mut bb, i);
-        }
-        let bb_csum = crc32c(seed, &bb);
-        let mut ib = vec![0u8; bs];
-        if g == 0 {
-            for i in 0..used_inodes {
-                set_bit(&mut ib, i);
+        // The block bitmap (checksummed either way, written only when initialized). Groups
+        // alike share one checksum: a 16 TiB filesystem has 131072 groups, almost all alike.
+        let key = (grp.meta() + grp.used_data, grp.len);
+        let bb_csum = match bb_sums.get(&key) {
+            Some(c) => *c,
+            None => {
+                let c = crc32c(seed, &block_bitmap(key.0, key.1));
+                bb_sums.insert(key, c);
+                c
             }
-        }
-        for i in l.ipg..BLOCK_SIZE * 8 {
-            set_bit(&mut ib, i);
-        }
-        let ib_csum = crc32c(
-            seed,
-            ib.get(..usize::try_from(l.ipg / 8).unwrap_or(0))
-                .unwrap_or_default(),
-        );
+        };
+        let ib_csum = if g == 0 { ib0_csum } else { ib_csum };
         let free_blocks = grp.free();
         free_total += free_blocks;
         let (free_inodes, dirs, unused) = if g == 0 {
@@ -591,10 +626,10 @@ pub fn format<W: WriteAt + ?Sized>(w: &mut W, params: &Params) -> Result<Summary
         put16(&mut d, 0x1E, lo16(u64::from(crc32c_low(csum))));
         put(&mut gdt, g * DESC_SIZE, &d);
         if block_init {
-            bitmaps.push((grp.block_bitmap, bb));
+            bitmaps.push((grp.block_bitmap, block_bitmap(key.0, key.1)));
         }
         if g == 0 {
-            bitmaps.push((grp.inode_bitmap, ib));
+            bitmaps.push((grp.inode_bitmap, inode_bitmap(used_inodes)));
         }
     }
 

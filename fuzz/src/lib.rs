@@ -252,3 +252,114 @@ impl ext4_view::Ext4Read for Ext4Image {
         Ok(())
     }
 }
+
+/// Block size of a [`SparseImage`].
+const SPARSE_BLOCK: u64 = 4096;
+
+/// An image held as the 4096-byte blocks written to it (zeros elsewhere), of a given length:
+/// what the `ext4fmt` target formats, corrupts and reads back. A 64 GiB filesystem costs only
+/// the metadata `ext4fmt` writes (under a megabyte).
+pub struct SparseImage {
+    blocks: std::collections::BTreeMap<u64, Vec<u8>>,
+    len: u64,
+    /// Keep nothing (only check offsets): for sizes too large to read back.
+    discard: bool,
+}
+
+impl SparseImage {
+    /// An image of `len` bytes, all zeros.
+    pub fn new(len: u64) -> Self {
+        SparseImage {
+            blocks: Default::default(),
+            len,
+            discard: false,
+        }
+    }
+
+    /// An image of `len` bytes that checks writes against its length and keeps nothing.
+    pub fn discarding(len: u64) -> Self {
+        SparseImage {
+            discard: true,
+            ..SparseImage::new(len)
+        }
+    }
+
+    /// The bytes the image spans.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it spans no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes written (whole blocks).
+    pub fn written(&self) -> u64 {
+        self.blocks.len() as u64 * SPARSE_BLOCK
+    }
+
+    /// XORs `mask` into the `n`th written byte (counted over the written blocks in order,
+    /// modulo their total): corruption lands on metadata, not on the zeros around it.
+    pub fn corrupt(&mut self, n: u64, mask: u8) {
+        let total = self.written();
+        if total == 0 {
+            return;
+        }
+        let n = n % total;
+        let (i, at) = (n / SPARSE_BLOCK, (n % SPARSE_BLOCK) as usize);
+        if let Some(b) = self.blocks.values_mut().nth(i as usize) {
+            b[at] ^= mask;
+        }
+    }
+}
+
+impl ext4fmt::WriteAt for SparseImage {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= self.len)
+            .ok_or_else(|| std::io::Error::other("write past the end of the image"))?;
+        if self.discard {
+            return Ok(());
+        }
+        let mut at = offset;
+        while at < end {
+            let (blk, off) = (at / SPARSE_BLOCK, (at % SPARSE_BLOCK) as usize);
+            let n = (SPARSE_BLOCK as usize - off).min((end - at) as usize);
+            let src = &data[(at - offset) as usize..][..n];
+            let b = self
+                .blocks
+                .entry(blk)
+                .or_insert_with(|| vec![0; SPARSE_BLOCK as usize]);
+            b[off..off + n].copy_from_slice(src);
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl ext4_view::Ext4Read for SparseImage {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let end = start
+            .checked_add(dst.len() as u64)
+            .filter(|e| *e <= self.len)
+            .ok_or("read past the end of the image")?;
+        let mut at = start;
+        while at < end {
+            let (blk, off) = (at / SPARSE_BLOCK, (at % SPARSE_BLOCK) as usize);
+            let n = (SPARSE_BLOCK as usize - off).min((end - at) as usize);
+            let out = &mut dst[(at - start) as usize..][..n];
+            match self.blocks.get(&blk) {
+                Some(b) => out.copy_from_slice(&b[off..off + n]),
+                None => out.fill(0),
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
