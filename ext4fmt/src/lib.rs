@@ -816,6 +816,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn set_bits_sets_exactly_the_range() {
+        for from in 0..40u64 {
+            for to in 0..48u64 {
+                let mut fast = [0u8; 5];
+                set_bits(&mut fast, from, to);
+                let mut slow = [0u8; 5];
+                for i in from..to {
+                    set_bit(&mut slow, i);
+                }
+                assert_eq!(fast, slow, "{from}..{to}");
+            }
+        }
+    }
+
+    #[test]
     fn crc32c_matches_the_check_value() {
         // CRC-32C of "123456789" is 0xE3069283 (inverted in and out).
         assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
