@@ -13,6 +13,7 @@
 
 pub mod af;
 pub mod cipher;
+mod codec;
 pub mod error;
 pub mod format;
 pub mod hash;

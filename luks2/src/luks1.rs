@@ -8,6 +8,7 @@
 //! values other than the two defined ones load, as in cryptsetup, and are reported as
 //! [`Luks1SlotState::Invalid`].
 
+use crate::codec::{c_field, openssl_hash_size, Cursor, MAGIC_PRIMARY};
 use std::fmt;
 
 /// Size of the LUKS1 header on disk.
@@ -191,32 +192,6 @@ pub struct Luks1Header {
     pub keyslots: [Luks1Keyslot; 8],
 }
 
-/// A panic-free big-endian reader over a byte slice.
-struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl Cursor<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        match self.rest.split_first_chunk::<N>() {
-            Some((head, tail)) => {
-                self.rest = tail;
-                *head
-            }
-            None => {
-                self.rest = &[];
-                [0; N]
-            }
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.take())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.take())
-    }
-}
-
 impl Luks1Header {
     /// Decodes and checks a LUKS1 header from the first bytes of a device (at least 592).
     pub fn parse(bytes: &[u8]) -> Result<Luks1Header, Luks1Error> {
@@ -225,9 +200,9 @@ impl Luks1Header {
                 size: bytes.len() as u64,
             });
         };
-        let mut c = Cursor { rest: block };
+        let mut c = Cursor::new(block);
         let magic: [u8; 6] = c.take();
-        if magic != crate::header::MAGIC_PRIMARY {
+        if magic != MAGIC_PRIMARY {
             return Err(Luks1Error::BadMagic);
         }
         let version = c.u16();
@@ -264,15 +239,15 @@ impl Luks1Header {
             }
         });
         let hdr = Luks1Header {
-            cipher_name: crate::header::c_field(&cipher_name),
-            cipher_mode: crate::header::c_field(&cipher_mode),
-            hash_spec: crate::header::c_field(&hash_spec),
+            cipher_name: c_field(&cipher_name),
+            cipher_mode: c_field(&cipher_mode),
+            hash_spec: c_field(&hash_spec),
             payload_offset,
             key_bytes,
             mk_digest,
             mk_digest_salt,
             mk_digest_iterations,
-            uuid: crate::header::c_field(&uuid),
+            uuid: c_field(&uuid),
             keyslots,
         };
         hdr.check()?;
@@ -293,7 +268,7 @@ impl Luks1Header {
 
     /// cryptsetup's checks at load time.
     fn check(&self) -> Result<(), Luks1Error> {
-        let known = crate::header::openssl_hash_size(&self.hash_spec).is_some_and(|n| n >= 20);
+        let known = openssl_hash_size(&self.hash_spec).is_some_and(|n| n >= 20);
         if !known {
             return Err(Luks1Error::UnsupportedHash {
                 hash: self.hash_spec.clone(),
