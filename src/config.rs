@@ -23,7 +23,7 @@
 //! Scalars of a later layer replace earlier ones; `bind` entries with the same `target` and
 //! `secret` entries with the same `env` replace earlier ones, others are added.
 
-use crate::ghost::shell::valid_env_name;
+use crate::shell::valid_env_name;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};

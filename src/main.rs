@@ -9,14 +9,15 @@ mod dump;
 mod error;
 mod kernel;
 mod mapping;
-// Ghost mode (issue 4).
+// Ghost mode: configuration, the session engine and its verbs.
 mod config;
 mod ghost;
 mod passphrase;
 mod preflight;
 mod rootless;
+mod shell;
 mod table;
-// Writing headers (issue 7).
+// Writing headers.
 mod write;
 
 use clap::{Args, Parser, Subcommand};

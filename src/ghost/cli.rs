@@ -12,7 +12,6 @@ use super::session::{
     run_creator, run_holder, run_joiner, trim_newlines, Bind, JoinTarget, NewVault, Report,
     SessionEnd, SessionPlan, ShellPlan, VaultKey, DEFAULT_PATH,
 };
-use super::shell::{export_line, shell_init, valid_guard_name, ShellKind};
 use crate::config::{
     expand_home, ConfigFile, Flags, SecretEntry, SecretKind, Settings, UserSpec, DEFAULT_UID,
     DEFAULT_USER, SYSTEM_CONFIG, USER_CONFIG,
@@ -20,6 +19,7 @@ use crate::config::{
 use crate::error::{code, CliError};
 use crate::kernel::privs;
 use crate::passphrase::{with_passphrase, KeyArgs};
+use crate::shell::{export_line, shell_init, valid_guard_name, ShellKind};
 use luks2::unlock::{unlock, UnlockOptions};
 use luks2::volume::DataSegment;
 use std::ffi::{OsStr, OsString};

@@ -3,7 +3,6 @@
 //! tests only writes them down. The orchestration in [`session`](super::session) calls
 //! nothing else, so its order and its unwinding are tested without root.
 
-use super::session::VaultKey;
 use crate::kernel::privs::WaitStatus;
 use crate::write::HeaderSpec;
 use luks2::volume::DataSegment;
@@ -70,6 +69,23 @@ pub struct Identity {
     pub home: PathBuf,
     /// Login shell from passwd.
     pub shell: PathBuf,
+}
+
+/// The unlocked vault. Owns the volume key, which is wiped as soon as the mapping exists.
+pub struct VaultKey {
+    /// What the mapping needs from the header.
+    pub volume: VolumeInfo,
+    /// The volume key.
+    pub key: VolumeKey,
+}
+
+/// How a new vault's ext4 filesystem is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mkfs {
+    /// tazpod's own formatter (the `ext4fmt` crate): no external tool.
+    Builtin,
+    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`] (`--mkfs-ext4`).
+    Tool(PathBuf),
 }
 
 /// What the mapping needs to know about the volume besides its key, taken from the header.
@@ -287,7 +303,7 @@ pub trait Host {
     /// [`super::session::mkfs_args`] (failing unless it exits 0).
     fn make_filesystem(
         &mut self,
-        how: &super::session::Mkfs,
+        how: &Mkfs,
         device: &Path,
         sector_size: u32,
         owner: (u32, u32),

@@ -32,6 +32,5 @@ pub mod real;
 #[cfg(test)]
 mod recording;
 pub mod session;
-pub mod shell;
 #[cfg(test)]
 mod tests;

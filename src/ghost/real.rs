@@ -471,14 +471,14 @@ impl Host for RealHost {
 
     fn make_filesystem(
         &mut self,
-        how: &super::session::Mkfs,
+        how: &super::host::Mkfs,
         device: &Path,
         sector_size: u32,
         owner: (u32, u32),
     ) -> HostResult<()> {
         let program = match how {
-            super::session::Mkfs::Builtin => return builtin_mkfs(device, owner),
-            super::session::Mkfs::Tool(p) => p,
+            super::host::Mkfs::Builtin => return builtin_mkfs(device, owner),
+            super::host::Mkfs::Tool(p) => p,
         };
         let args = super::session::mkfs_args(device, sector_size, owner);
         let target = shown(device);

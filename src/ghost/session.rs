@@ -5,11 +5,11 @@
 
 use super::host::{
     DirMode, DirRef, ExecSpec, Fork, FormatRequest, Host, HostError, HostResult, Identity,
-    ImageRequest, MapRequest, MappingHandle, NewImage, VolumeInfo,
+    ImageRequest, MapRequest, MappingHandle, NewImage,
 };
+pub use super::host::{Mkfs, VaultKey};
 use super::lock::mapping_name;
 use crate::kernel::privs::WaitStatus;
-use luks2::VolumeKey;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -53,14 +53,6 @@ impl SessionPlan {
     }
 }
 
-/// The unlocked vault. Owns the volume key, which is wiped as soon as the mapping exists.
-pub struct VaultKey {
-    /// What the mapping needs from the header.
-    pub volume: VolumeInfo,
-    /// The volume key.
-    pub key: VolumeKey,
-}
-
 /// A vault to create: the image, its LUKS2 header, its ext4 filesystem.
 pub struct NewVault<'a> {
     /// The image file.
@@ -71,15 +63,6 @@ pub struct NewVault<'a> {
     pub mkfs: Mkfs,
     /// Who owns the root directory of the new filesystem (the session user): uid, gid.
     pub root_owner: (u32, u32),
-}
-
-/// How a new vault's ext4 filesystem is made.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mkfs {
-    /// tazpod's own formatter (the `ext4fmt` crate): no external tool.
-    Builtin,
-    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`] (`--mkfs-ext4`).
-    Tool(PathBuf),
 }
 
 /// The label of a new vault's ext4 filesystem.

@@ -92,7 +92,7 @@ fn parse_assignment(s: &str) -> Result<(String, OsString), String> {
 
 /// Checks an environment variable name (the rule of ghost mode's secrets map).
 pub fn check_name(name: &str) -> Result<(), String> {
-    if crate::ghost::shell::valid_env_name(name) {
+    if crate::shell::valid_env_name(name) {
         Ok(())
     } else {
         Err(format!(
