@@ -23,6 +23,7 @@
 //! Scalars of a later layer replace earlier ones; `bind` entries with the same `target` and
 //! `secret` entries with the same `env` replace earlier ones, others are added.
 
+use crate::error::{code, CliError};
 use crate::shell::valid_env_name;
 use serde::Deserialize;
 use std::fmt;
@@ -343,6 +344,57 @@ pub fn expand_home(p: &Path, home: &Path) -> PathBuf {
         Ok(rest) => home.join(rest),
         Err(_) => p.to_path_buf(),
     }
+}
+
+/// Reads configuration files with one user's filesystem rights (a root process reads only
+/// what that user may read).
+pub trait ConfigReader {
+    /// The text of the regular file `path` (at most 1 MiB); `Ok(None)` when it does not exist.
+    /// Errors never quote the file.
+    fn read_text(&self, path: &Path) -> Result<Option<String>, CliError>;
+    /// The home directory whose `~/.config/tazpod/config.toml` is this reader's.
+    fn home(&self) -> Option<PathBuf>;
+}
+
+/// Reads and parses one config file with `reader`'s rights; `Ok(None)` when it does not exist.
+fn read_config(path: &Path, reader: &dyn ConfigReader) -> Result<Option<ConfigFile>, CliError> {
+    let shown = path.display().to_string();
+    let Some(text) = reader.read_text(path)? else {
+        return Ok(None);
+    };
+    ConfigFile::parse(&text, &shown)
+        .map(Some)
+        .map_err(|e| CliError::new(code::INVALID, e.to_string()).hint("fix or remove the file"))
+}
+
+/// The configuration: [`SYSTEM_CONFIG`] read by `system`, then `explicit` (which must exist)
+/// or the user's `~/.config/tazpod/config.toml` read by `user`, the later overriding the
+/// earlier.
+pub fn load(
+    explicit: Option<&Path>,
+    system: &dyn ConfigReader,
+    user: &dyn ConfigReader,
+) -> Result<ConfigFile, CliError> {
+    let mut merged = ConfigFile::default();
+    if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), system)? {
+        merged = merged.merge(sys);
+    }
+    let user_path = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| user.home().map(|h| h.join(USER_CONFIG)));
+    if let Some(p) = user_path {
+        match read_config(&p, user)? {
+            Some(c) => merged = merged.merge(c),
+            None if explicit.is_some() => {
+                return Err(CliError::new(
+                    code::INVALID,
+                    format!("config file {} not found", p.display()),
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(merged)
 }
 
 #[cfg(test)]

@@ -13,12 +13,14 @@
 //! the caller's filesystem rights ([`Caller::rights`]).
 
 use super::host::Identity;
-use crate::config::{toml_error, UserSpec};
+use crate::config::{
+    self, toml_error, ConfigFile, ConfigReader, UserSpec, DEFAULT_UID, DEFAULT_USER,
+};
 use crate::error::{code, CliError};
 use crate::kernel::privs::{self, FsIdentity};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The root-owned file that lets callers choose another session user.
 pub const POLICY_FILE: &str = "/etc/tazpod/policy.toml";
@@ -236,7 +238,7 @@ pub fn session_user(
     policy: impl FnOnce() -> Result<Policy, CliError>,
 ) -> Result<Identity, CliError> {
     let Some(me) = &caller.user else {
-        return super::cli::session_user(requested, None);
+        return root_session_user(requested, None);
     };
     let Some(spec) = requested else {
         return Ok(me.clone());
@@ -248,7 +250,7 @@ pub fn session_user(
     if asks_me {
         return Ok(me.clone());
     }
-    let target = super::cli::resolve_identity(spec, false)?;
+    let target = resolve_identity(spec, false)?;
     if target.uid == me.uid {
         return Ok(me.clone());
     }
@@ -266,6 +268,116 @@ pub fn session_user(
         "drop --user (and `user` from the config), or ask an administrator to allow it in \
          {POLICY_FILE}"
     )))
+}
+
+/// The session user as real root chooses it: `--user` / the config's, else `invoker`, else
+/// TazPod's (the rules for other callers are in [`session_user`]).
+pub fn root_session_user(
+    configured: Option<&UserSpec>,
+    invoker: Option<u32>,
+) -> Result<Identity, CliError> {
+    let (spec, defaulted) = match (configured, invoker) {
+        (Some(u), _) => (u.clone(), false),
+        (None, Some(uid)) => (UserSpec::Uid(uid), false),
+        (None, None) => (UserSpec::Name(DEFAULT_USER.into()), true),
+    };
+    resolve_identity(&spec, defaulted)
+}
+
+/// Resolves the session user; refuses uid 0.
+pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, CliError> {
+    let lookup_err =
+        |e: io::Error| CliError::new(code::INVALID, format!("cannot look up user {spec}: {e}"));
+    let pw = match spec {
+        UserSpec::Name(n) => privs::user_by_name(n).map_err(lookup_err)?,
+        UserSpec::Uid(u) => privs::user_by_uid(*u).map_err(lookup_err)?,
+    };
+    let pw = match (pw, spec) {
+        (Some(pw), _) => pw,
+        (None, UserSpec::Uid(u)) => {
+            return Err(CliError::new(
+                code::INVALID,
+                format!("uid {u} has no passwd entry: no session for it"),
+            )
+            .hint("add the user first, or pass --user with an existing user"))
+        }
+        (None, UserSpec::Name(_)) if defaulted => privs::user_by_uid(DEFAULT_UID)
+            .map_err(lookup_err)?
+            .ok_or_else(|| {
+                CliError::new(
+                    code::INVALID,
+                    format!(
+                        "no session user: user '{DEFAULT_USER}' and uid {DEFAULT_UID} do not exist"
+                    ),
+                )
+                .hint("pass --user USER|UID, or set `user` in the config")
+            })?,
+        (None, UserSpec::Name(n)) => {
+            return Err(
+                CliError::new(code::INVALID, format!("user '{n}' not found"))
+                    .hint("pass --user USER|UID, or set `user` in the config"),
+            )
+        }
+    };
+    if pw.uid == 0 {
+        return Err(CliError::new(
+            code::INVALID,
+            "the session shell runs as an unprivileged user; uid 0 is refused",
+        )
+        .hint("pass --user USER|UID, or set `user` in the config"));
+    }
+    let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
+    Ok(Identity {
+        name: pw.name,
+        uid: pw.uid,
+        gid: pw.gid,
+        groups,
+        home: pw.home,
+        shell: pw.shell,
+    })
+}
+
+impl ConfigReader for Caller {
+    fn read_text(&self, path: &Path) -> Result<Option<String>, CliError> {
+        let _guard = self.become_fs()?;
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ));
+                }
+                let mut t = String::new();
+                f.take(1 << 20).read_to_string(&mut t)?;
+                Ok(t)
+            });
+        match read {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CliError::new(
+                code::INVALID,
+                format!("cannot read config {}: {e}", path.display()),
+            )),
+        }
+    }
+
+    /// The caller's home; for root, `$HOME`.
+    fn home(&self) -> Option<PathBuf> {
+        match self.rights() {
+            Some(u) => Some(u.home.clone()),
+            None => std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+}
+
+/// The configuration as `caller` may read it: the system file with root's rights, the
+/// user's (or `explicit`) with the caller's.
+pub fn load_config(explicit: Option<&Path>, caller: &Caller) -> Result<ConfigFile, CliError> {
+    config::load(explicit, &Caller::root(), caller)
 }
 
 #[cfg(test)]
@@ -385,5 +497,23 @@ mod tests {
         let l = d.path().join("l.toml");
         std::os::unix::fs::symlink("/etc/passwd", &l).unwrap();
         assert!(Policy::load(&l).is_err());
+    }
+
+    #[test]
+    fn identity_resolution() {
+        let e = resolve_identity(&UserSpec::Uid(0), false).unwrap_err();
+        assert!(e.message.contains("uid 0"));
+        let e = resolve_identity(&UserSpec::Name("root".into()), false).unwrap_err();
+        assert!(e.message.contains("uid 0"));
+        let e = resolve_identity(&UserSpec::Name("no-such-user-x".into()), false).unwrap_err();
+        assert!(e.message.contains("not found"));
+        // no session for a uid without a passwd entry (it used to get gid = uid)
+        let e = resolve_identity(&UserSpec::Uid(54321), false).unwrap_err();
+        assert!(e.message.contains("no passwd entry"), "{}", e.message);
+        // the default user falls back to uid 1000, if it exists
+        match resolve_identity(&UserSpec::Name("no-such-user-x".into()), true) {
+            Ok(i) => assert_eq!(i.uid, DEFAULT_UID),
+            Err(e) => assert!(e.message.contains("do not exist"), "{}", e.message),
+        }
     }
 }

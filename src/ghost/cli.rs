@@ -12,10 +12,8 @@ use super::session::{
     run_creator, run_holder, run_joiner, trim_newlines, Bind, JoinTarget, NewVault, Report,
     SessionEnd, SessionPlan, ShellPlan, VaultKey, DEFAULT_PATH,
 };
-use crate::config::{
-    expand_home, ConfigFile, Flags, SecretEntry, SecretKind, Settings, UserSpec, DEFAULT_UID,
-    DEFAULT_USER, SYSTEM_CONFIG, USER_CONFIG,
-};
+use super::sudo::{absolute, current_exe, exec_as_root};
+use crate::config::{expand_home, Flags, SecretEntry, SecretKind, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::kernel::privs;
 use crate::passphrase::{with_passphrase, KeyArgs};
@@ -25,7 +23,6 @@ use luks2::volume::DataSegment;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
 
@@ -144,14 +141,6 @@ fn check_new_vault(args: &UnlockArgs, vault: &Path) -> Result<create::Prepared, 
     )
 }
 
-/// `p` made absolute (relative to the working directory), except `~/...` and `-`.
-pub fn absolute(p: &Path) -> PathBuf {
-    if p.starts_with("~") || p == Path::new("-") {
-        return p.to_path_buf();
-    }
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 /// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock
 /// [options]`. Only the options go on it (paths made absolute), never a secret and never an
 /// identity: the root side learns who the caller is from the kernel and sudo.
@@ -205,16 +194,6 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
     v
 }
 
-/// The path of this executable, to run it again as root.
-pub fn current_exe() -> Result<PathBuf, CliError> {
-    std::env::current_exe().map_err(|e| {
-        CliError::new(
-            code::INVALID,
-            format!("cannot find the tazpod executable to run it as root: {e}"),
-        )
-    })
-}
-
 /// Re-executes through `--sudo-command`; returns only on failure.
 fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
     let exe = match current_exe() {
@@ -223,22 +202,6 @@ fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
     };
     let argv = root_argv(args, &exe, verbose);
     exec_as_root(&args.sudo_command, &argv, "unlock")
-}
-
-/// Execs `sudo argv` (`verb` names the tazpod verb in messages); returns only on failure.
-pub fn exec_as_root(sudo: &OsStr, argv: &[OsString], verb: &str) -> CliError {
-    let tool = Path::new(sudo).display().to_string();
-    let e = std::process::Command::new(sudo).args(argv).exec();
-    if e.kind() == io::ErrorKind::NotFound {
-        CliError::new(
-            code::INVALID,
-            format!("tazpod {verb} needs root, and `{tool}` was not found"),
-        )
-        .hint("run it as root, install sudo, or name another tool with --sudo-command")
-    } else {
-        CliError::new(code::INVALID, format!("cannot run `{tool}`: {e}"))
-            .hint("run it as root, or name an installed tool on PATH with --sudo-command")
-    }
 }
 
 /// Opens the vault as the caller (the guard of `caller` must be active): read-write, or
@@ -308,7 +271,7 @@ pub fn vault_is_image(vault: Option<&Path>) -> bool {
 
 fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     let caller = Caller::current()?;
-    let files = load_config(args.config.as_deref(), &caller)?;
+    let files = caller::load_config(args.config.as_deref(), &caller)?;
     let flags = Flags {
         vault: args.vault.clone(),
         mount: args.mount.clone(),
@@ -494,29 +457,6 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     }
 }
 
-/// The exit code for a failed host operation (cryptsetup's meaning of its errno).
-pub fn host_error_code(e: &HostError) -> u8 {
-    match e.source.raw_os_error() {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
-        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
-        _ => code::INVALID,
-    }
-}
-
-/// The session user as real root chooses it: `--user` / the config's, else `invoker`, else
-/// TazPod's (the rules for other callers are in [`caller::session_user`]).
-pub fn session_user(
-    configured: Option<&UserSpec>,
-    invoker: Option<u32>,
-) -> Result<Identity, CliError> {
-    let (spec, defaulted) = match (configured, invoker) {
-        (Some(u), _) => (u.clone(), false),
-        (None, Some(uid)) => (UserSpec::Uid(uid), false),
-        (None, None) => (UserSpec::Name(DEFAULT_USER.into()), true),
-    };
-    resolve_identity(&spec, defaulted)
-}
-
 /// Turns a session report into messages and the exit status (`created`: the session was to
 /// start on a vault it created).
 fn finish(report: Report, created: bool) -> Result<u8, CliError> {
@@ -537,7 +477,7 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
         "some steps could not be undone (warnings above); the kernel removes the rest when \
          the session's processes are gone"
     };
-    let code_of = host_error_code;
+    let code_of = HostError::exit_code;
     match report.end {
         SessionEnd::Shell(st) => {
             if report.torn_down {
@@ -569,127 +509,6 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
         }
         SessionEnd::ChildReturned => Ok(126),
     }
-}
-
-/// Resolves the session user; refuses uid 0.
-pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, CliError> {
-    let lookup_err =
-        |e: io::Error| CliError::new(code::INVALID, format!("cannot look up user {spec}: {e}"));
-    let pw = match spec {
-        UserSpec::Name(n) => privs::user_by_name(n).map_err(lookup_err)?,
-        UserSpec::Uid(u) => privs::user_by_uid(*u).map_err(lookup_err)?,
-    };
-    let pw = match (pw, spec) {
-        (Some(pw), _) => pw,
-        (None, UserSpec::Uid(u)) => {
-            return Err(CliError::new(
-                code::INVALID,
-                format!("uid {u} has no passwd entry: no session for it"),
-            )
-            .hint("add the user first, or pass --user with an existing user"))
-        }
-        (None, UserSpec::Name(_)) if defaulted => privs::user_by_uid(DEFAULT_UID)
-            .map_err(lookup_err)?
-            .ok_or_else(|| {
-                CliError::new(
-                    code::INVALID,
-                    format!(
-                        "no session user: user '{DEFAULT_USER}' and uid {DEFAULT_UID} do not exist"
-                    ),
-                )
-                .hint("pass --user USER|UID, or set `user` in the config")
-            })?,
-        (None, UserSpec::Name(n)) => {
-            return Err(
-                CliError::new(code::INVALID, format!("user '{n}' not found"))
-                    .hint("pass --user USER|UID, or set `user` in the config"),
-            )
-        }
-    };
-    if pw.uid == 0 {
-        return Err(CliError::new(
-            code::INVALID,
-            "the session shell runs as an unprivileged user; uid 0 is refused",
-        )
-        .hint("pass --user USER|UID, or set `user` in the config"));
-    }
-    let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
-    Ok(Identity {
-        name: pw.name,
-        uid: pw.uid,
-        gid: pw.gid,
-        groups,
-        home: pw.home,
-        shell: pw.shell,
-    })
-}
-
-/// Reads one config file with `reader`'s filesystem rights (so a root process reads only
-/// what the caller may read). `Ok(None)` when it does not exist. At most 1 MiB is read, and
-/// errors never quote the file.
-fn read_config(path: &Path, reader: &Caller) -> Result<Option<ConfigFile>, CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let shown = path.display().to_string();
-    let text = {
-        let _guard = reader.become_fs()?;
-        let read = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .and_then(|f| {
-                if !f.metadata()?.is_file() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "not a regular file",
-                    ));
-                }
-                let mut t = String::new();
-                f.take(1 << 20).read_to_string(&mut t)?;
-                Ok(t)
-            });
-        match read {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(CliError::new(
-                    code::INVALID,
-                    format!("cannot read config {shown}: {e}"),
-                ))
-            }
-        }
-    };
-    ConfigFile::parse(&text, &shown)
-        .map(Some)
-        .map_err(|e| CliError::new(code::INVALID, e.to_string()).hint("fix or remove the file"))
-}
-
-/// `/etc/tazpod/config.toml`, then `explicit` (which must exist) or the user's
-/// `~/.config/tazpod/config.toml` (the caller's home, or `$HOME` for root), read with the
-/// caller's rights.
-pub fn load_config(explicit: Option<&Path>, caller: &Caller) -> Result<ConfigFile, CliError> {
-    let mut merged = ConfigFile::default();
-    if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), &Caller::root())? {
-        merged = merged.merge(sys);
-    }
-    let user_path = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| match caller.rights() {
-            Some(u) => Some(u.home.join(USER_CONFIG)),
-            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(USER_CONFIG)),
-        });
-    if let Some(p) = user_path {
-        match read_config(&p, caller)? {
-            Some(c) => merged = merged.merge(c),
-            None if explicit.is_some() => {
-                return Err(CliError::new(
-                    code::INVALID,
-                    format!("config file {} not found", p.display()),
-                ))
-            }
-            None => {}
-        }
-    }
-    Ok(merged)
 }
 
 /// What the inner shell's [`ExecSpec`] is built from.
@@ -984,7 +803,7 @@ pub fn cmd_env() -> Result<u8, CliError> {
             )
         })?;
     let config = std::env::var_os("TAZPOD_CONFIG").map(PathBuf::from);
-    let files = load_config(config.as_deref(), &Caller::root())?;
+    let files = caller::load_config(config.as_deref(), &Caller::root())?;
     let (mut out, failed) = env_lines(&files.secret, &mount, read_capped);
     let written = {
         let mut o = io::stdout().lock();
@@ -1366,23 +1185,5 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "export A='it'\\''s\nmulti'\nexport B='/m/dir/b'\n"
         );
-    }
-
-    #[test]
-    fn identity_resolution() {
-        let e = resolve_identity(&UserSpec::Uid(0), false).unwrap_err();
-        assert!(e.message.contains("uid 0"));
-        let e = resolve_identity(&UserSpec::Name("root".into()), false).unwrap_err();
-        assert!(e.message.contains("uid 0"));
-        let e = resolve_identity(&UserSpec::Name("no-such-user-x".into()), false).unwrap_err();
-        assert!(e.message.contains("not found"));
-        // no session for a uid without a passwd entry (it used to get gid = uid)
-        let e = resolve_identity(&UserSpec::Uid(54321), false).unwrap_err();
-        assert!(e.message.contains("no passwd entry"), "{}", e.message);
-        // the default user falls back to uid 1000, if it exists
-        match resolve_identity(&UserSpec::Name("no-such-user-x".into()), true) {
-            Ok(i) => assert_eq!(i.uid, DEFAULT_UID),
-            Err(e) => assert!(e.message.contains("do not exist"), "{}", e.message),
-        }
     }
 }

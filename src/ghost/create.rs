@@ -395,16 +395,16 @@ pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
         // What can be checked as the caller is, before sudo asks for a password.
         crate::preflight::kernel_can_map(true)?;
         if let Some(v) = &args.vault {
-            let v = super::cli::absolute(v);
+            let v = super::sudo::absolute(v);
             let exists = std::fs::symlink_metadata(&v).is_ok();
             if init_action(exists, args.force, args.batch_mode) == InitAction::Refuse {
                 return Err(exists_error(&v));
             }
             prepare(&v, &args.create, &args.key, tty::stdin_is_tty())?;
         }
-        let exe = super::cli::current_exe()?;
+        let exe = super::sudo::current_exe()?;
         let argv = init_root_argv(&args, &exe, verbose);
-        return Err(super::cli::exec_as_root(&args.sudo_command, &argv, "init"));
+        return Err(super::sudo::exec_as_root(&args.sudo_command, &argv, "init"));
     }
     init_as_root(args, verbose)
 }
@@ -434,7 +434,7 @@ pub fn init_root_argv(a: &InitArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
     ] {
         if let Some(p) = p {
             v.push(flag.into());
-            v.push(super::cli::absolute(p).into());
+            v.push(super::sudo::absolute(p).into());
         }
     }
     if let Some(u) = &a.user {
@@ -461,7 +461,7 @@ pub fn init_root_argv(a: &InitArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
 
 fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
     let caller = Caller::current()?;
-    let files = super::cli::load_config(args.config.as_deref(), &caller)?;
+    let files = super::caller::load_config(args.config.as_deref(), &caller)?;
     let flags = Flags {
         vault: args.vault.clone(),
         mount: None,
@@ -547,7 +547,7 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
             };
             return Err(match f.error {
                 SetupError::Host(e) => CliError::new(
-                    super::cli::host_error_code(&e),
+                    e.exit_code(),
                     format!("cannot create the vault {shown}: {e}"),
                 )
                 .hint(match where_hint(&e) {

@@ -3,6 +3,7 @@
 //! tests only writes them down. The orchestration in [`session`](super::session) calls
 //! nothing else, so its order and its unwinding are tested without root.
 
+use crate::error::code;
 use crate::kernel::privs::WaitStatus;
 use crate::write::HeaderSpec;
 use luks2::volume::DataSegment;
@@ -31,6 +32,18 @@ impl HostError {
             op,
             target: target.into(),
             source,
+        }
+    }
+}
+
+impl HostError {
+    /// The exit code for this failure (cryptsetup's meaning of its errno): a busy device 5,
+    /// a missing one 4, anything else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self.source.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
+            Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
+            _ => code::INVALID,
         }
     }
 }

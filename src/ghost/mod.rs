@@ -32,5 +32,6 @@ pub mod real;
 #[cfg(test)]
 mod recording;
 pub mod session;
+pub mod sudo;
 #[cfg(test)]
 mod tests;

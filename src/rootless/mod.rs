@@ -92,7 +92,10 @@ pub fn max_kdf_memory_kib(v: &VaultArgs) -> u64 {
 /// vault when `--vault` is absent, or an explicit `--config`.
 pub fn load_config(v: &VaultArgs, always: bool) -> Result<ConfigFile, CliError> {
     if always || v.vault.is_none() || v.config.is_some() {
-        crate::ghost::cli::load_config(v.config.as_deref(), &crate::ghost::caller::Caller::root())
+        crate::ghost::caller::load_config(
+            v.config.as_deref(),
+            &crate::ghost::caller::Caller::root(),
+        )
     } else {
         Ok(ConfigFile::default())
     }
