@@ -3,6 +3,7 @@
 //! `dump`, `open --test-passphrase` and `decrypt` only read: the device and the header file
 //! are opened read-only and never written.
 
+mod alloc;
 mod benchmark;
 mod device;
 mod dump;
@@ -17,29 +18,19 @@ mod preflight;
 mod rootless;
 mod shell;
 mod table;
+mod unlock;
 // Writing headers.
 mod write;
 
 use clap::{Args, Parser, Subcommand};
 use error::{code, CliError};
 use luks2::kdf::KdfLimits;
-use luks2::unlock::{unlock, UnlockOptions, Unlocked};
+use luks2::unlock::UnlockOptions;
 use luks2::volume::{DataSegment, Decryptor};
-use passphrase::{with_passphrase, KeyArgs};
+use passphrase::KeyArgs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The rootless verbs switch on the zeroing of freed memory (see `kernel::wipe`).
-///
-/// `kernel::hugepages::HugePageAlloc` (transparent huge pages for the KDF memory) is not the
-/// inner allocator: on the project VM huge pages come from memory the host has reclaimed, and
-/// faulting it back cost 3-4 s of system time per 1 GiB Argon2 unlock, more than the TLB misses
-/// they save (measurements in docs/performance.md). On machines where huge pages are warm, wrap
-/// `kernel::hugepages::HugePageAlloc` here instead of `System`.
-#[global_allocator]
-static ALLOC: kernel::wipe::WipeOnFree<std::alloc::System> =
-    kernel::wipe::WipeOnFree::new(std::alloc::System);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -260,7 +251,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Ls(_) | Command::Cat(_) | Command::Run(_)
     ) {
         // The ext4 reader's buffers hold decrypted blocks: zero them when freed.
-        ALLOC.wipe_freed_memory();
+        alloc::ALLOC.wipe_freed_memory();
     }
     match cli.command {
         Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
@@ -323,36 +314,9 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
     }
 }
 
-/// KDF limits from `--max-kdf-memory`, `--max-pbkdf2-time` and `--max-argon2-time`, each
-/// defaulting to the library's default (memory: from what this machine has available).
-pub(crate) fn kdf_limits_from(
-    max_kdf_memory: Option<u64>,
-    max_pbkdf2_time: Option<u64>,
-    max_argon2_time: Option<u32>,
-) -> KdfLimits {
-    let budget = device::memory_budget();
-    let _ = error::MEMORY_NOTE.set(budget.to_string());
-    // Nothing known about memory: the library's default limit rather than none at all.
-    let mut limits = if budget.bytes > 0 {
-        KdfLimits::for_available_memory(budget.bytes)
-    } else {
-        KdfLimits::default()
-    };
-    if let Some(kib) = max_kdf_memory {
-        limits.max_memory_kib = kib;
-    }
-    if let Some(secs) = max_pbkdf2_time {
-        limits.max_pbkdf2_seconds = Some(secs);
-    }
-    if let Some(passes) = max_argon2_time {
-        limits.max_time = passes;
-    }
-    limits
-}
-
 /// KDF limits of a verb that reads a header.
 fn kdf_limits(h: &HeaderArgs) -> KdfLimits {
-    kdf_limits_from(h.max_kdf_memory, h.max_pbkdf2_time, h.max_argon2_time)
+    unlock::kdf_limits_from(h.max_kdf_memory, h.max_pbkdf2_time, h.max_argon2_time)
 }
 
 /// Opens the header source (the `--header` file, or the device).
@@ -366,24 +330,6 @@ fn open_header(
     f.lock_shared()?;
     let header = luks2::read_header(&mut f).map_err(|e| CliError::luks(&f.name, e))?;
     Ok((f, header))
-}
-
-/// Unlocks with passphrases from the key options.
-fn unlock_with(
-    hdr_file: &mut device::ReadOnly,
-    header: &luks2::Header,
-    key: &KeyArgs,
-    device_name: &str,
-    opts: &UnlockOptions,
-    verbose: bool,
-) -> Result<Unlocked, CliError> {
-    let u = with_passphrase(key, device_name, |p| {
-        unlock(header, hdr_file, p.as_bytes(), opts)
-    })?;
-    if verbose {
-        eprintln!("Key slot {} unlocked.", u.keyslot);
-    }
-    Ok(u)
 }
 
 fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
@@ -409,7 +355,7 @@ fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
             keyslot: a.key_slot,
             limits: kdf_limits(&a.header),
         };
-        let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+        let u = unlock::unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
         dump::volume_key(&header, &shown, &u.volume_key)
     } else {
         dump::human(&header, &shown).into()
@@ -492,7 +438,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
             }
         }
     }
-    let u = unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
+    let u = unlock::unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
     if let (Some(name), Some(seg)) = (a.name.as_deref().filter(|_| !a.test_passphrase), &seg) {
         let (version, uuid, persistent) = match &header {
             luks2::Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
@@ -571,7 +517,7 @@ fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
         keyslot: a.key_slot,
         limits: kdf_limits(&a.header),
     };
-    let u = unlock_with(&mut hf, &header, &a.key, &shown, &opts, verbose)?;
+    let u = unlock::unlock_with(&mut hf, &header, &a.key, &shown, &opts, verbose)?;
     let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| CliError::luks(&shown, e))?;
     drop(u);
     hf.release_lock();

@@ -850,7 +850,7 @@ fn unlock_for_new_key(
     let header = luks2::Header::Luks2(Box::new(h.clone()));
     let opts = UnlockOptions {
         keyslot: slot,
-        limits: crate::kdf_limits_from(None, None, None),
+        limits: crate::unlock::kdf_limits_from(None, None, None),
     };
     let u = with_passphrase(key, shown, |p| unlock(&header, f, p.as_bytes(), &opts))?;
     if verbose {
@@ -960,7 +960,7 @@ pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
     let opts = UnlockOptions {
         keyslot: None,
-        limits: crate::kdf_limits_from(None, None, None),
+        limits: crate::unlock::kdf_limits_from(None, None, None),
     };
     let u = with_passphrase(&a.key, &shown, |p| {
         unlock(&header, &mut f, p.as_bytes(), &opts)
@@ -1085,7 +1085,7 @@ fn remaining_opens(
     pass: &Passphrase,
 ) -> Result<u32, luks2::Error> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let limits = crate::kdf_limits_from(None, None, None);
+    let limits = crate::unlock::kdf_limits_from(None, None, None);
     let candidates: Vec<u32> = if last {
         vec![slot]
     } else {

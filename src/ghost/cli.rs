@@ -379,7 +379,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
     let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
     let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
-    let limits = crate::kdf_limits_from(
+    let limits = crate::unlock::kdf_limits_from(
         args.max_kdf_memory,
         args.max_pbkdf2_time,
         args.max_argon2_time,

@@ -79,7 +79,7 @@ pub struct Vault {
 
 /// The KDF limits of an unlock: the `--max-…` flags, or their defaults.
 fn kdf_limits(v: &VaultArgs) -> KdfLimits {
-    crate::kdf_limits_from(v.max_kdf_memory, v.max_pbkdf2_time, v.max_argon2_time)
+    crate::unlock::kdf_limits_from(v.max_kdf_memory, v.max_pbkdf2_time, v.max_argon2_time)
 }
 
 /// The largest Argon2 memory (KiB) an unlock with these options accepts.
@@ -164,7 +164,7 @@ pub fn open_vault(
         keyslot: v.key_slot,
         limits,
     };
-    let unlocked = crate::unlock_with(
+    let unlocked = crate::unlock::unlock_with(
         detached.as_mut().unwrap_or(&mut f),
         &header,
         key,
@@ -261,10 +261,10 @@ pub const PANIC_STOP: &str = "the ext4 reader stopped on data it did not expect"
 /// For `--verbose`, once the vault (and with it the ext4 reader and its caches) is dropped:
 /// how much freed memory was zeroed.
 pub fn report_wiped() {
-    if crate::ALLOC.wiping() {
+    if crate::alloc::ALLOC.wiping() {
         eprintln!(
             "Zeroed {} bytes of freed memory (the ext4 reader's caches and buffers among them).",
-            crate::ALLOC.wiped_bytes()
+            crate::alloc::ALLOC.wiped_bytes()
         );
     } else {
         eprintln!("Freed memory is not being zeroed.");
