@@ -40,10 +40,16 @@ impl HostError {
     /// The exit code for this failure (cryptsetup's meaning of its errno): a busy device 5,
     /// a missing one 4, anything else 1.
     pub fn exit_code(&self) -> u8 {
-        match self.source.raw_os_error() {
-            Some(libc::EBUSY) | Some(libc::EEXIST) => code::BUSY,
-            Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => code::DEVICE,
-            _ => code::INVALID,
+        use std::io::ErrorKind as K;
+        match (self.source.raw_os_error(), self.source.kind()) {
+            (Some(libc::EBUSY) | Some(libc::EEXIST), _) => code::BUSY,
+            (Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV), _) => code::DEVICE,
+            (Some(_), _) => code::INVALID,
+            (None, K::ResourceBusy | K::AlreadyExists) => code::BUSY,
+            (None, K::NotFound) => code::DEVICE,
+            (None, K::PermissionDenied) => code::PERMISSION,
+            (None, K::OutOfMemory) => code::NOMEM,
+            (None, _) => code::INVALID,
         }
     }
 }

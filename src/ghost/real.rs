@@ -11,7 +11,8 @@ use super::host::{
 };
 use super::lock::{self, Acquired, Record, SessionLock, RUNTIME_DIR};
 use super::session::{should_forward, VaultKey};
-use crate::kernel::dm;
+use crate::error::{code, CliError};
+use crate::kernel::dm::{self, DmError};
 use crate::kernel::mount::{self, NsId};
 use crate::kernel::privs::{self, FsIdentity, SigSet, WaitStatus};
 use crate::mapping;
@@ -135,6 +136,34 @@ fn shown(p: &Path) -> String {
 
 fn dm_error(op: &'static str, name: &str, e: impl std::fmt::Display) -> HostError {
     HostError::new(op, name, io::Error::other(e.to_string()))
+}
+
+/// A failed ioctl as a host error that keeps its cause: the errno's kind with the
+/// device-mapper message (so a busy device stays exit 5).
+fn dm_os_error(op: &'static str, name: &str, e: DmError) -> HostError {
+    let kind = match e.errno() {
+        Some(libc::EBUSY | libc::EEXIST) => io::ErrorKind::ResourceBusy,
+        Some(libc::ENOENT | libc::ENXIO | libc::ENODEV) => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    HostError::new(op, name, io::Error::new(kind, e.to_string()))
+}
+
+/// A mapping failure as a host error that keeps its exit code as an error kind (busy,
+/// missing, permission, memory) and its message and hint as text.
+fn mapping_error(op: &'static str, name: &str, e: CliError) -> HostError {
+    let kind = match e.code {
+        code::BUSY => io::ErrorKind::ResourceBusy,
+        code::DEVICE => io::ErrorKind::NotFound,
+        code::PERMISSION => io::ErrorKind::PermissionDenied,
+        code::NOMEM => io::ErrorKind::OutOfMemory,
+        _ => io::ErrorKind::Other,
+    };
+    let mut msg = e.message;
+    if let Some(h) = e.hint {
+        msg.push_str(&format!(" ({h})"));
+    }
+    HostError::new(op, name, io::Error::new(kind, msg))
 }
 
 /// Switches to `owner`'s filesystem rights (none: stays root).
@@ -294,7 +323,7 @@ fn tail_of(out: &[u8]) -> String {
 }
 
 fn control(name: &str) -> HostResult<dm::Control> {
-    dm::Control::open().map_err(|e| dm_error("open device-mapper control for", name, e))
+    dm::Control::open().map_err(|e| dm_os_error("open device-mapper control for", name, e))
 }
 
 impl Host for RealHost {
@@ -666,13 +695,7 @@ impl Host for RealHost {
             },
             data,
         )
-        .map_err(|e| {
-            let mut msg = e.message;
-            if let Some(h) = e.hint {
-                msg.push_str(&format!(" ({h})"));
-            }
-            dm_error("map the vault as", req.name, msg)
-        })?;
+        .map_err(|e| mapping_error("map the vault as", req.name, e))?;
         let node = req.node_dir.join(req.name);
         if let Err(e) = crate::kernel::ensure_device_node(&node, libc::S_IFBLK, m.dev) {
             if let Ok(ctl) = dm::Control::open() {
@@ -710,7 +733,7 @@ impl Host for RealHost {
                 &m.name,
                 io::Error::other("the mapping was removed at once: it was not held open"),
             )),
-            Err(e) => Err(dm_error("deferred removal of", &m.name, e)),
+            Err(e) => Err(dm_os_error("deferred removal of", &m.name, e)),
         }
     }
 
@@ -958,7 +981,7 @@ impl Host for RealHost {
             Ok(info) if info.dev.to_raw() == m.dev => {}
             Ok(_) => return Ok(()),
             Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(dm_error("look up mapping", &m.name, e)),
+            Err(e) => return Err(dm_os_error("look up mapping", &m.name, e)),
         }
         match ctl.remove(&m.name, false) {
             Ok(_) => Ok(()),
@@ -967,8 +990,8 @@ impl Host for RealHost {
             Err(e) if e.is_busy() => ctl
                 .remove(&m.name, true)
                 .map(|_| ())
-                .map_err(|e| dm_error("remove mapping", &m.name, e)),
-            Err(e) => Err(dm_error("remove mapping", &m.name, e)),
+                .map_err(|e| dm_os_error("remove mapping", &m.name, e)),
+            Err(e) => Err(dm_os_error("remove mapping", &m.name, e)),
         }
     }
 
@@ -1148,6 +1171,37 @@ mod tests {
     use super::*;
     use crate::ghost::host::{ExecSpec, VolumeInfo};
     use crate::ghost::session::{run_holder, Bind, SessionEnd, SessionPlan, ShellPlan, VaultKey};
+
+    /// A busy device is exit 5 in ghost mode as in `open`: the failure keeps its cause
+    /// through the host layer (the mapping's exit code, the ioctl's errno).
+    #[test]
+    fn host_errors_keep_their_exit_code() {
+        let busy = CliError::new(code::BUSY, "device tazpod-x is busy").hint("close it");
+        let e = mapping_error("map the vault as", "tazpod-x", busy);
+        assert_eq!(e.exit_code(), code::BUSY);
+        assert!(e.to_string().contains("is busy (close it)"), "{e}");
+        for (c, want) in [
+            (code::DEVICE, code::DEVICE),
+            (code::PERMISSION, code::PERMISSION),
+            (code::NOMEM, code::NOMEM),
+            (code::INVALID, code::INVALID),
+        ] {
+            let e = mapping_error("map the vault as", "v", CliError::new(c, "x"));
+            assert_eq!(e.exit_code(), want, "code {c}");
+        }
+        let dm = |errno| DmError {
+            op: "DEV_CREATE",
+            name: "tazpod-x".into(),
+            kind: dm::DmErrorKind::Os(crate::kernel::Errno(errno)),
+        };
+        let e = dm_os_error("remove mapping", "tazpod-x", dm(libc::EBUSY));
+        assert_eq!(e.exit_code(), code::BUSY);
+        assert!(e.to_string().contains("DEV_CREATE"), "{e}");
+        let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::ENXIO));
+        assert_eq!(e.exit_code(), code::DEVICE);
+        let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::EINVAL));
+        assert_eq!(e.exit_code(), code::INVALID);
+    }
     use luks2::volume::DataSegment;
     use luks2::VolumeKey;
     use std::ffi::OsString;
