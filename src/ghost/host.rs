@@ -166,10 +166,6 @@ pub struct MappingHandle {
     pub node: PathBuf,
     /// Device number of the dm device (`makedev(major, minor)`).
     pub dev: u64,
-    /// The loop device the vault file is attached to, if one was needed.
-    pub loop_device: Option<PathBuf>,
-    /// Serial of the volume-key `logon` key still in a keyring, if the dm layer left one.
-    pub key_serial: Option<i32>,
 }
 
 /// A vault image to create (`tazpod init`, or `tazpod unlock` of a missing vault).
@@ -396,10 +392,6 @@ pub trait Host {
     fn umount(&mut self, target: &Path) -> HostResult<()>;
     /// Removes the dm device (already gone after a deferred removal counts as done).
     fn remove_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
-    /// Revokes the volume-key keyring entry, if one is left.
-    fn revoke_key(&mut self, mapping: &MappingHandle) -> HostResult<()>;
-    /// Detaches the loop device (already gone after autoclear counts as done).
-    fn detach_loop(&mut self, mapping: &MappingHandle) -> HostResult<()>;
 
     // ---- the inner shell -----------------------------------------------------------------
     /// This process's id.

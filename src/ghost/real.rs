@@ -707,10 +707,6 @@ impl Host for RealHost {
             name: req.name.to_string(),
             node,
             dev: m.dev.to_raw(),
-            // Released to the mapping with autoclear: it goes when the mapping goes.
-            loop_device: None,
-            // Revoked by `activate` once the table was live.
-            key_serial: None,
         })
     }
 
@@ -995,31 +991,6 @@ impl Host for RealHost {
         }
     }
 
-    fn revoke_key(&mut self, m: &MappingHandle) -> HostResult<()> {
-        // `activate` revokes the key as soon as the table is live; nothing is left to do
-        // unless a future mapping layer keeps one.
-        match m.key_serial {
-            None => Ok(()),
-            Some(k) => Err(HostError::new(
-                "revoke key",
-                k.to_string(),
-                io::Error::new(io::ErrorKind::Unsupported, "no key serial expected"),
-            )),
-        }
-    }
-
-    fn detach_loop(&mut self, m: &MappingHandle) -> HostResult<()> {
-        // The loop device is autoclear and held only by the mapping.
-        match &m.loop_device {
-            None => Ok(()),
-            Some(l) => Err(HostError::new(
-                "detach loop device",
-                shown(l),
-                io::Error::new(io::ErrorKind::Unsupported, "no loop device expected"),
-            )),
-        }
-    }
-
     fn getpid(&mut self) -> u32 {
         privs::getpid()
     }
@@ -1269,8 +1240,6 @@ mod tests {
                 name: req.name.into(),
                 node: req.node_dir.join(req.name),
                 dev: 0,
-                loop_device: None,
-                key_serial: None,
             })
         }
         fn hold_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
@@ -1287,12 +1256,6 @@ mod tests {
             Ok(())
         }
         fn remove_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
-            Ok(())
-        }
-        fn revoke_key(&mut self, _: &MappingHandle) -> HostResult<()> {
-            Ok(())
-        }
-        fn detach_loop(&mut self, _: &MappingHandle) -> HostResult<()> {
             Ok(())
         }
     }

@@ -198,8 +198,6 @@ impl Host for RecordingHost {
             name: req.name.to_string(),
             node: req.node_dir.join(req.name),
             dev: (253 << 8) | 7,
-            loop_device: Some(PathBuf::from("/dev/loop3")),
-            key_serial: Some(77),
         })
     }
     fn hold_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
@@ -279,18 +277,6 @@ impl Host for RecordingHost {
     }
     fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
         self.call("remove_mapping", &m.name)
-    }
-    fn revoke_key(&mut self, m: &MappingHandle) -> HostResult<()> {
-        self.call(
-            "revoke_key",
-            m.key_serial.map(|k| k.to_string()).unwrap_or_default(),
-        )
-    }
-    fn detach_loop(&mut self, m: &MappingHandle) -> HostResult<()> {
-        self.call(
-            "detach_loop",
-            m.loop_device.as_deref().map(p).unwrap_or_default(),
-        )
     }
     fn getpid(&mut self) -> u32 {
         1000

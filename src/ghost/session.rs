@@ -336,11 +336,7 @@ fn unwind<H: Host>(host: &mut H, undo: &mut Vec<Undo>) -> Vec<HostError> {
         let results = match &u {
             Undo::Umount(p) => vec![host.umount(p)],
             Undo::Hold(m) => vec![host.release_mapping(m)],
-            Undo::Mapping(m) => vec![
-                host.remove_mapping(m),
-                host.revoke_key(m),
-                host.detach_loop(m),
-            ],
+            Undo::Mapping(m) => vec![host.remove_mapping(m)],
             Undo::Image(i) => vec![host.remove_image(i)],
         };
         errors.extend(results.into_iter().filter_map(Result::err));
@@ -349,8 +345,8 @@ fn unwind<H: Host>(host: &mut H, undo: &mut Vec<Undo>) -> Vec<HostError> {
 }
 
 /// Tears a session down: ends what the shells left running in the namespace, unmounts the
-/// binds and the vault, removes the mapping, revokes the key, detaches the loop device and
-/// unmounts the private `/dev/mapper`. Every step is attempted; returns the failures.
+/// binds and the vault, removes the mapping (its autoclear loop device goes with it; the key
+/// was revoked as soon as the table was live) and unmounts the private `/dev/mapper`. Every step is attempted; returns the failures.
 pub fn teardown<H: Host>(host: &mut H, mut session: Session) -> Vec<HostError> {
     let mut errors = Vec::new();
     if let Err(e) = host.kill_namespace_stragglers() {
