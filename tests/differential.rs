@@ -13,6 +13,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
@@ -23,15 +25,6 @@ use std::process::{Command, Output, Stdio};
 const CASES: usize = 240;
 /// The fixed seed of the mutation choices.
 const SEED: u64 = 0x7a2b_0d00_1616;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/images")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn hdr_size(img: &[u8], at: usize) -> usize {
     u64::from_be_bytes(img[at + 8..at + 16].try_into().unwrap()) as usize
@@ -81,17 +74,6 @@ impl Rng {
     fn pick(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-}
-
-fn have_cryptsetup() -> bool {
-    let ok = Command::new("cryptsetup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("!!!!!! cryptsetup is not installed: SKIPPING the differential test !!!!!!");
-    }
-    ok
 }
 
 fn run(prog: &str, args: &[&str]) -> Output {
@@ -194,7 +176,7 @@ fn documented(desc: &[String], cs: &Answers, tz: &Answers) -> Option<&'static st
 /// mapping, whose answer depends on the host.
 #[test]
 fn mutated_luks1_headers_against_cryptsetup() {
-    if !have_cryptsetup() {
+    if !common::have("cryptsetup", "the differential test") {
         return;
     }
     let put_str = |img: &mut Vec<u8>, at: usize, v: &str| {
@@ -270,7 +252,7 @@ fn mutated_luks1_headers_against_cryptsetup() {
     let (mut agree, mut loaded) = (0, 0);
     let mut unexplained = Vec::new();
     for n in 0..cases {
-        let mut img = fixture("luks1-xts-sha256.img");
+        let mut img = common::image_fixture("luks1-xts-sha256.img");
         let mut desc = Vec::new();
         for _ in 0..1 + rng.pick(2) {
             let (what, f) = &pool[rng.pick(pool.len())];
@@ -311,7 +293,7 @@ fn mutated_luks1_headers_against_cryptsetup() {
 
 #[test]
 fn mutated_headers_against_cryptsetup() {
-    if !have_cryptsetup() {
+    if !common::have("cryptsetup", "the differential test") {
         return;
     }
     let bases: [(&str, &[u8]); 3] = [
@@ -395,7 +377,7 @@ fn mutated_headers_against_cryptsetup() {
     for n in 0..CASES {
         let (base, pass) = bases[rng.pick(bases.len())];
         std::fs::write(&keys[0], pass).unwrap();
-        let img = fixture(base);
+        let img = common::image_fixture(base);
         let mut v = json_of(&img);
         let mut desc = Vec::new();
         for _ in 0..1 + rng.pick(3) {

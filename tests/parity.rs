@@ -15,6 +15,8 @@
     clippy::type_complexity
 )]
 
+mod common;
+
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
@@ -22,28 +24,6 @@ use std::process::{Command, Output, Stdio};
 
 const PASS: &[u8] = b"fixture";
 const WRONG: &[u8] = b"not-the-passphrase";
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/images")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn have_cryptsetup() -> bool {
-    let ok = Command::new("cryptsetup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "!!!!!! cryptsetup is not installed: SKIPPING the cryptsetup oracle checks !!!!!!"
-        );
-    }
-    ok
-}
 
 fn hdr_size(img: &[u8], at: usize) -> usize {
     u64::from_be_bytes(img[at + 8..at + 16].try_into().unwrap()) as usize
@@ -88,7 +68,7 @@ fn edit(mut img: Vec<u8>, f: impl FnOnce(&mut Value)) -> Vec<u8> {
 /// The pbkdf2-sha256 fixture (passphrase "fixture", one keyslot at 32768 of 131072 bytes,
 /// 32-byte key) changed by `f`.
 fn pbkdf2(f: impl FnOnce(&mut Value)) -> Vec<u8> {
-    edit(fixture("pbkdf2-sha256.img"), f)
+    edit(common::image_fixture("pbkdf2-sha256.img"), f)
 }
 
 /// As [`pbkdf2`], on a 4 MiB device (room for the split key of a larger `key_size`).
@@ -100,7 +80,7 @@ fn pbkdf2_big(f: impl FnOnce(&mut Value)) -> Vec<u8> {
 
 /// The LUKS1 fixture luks1-xts-sha256 with `field` (offset, 32 bytes) set to `value`.
 fn luks1_with(at: usize, value: &str) -> Vec<u8> {
-    let mut img = fixture("luks1-xts-sha256.img");
+    let mut img = common::image_fixture("luks1-xts-sha256.img");
     img[at..at + 32].fill(0);
     img[at..at + value.len()].copy_from_slice(value.as_bytes());
     img
@@ -212,7 +192,7 @@ impl Row {
 /// Runs the rows; returns the failures and how many rows cryptsetup judged.
 fn run_rows(rows: Vec<Row>) -> (Vec<String>, usize) {
     let env = Env::new();
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let mut failures = Vec::new();
     let mut judged = 0;
     for r in rows {
@@ -470,7 +450,7 @@ fn exit_codes_match_cryptsetup() {
         .says("XTS"),
         row(
             "keyslot essiv hash SHA256",
-            edit(fixture("cipher-aes-cbc-essiv.img"), |v| {
+            edit(common::image_fixture("cipher-aes-cbc-essiv.img"), |v| {
                 ks0(v)["area"]["encryption"] = json!("aes-cbc-ESSIV:SHA256")
             }),
             0,
@@ -545,7 +525,7 @@ fn exit_codes_match_cryptsetup() {
         // "wrong" (it may be the untried keyslot's passphrase), exit 1 as with cryptsetup.
         row(
             "keyslot 0 unusable, the others refuse",
-            edit(fixture("priorities.img"), |v| {
+            edit(common::image_fixture("priorities.img"), |v| {
                 ks0(v)["kdf"]["hash"] = json!("x-hash")
             }),
             1,
@@ -565,7 +545,7 @@ fn untried_keyslot_is_not_a_wrong_passphrase() {
     let env = Env::new();
     let img = env.copy(
         "prio",
-        &edit(fixture("priorities.img"), |v| {
+        &edit(common::image_fixture("priorities.img"), |v| {
             v["keyslots"]["1"]["kdf"]["hash"] = json!("x-hash")
         }),
     );
@@ -586,7 +566,7 @@ fn untried_keyslot_is_not_a_wrong_passphrase() {
         err.contains("some could not be tried") && err.contains("keyslot 1:"),
         "{err}"
     );
-    if have_cryptsetup() {
+    if common::have_cryptsetup() {
         let o = cryptsetup(&[
             "open",
             "--test-passphrase",
@@ -607,7 +587,7 @@ fn kdf_costs_are_capped_before_work() {
     let env = Env::new();
     let huge = (1u64 << 31) - 1;
     let l1_iterations = |at: usize, n: u32| {
-        let mut img = fixture("luks1-xts-sha256.img");
+        let mut img = common::image_fixture("luks1-xts-sha256.img");
         img[at..at + 4].copy_from_slice(&n.to_be_bytes());
         img
     };
@@ -675,7 +655,7 @@ fn kdf_costs_are_capped_before_work() {
         ),
         (
             "argon2 time 1001",
-            edit(fixture("argon2id.img"), |v| {
+            edit(common::image_fixture("argon2id.img"), |v| {
                 ks0(v)["kdf"]["time"] = json!(1001)
             }),
             vec![],
@@ -684,7 +664,7 @@ fn kdf_costs_are_capped_before_work() {
         ),
         (
             "argon2 time 1001, raised",
-            edit(fixture("argon2id.img"), |v| {
+            edit(common::image_fixture("argon2id.img"), |v| {
                 ks0(v)["kdf"]["time"] = json!(1001)
             }),
             vec!["--max-argon2-time", "1001"],
@@ -693,7 +673,7 @@ fn kdf_costs_are_capped_before_work() {
         ),
         (
             "argon2 memory over the limit",
-            fixture("argon2id.img"),
+            common::image_fixture("argon2id.img"),
             vec!["--max-kdf-memory", "32"],
             3,
             vec!["keyslot 0:", "64 KiB", "--max-kdf-memory"],
@@ -733,8 +713,8 @@ fn kdf_costs_are_capped_before_work() {
 #[test]
 fn dump_names_the_header_copy_used() {
     let env = Env::new();
-    let cs = have_cryptsetup();
-    let base = fixture("pbkdf2-sha256.img");
+    let cs = common::have_cryptsetup();
+    let base = common::image_fixture("pbkdf2-sha256.img");
     let hs = hdr_size(&base, 0);
     let mut primary_json = base.clone();
     {
@@ -764,7 +744,7 @@ fn dump_names_the_header_copy_used() {
         ("intact", base.clone(), None),
         (
             "primary magic",
-            fixture("damaged-primary-magic.img"),
+            common::image_fixture("damaged-primary-magic.img"),
             Some(("secondary", "no LUKS2 magic at offset 0")),
         ),
         (
@@ -794,7 +774,7 @@ fn dump_names_the_header_copy_used() {
         ),
         (
             "primary older",
-            fixture("secondary-newer.img"),
+            common::image_fixture("secondary-newer.img"),
             Some(("secondary", "is older (seqid 3)")),
         ),
     ];
@@ -843,9 +823,9 @@ fn dump_names_the_header_copy_used() {
 #[test]
 fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
     let env = Env::new();
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let kdf = |f: fn(&mut Value)| pbkdf2(f);
-    let argon = |f: fn(&mut Value)| edit(fixture("argon2id.img"), f);
+    let argon = |f: fn(&mut Value)| edit(common::image_fixture("argon2id.img"), f);
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
         (
             "unknown kdf type",
@@ -1019,11 +999,11 @@ fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
 #[test]
 fn volume_key_dump_ignores_the_data_segment() {
     let env = Env::new();
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "serpent fixture",
-            fixture("cipher-serpent.img"),
+            common::image_fixture("cipher-serpent.img"),
             "Cipher name:   \tserpent\n",
         ),
         (

@@ -5,6 +5,8 @@
 //! Tests that need cryptsetup say so loudly and skip when it is absent.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -37,19 +39,6 @@ fn ok(o: &Output, what: &str) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-fn have_cryptsetup() -> bool {
-    let ok = Command::new("cryptsetup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "!!!!!! cryptsetup is not installed: SKIPPING the cryptsetup oracle checks !!!!!!"
-        );
-    }
-    ok
 }
 
 fn p(path: &Path) -> String {
@@ -175,7 +164,7 @@ fn format_and_check(extra: &[&str], size: u64) -> String {
         ),
         "tazpod open --test-passphrase",
     );
-    if !have_cryptsetup() {
+    if !common::have_cryptsetup() {
         return String::new();
     }
     let dump = cs_dump(&f);
@@ -252,7 +241,7 @@ fn format_detached_header() {
     ok(&tazpod(&args, b"pw\n"), "format --header");
     // The data device is untouched.
     assert!(std::fs::read(&d).unwrap().iter().all(|&b| b == 0));
-    if !have_cryptsetup() {
+    if !common::have_cryptsetup() {
         return;
     }
     cs_dump(&h);
@@ -351,7 +340,7 @@ fn add_remove_kill_config_roundtrip() {
     a.push(&fs);
     assert_eq!(tazpod(&a, b"x\n").status.code(), Some(1));
 
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     if cs {
         let dump = cs_dump(&f);
         assert!(
@@ -433,7 +422,7 @@ fn add_remove_kill_config_roundtrip() {
 /// Headers cryptsetup made are changed by tazpod, and cryptsetup still agrees.
 #[test]
 fn add_key_to_a_cryptsetup_volume() {
-    if !have_cryptsetup() {
+    if !common::have_cryptsetup() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -495,7 +484,7 @@ fn change_key_roundtrip() {
         &tazpod(&["open", "--test-passphrase", &fs], b"after\n"),
         "new passphrase",
     );
-    if have_cryptsetup() {
+    if common::have_cryptsetup() {
         let dump = cs_dump(&f);
         assert!(
             dump.contains("  0: luks2") && !dump.contains("  1: luks2"),
@@ -858,7 +847,7 @@ fn kill_slot_checks_a_remaining_passphrase_like_cryptsetup() {
             cryptsetup: Some((0, &[])),
         },
     ];
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     for (i, c) in cases.iter().enumerate() {
         let what = format!(
             "case {i}: kill-slot {:?} slot {} stdin {:?}",
@@ -1039,7 +1028,7 @@ fn kill_slot_on_a_terminal_like_cryptsetup() {
             vec![],
         ),
     ];
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let tz = env!("CARGO_BIN_EXE_tazpod");
     for (one_slot, opts, slot, answers, code, left, says) in rows {
         for tool in [tz, "cryptsetup"] {
@@ -1160,7 +1149,7 @@ fn format_refuses_a_block_device_in_use() {
         return;
     };
     let dev = lo.0.clone();
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let zeros = |what: &str| {
         let b = std::fs::read(&f).unwrap();
         assert!(
@@ -1411,7 +1400,7 @@ fn exhausted_input_is_nothing_to_read_like_cryptsetup() {
             unchanged: false,
         },
     ];
-    let cs = have_cryptsetup();
+    let cs = common::have_cryptsetup();
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.key");
     std::fs::write(&old, b"old").unwrap();
@@ -1564,7 +1553,7 @@ fn block_devices_use_cryptsetups_lock_file() {
         "a reader waits for the writer's lock too"
     );
     assert!(std::fs::read(&f).unwrap() == before, "nothing was written");
-    if have_cryptsetup() {
+    if common::have_cryptsetup() {
         // cryptsetup honours the same lock file: it waits (and is stopped by `timeout`).
         let o = Command::new("timeout")
             .args([

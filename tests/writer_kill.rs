@@ -7,6 +7,8 @@
 //! Needs `strace` (the test command installs it) and says SKIPPING loudly without it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -18,17 +20,6 @@ fn tz() -> &'static str {
 
 fn p(path: &Path) -> String {
     path.display().to_string()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("!!!!!! {tool} is not installed: SKIPPING what needs it !!!!!!");
-    }
-    ok
 }
 
 fn run(program: &str, args: &[String]) -> std::process::Output {
@@ -99,10 +90,10 @@ struct Verb {
 
 #[test]
 fn every_writer_killed_at_every_write_and_fsync() {
-    if !have("strace") {
+    if !common::have("strace", "what needs it") {
         return;
     }
-    let cs = have("cryptsetup");
+    let cs = common::have("cryptsetup", "what needs it");
     let dir = tempfile::tempdir().unwrap();
     let key = |n: &str| -> PathBuf {
         let f = dir.path().join(format!("{n}.key"));

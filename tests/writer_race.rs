@@ -9,6 +9,8 @@
 //! writer loses); the report line gives rounds, refusals and keys lost.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -22,17 +24,6 @@ fn bin() -> String {
 
 fn p(path: &Path) -> String {
     path.display().to_string()
-}
-
-fn have_cryptsetup() -> bool {
-    let ok = Command::new("cryptsetup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("!!!!!! cryptsetup is not installed: SKIPPING its race rounds and checks !!!!!!");
-    }
-    ok
 }
 
 fn spawn(program: &str, args: &[String], no_wait: bool) -> Child {
@@ -255,7 +246,7 @@ fn round(img: &Path, k: &Keys, other: Other, no_wait: bool, cs: bool, t: &mut Ta
 
 #[test]
 fn concurrent_writers_never_lose_a_key() {
-    let cs = have_cryptsetup();
+    let cs = common::have("cryptsetup", "its race rounds and checks");
     let dir = tempfile::tempdir().unwrap();
     let key = |name: &str, v: &[u8]| {
         let f = dir.path().join(name);
