@@ -23,11 +23,16 @@ pub struct ReadOnly {
 impl ReadOnly {
     /// Opens `path` read-only; it must be a regular file or a block device.
     pub fn open(path: &Path) -> Result<ReadOnly, CliError> {
+        ReadOnly::open_as(path, "device")
+    }
+
+    /// [`ReadOnly::open`], its messages naming the file's role (`"vault"`, `"header file"`).
+    pub fn open_as(path: &Path, role: &str) -> Result<ReadOnly, CliError> {
         let name = path.display().to_string();
         let missing = |e: io::Error| {
             CliError::new(
                 code::DEVICE,
-                format!("device {name} does not exist or access denied: {e}"),
+                format!("{role} {name} does not exist or access denied: {e}"),
             )
             .hint("check the path and your permissions")
         };
@@ -43,7 +48,7 @@ impl ReadOnly {
             };
             return Err(CliError::new(
                 code::DEVICE,
-                format!("device {name} is not compatible: it is {what}"),
+                format!("{role} {name} is not compatible: it is {what}"),
             ));
         }
         let file = OpenOptions::new()

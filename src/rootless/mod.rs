@@ -124,8 +124,7 @@ pub fn open_vault(
     verbose: bool,
 ) -> Result<Vault, CliError> {
     let path = vault_file(v, config);
-    let mut f = device::ReadOnly::open(&path).map_err(|mut e| {
-        e.message = e.message.replacen("device ", "vault ", 1);
+    let mut f = device::ReadOnly::open_as(&path, "vault").map_err(|mut e| {
         if v.vault.is_none() {
             e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
         }
@@ -135,10 +134,7 @@ pub fn open_vault(
     // With a detached header, the header and keyslots come from that file; the vault file is
     // only the data segment's device.
     let mut detached = match &v.header {
-        Some(h) => Some(device::ReadOnly::open(h).map_err(|mut e| {
-            e.message = e.message.replacen("device ", "header file ", 1);
-            e
-        })?),
+        Some(h) => Some(device::ReadOnly::open_as(h, "header file")?),
         None => None,
     };
     let hdr_name = detached
