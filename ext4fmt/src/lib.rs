@@ -88,7 +88,8 @@ pub struct Params {
     pub label: Vec<u8>,
     /// Owner of the root directory: uid, gid.
     pub root_owner: (u32, u32),
-    /// Creation time, seconds since the epoch (32 bits, as the base inode fields).
+    /// Creation time, seconds since the epoch (to February 2106; past January 2038 the
+    /// inodes' epoch bits are set).
     pub time: u32,
 }
 
@@ -480,6 +481,12 @@ fn inode_bytes(spec: &InodeSpec<'_>, ino: u32, time: u32, seed: u32) -> [u8; 256
     put16(&mut b, 0x7A, hi16(u64::from(spec.gid)));
     put16(&mut b, 0x80, EXTRA_ISIZE);
     put32(&mut b, 0x90, time);
+    // The base time fields are signed: past January 2038 (2^31 s) the epoch bits of the
+    // `_extra` fields (ctime, mtime, atime, crtime) carry the 2^32 s the sign took.
+    let epoch = u32::from(time >= 1 << 31);
+    for off in [0x84, 0x88, 0x8C, 0x94] {
+        put32(&mut b, off, epoch);
+    }
     let csum = inode_csum(&b, ino, seed);
     put16(&mut b, 0x7C, lo16(u64::from(csum)));
     put16(&mut b, 0x82, hi16(u64::from(csum)));

@@ -302,3 +302,57 @@ fn euid() -> u32 {
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX)
 }
+
+/// Times up to 2106 (the `time` field is 32 bits unsigned): the inodes say exactly that time as
+/// ext4-view reads it (signed base field plus the `_extra` epoch bits, as the kernel), the
+/// kernel's reader in debugfs agrees, and e2fsck finds nothing.
+#[test]
+fn times_past_2038_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for time in [0u32, 1_700_000_000, (1 << 31) - 1, 1 << 31, u32::MAX] {
+        let path = dir.path().join(format!("t-{time}.img"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.set_len(8 * MIB).unwrap();
+        format(
+            &mut f,
+            &Params {
+                time,
+                ..params(8 * MIB)
+            },
+        )
+        .unwrap();
+        drop(f);
+        let fs =
+            ext4_view::Ext4::load(Box::new(Image(std::fs::File::open(&path).unwrap()))).unwrap();
+        for p in ["/", "/lost+found"] {
+            let m = fs.metadata(p).unwrap();
+            let want = i64::from(time);
+            assert_eq!(m.modified().seconds(), want, "{p} mtime, time {time}");
+            assert_eq!(m.accessed().seconds(), want, "{p} atime, time {time}");
+            assert_eq!(
+                m.created().map(|t| t.seconds()),
+                Some(want),
+                "{p} crtime, time {time}"
+            );
+        }
+        if have("e2fsck") {
+            let (code, text) = e2fsck(&path);
+            assert_eq!(code, 0, "time {time}: {text}");
+        }
+        if have("debugfs") {
+            let out = Command::new("debugfs")
+                .args(["-R", "stat <2>"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            // debugfs prints the base field and the `_extra` field (the epoch bits).
+            let hex = format!("0x{:08x}:{:08x}", time, u32::from(time >= 1 << 31));
+            assert!(
+                text.contains(&format!("mtime: {hex}")) && text.contains(&format!("crtime: {hex}")),
+                "time {time}: {text}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -170,6 +170,15 @@ pub fn tiny_limits() -> luks2::kdf::KdfLimits {
     }
 }
 
+/// The end of a read of `n` bytes at `start` from an image of `len` bytes, or the error
+/// `ext4-view` gets for a read past the end (as past the end of a vault's data segment).
+fn read_end(start: u64, n: usize, len: u64) -> Result<u64, &'static str> {
+    start
+        .checked_add(n as u64)
+        .filter(|e| *e <= len)
+        .ok_or("read past the end of the image")
+}
+
 /// Largest filesystem an [`Ext4Image`] pretends to be (zeros past the input).
 pub const MAX_EXT4_IMAGE: u64 = 256 << 20;
 
@@ -238,10 +247,7 @@ impl ext4_view::Ext4Read for Ext4Image {
         start: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let end = start
-            .checked_add(dst.len() as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or("read past the end of the image")?;
+        let end = read_end(start, dst.len(), self.len)?;
         dst.fill(0);
         let have = self.data.len() as u64;
         if start < have {
@@ -345,10 +351,7 @@ impl ext4_view::Ext4Read for SparseImage {
         start: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let end = start
-            .checked_add(dst.len() as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or("read past the end of the image")?;
+        let end = read_end(start, dst.len(), self.len)?;
         let mut at = start;
         while at < end {
             let (blk, off) = (at / SPARSE_BLOCK, (at % SPARSE_BLOCK) as usize);

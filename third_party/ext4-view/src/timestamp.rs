@@ -35,8 +35,9 @@ impl Timestamp {
         secs: u32,
         extra: Option<u32>,
     ) -> Result<Self, TimestampError> {
-        let mut seconds =
-            i64::from(i32::try_from(secs).map_err(|_| TimestampError)?);
+        // The base field is a signed 32-bit count, as the kernel reads it
+        // (`(signed)le32_to_cpu(...)`): 0x80000000 is 1901, not an error.
+        let mut seconds = i64::from(i32::from_le_bytes(secs.to_le_bytes()));
         let mut nanoseconds = 0;
 
         if let Some(extra) = extra {
