@@ -1,32 +1,42 @@
-//! Sector ciphers as dm-crypt names them (`aes-xts-plain64`, `aes-cbc-essiv:sha256`, …).
+//! Sector ciphers as dm-crypt names them (`aes-xts-plain64`, `serpent-cbc-essiv:sha256`, …).
 //!
 //! A specification is `cipher-chainmode-ivmode[:ivopts]`, parsed as dm-crypt's
-//! `crypt_ctr_cipher_old` does. Supported: cipher `aes`; chain modes `xts` (IEEE 1619, key of
-//! 32, 48 or 64 bytes: two AES keys), `cbc` and `ecb` (16, 24 or 32 bytes); IV modes `plain`
-//! (32-bit little-endian sector number), `plain64` (64-bit little-endian) and `essiv:H` with
-//! `H` = `sha256` or `sha3-256` (the plain64 block encrypted with AES-256 keyed by `H(key)`,
-//! where `key` is the whole key given to the cipher, both XTS halves included). As in
-//! dm-crypt, `aes` alone and `aes-plain` mean `aes-cbc-plain`. `ecb` takes no IV.
+//! `crypt_ctr_cipher_old` does.
+//!
+//! - Block ciphers (128-bit blocks): `aes`, `serpent`, `twofish`, `camellia`, each with a 16-,
+//!   24- or 32-byte key.
+//! - Chain modes: `xts` (IEEE 1619; two keys of the same size: 32, 48 or 64 bytes), `lrw` (as
+//!   the Linux kernel's `crypto/lrw.c`: the cipher key followed by a 16-byte tweak key, 32, 40
+//!   or 48 bytes), `cbc` and `ecb` (16, 24 or 32 bytes).
+//! - IV generators: `plain` (32-bit little-endian sector number), `plain64` (64-bit
+//!   little-endian), `plain64be` (64-bit big-endian in the last 8 bytes), `benbi` (big-endian
+//!   count of 16-byte blocks from 1: `(sector << 5) + 1` in the last 8 bytes), `null` (all
+//!   zero), and `essiv:H`: the plain64 block encrypted with the same block cipher keyed by
+//!   `H(key)`, where `key` is the whole key given to the chain mode (both XTS halves, the LRW
+//!   tweak key included) and `H` is any hash of [`HashAlg`] whose digest is a key size of
+//!   that cipher, or the kernel's truncated Whirlpool `wp256`/`wp384`/`wp512`.
+//!   `ecb` takes no IV. As in dm-crypt, `aes` alone and `aes-plain` mean `aes-cbc-plain`.
 //!
 //! Everything else is refused with a [`CipherError`] naming the specification: other ciphers
-//! (`serpent`, `twofish`, `cipher_null`, …), the `capi:` syntax, key counts (`aes:64`), other
-//! chain modes and IV generators (`benbi`, `lmk`, `tcw`, `null`, `plain64be`, `random`,
-//! `eboiv`, `elephant`).
+//! (`cipher_null`, `blowfish`, …), the `capi:` syntax, key counts (`aes:64`), other chain modes
+//! (`gcm`, `ctr`, …) and IV generators (`lmk`, `tcw`, `random`, `eboiv`, `elephant`).
 //!
 //! Data is processed in units of `sector_size` bytes (512 to 4096, a power of two); the IV of
 //! unit `i` is built from `first_iv + i * (sector_size / 512)`, as dm-crypt counts 512-byte
-//! units unless `iv_large_sectors` is set (LUKS2 never sets it). XTS and CBC decryption run
-//! many AES blocks per call so that the `aes` crate can pipeline them (AES-NI/VAES when
-//! available); key schedules are wiped on drop (the `aes` crate's `zeroize` feature).
+//! units unless `iv_large_sectors` is set (LUKS2 never sets it). The chain modes run many
+//! blocks per call so that the block cipher crates can pipeline them (AES-NI/VAES when
+//! available for AES); key schedules, tweak keys and ESSIV keys are wiped on drop.
 
+pub use crate::blk::BlockCipherKind;
+use crate::blk::{with_blk, Blk};
 use crate::hash::HashAlg;
 use aes::cipher::array::{Array, ArraySize};
 use aes::cipher::typenum::U16;
 use aes::cipher::{
     BlockCipherDecBackend, BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncBackend,
-    BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, KeyInit,
+    BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
 };
-use aes::{Aes128, Aes192, Aes256, Block};
+use aes::Block;
 use std::fmt;
 use zeroize::Zeroize;
 
@@ -39,8 +49,10 @@ pub const MAX_SECTOR_SIZE: usize = 4096;
 
 /// Valid XTS key sizes in bytes (two AES-128, AES-192 or AES-256 keys).
 pub const XTS_KEY_SIZES: &[usize] = &[32, 48, 64];
-/// Valid CBC and ECB key sizes in bytes (AES-128, AES-192, AES-256).
+/// Valid CBC and ECB key sizes in bytes (128-, 192- and 256-bit keys).
 pub const AES_KEY_SIZES: &[usize] = &[16, 24, 32];
+/// Valid LRW key sizes in bytes (a 16-, 24- or 32-byte cipher key, then a 16-byte tweak key).
+pub const LRW_KEY_SIZES: &[usize] = &[32, 40, 48];
 
 /// Why a cipher cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,17 +102,19 @@ impl fmt::Display for CipherError {
         match self {
             CipherError::UnsupportedCipher(spec) => write!(
                 f,
-                "unsupported cipher {spec:?}: only aes (xts, cbc, ecb) is implemented"
+                "unsupported cipher {spec:?}: only aes, serpent, twofish and camellia (xts, \
+                 lrw, cbc, ecb) are implemented"
             ),
             CipherError::UnsupportedMode { spec, mode } => write!(
                 f,
-                "unsupported cipher mode {mode:?} in {spec:?}: only xts, cbc and ecb are \
-                 implemented"
+                "unsupported cipher mode {mode:?} in {spec:?}: only xts, lrw, cbc and ecb \
+                 are implemented"
             ),
             CipherError::UnsupportedIv { spec, iv } => write!(
                 f,
                 "unsupported IV generator {iv:?} in {spec:?}: only plain, plain64, \
-                 essiv:sha256 and essiv:sha3-256 are implemented"
+                 plain64be, benbi, null and essiv:HASH (a hash whose digest is a key size of \
+                 the cipher) are implemented, and ecb takes none"
             ),
             CipherError::MissingIv(spec) => {
                 write!(
@@ -141,6 +155,8 @@ impl std::error::Error for CipherError {}
 pub enum CipherMode {
     /// XTS (IEEE 1619), without ciphertext stealing (sectors are whole blocks).
     Xts,
+    /// LRW (the kernel's `lrw` template): tweak = tweak key × block index in GF(2^128).
+    Lrw,
     /// CBC, restarted with a fresh IV at every sector.
     Cbc,
     /// ECB (no IV).
@@ -148,10 +164,11 @@ pub enum CipherMode {
 }
 
 impl CipherMode {
-    /// The dm-crypt name (`xts`, `cbc`, `ecb`).
+    /// The dm-crypt name (`xts`, `lrw`, `cbc`, `ecb`).
     pub fn name(self) -> &'static str {
         match self {
             CipherMode::Xts => "xts",
+            CipherMode::Lrw => "lrw",
             CipherMode::Cbc => "cbc",
             CipherMode::Ecb => "ecb",
         }
@@ -168,8 +185,18 @@ pub enum IvMode {
     Plain,
     /// `plain64`: the sector number, 64-bit little-endian, zero-padded.
     Plain64,
-    /// `essiv:H`: the plain64 block encrypted with AES-256 keyed by `H(key)`.
+    /// `plain64be`: the sector number, 64-bit big-endian, in the last 8 bytes.
+    Plain64Be,
+    /// `benbi`: big-endian count of 16-byte blocks from 1, `(sector << 5) + 1`, in the last 8
+    /// bytes (meant for LRW).
+    Benbi,
+    /// `null`: an all-zero IV.
+    Null,
+    /// `essiv:H`: the plain64 block encrypted with the data cipher keyed by `H(key)`.
     Essiv(HashAlg),
+    /// `essiv:wpN` (`wp256`, `wp384`, `wp512`): ESSIV with the Whirlpool digest truncated to
+    /// `N` bits, as the kernel names it; holds `N`.
+    EssivWp(u16),
 }
 
 impl IvMode {
@@ -179,7 +206,11 @@ impl IvMode {
             IvMode::None => String::new(),
             IvMode::Plain => "plain".into(),
             IvMode::Plain64 => "plain64".into(),
+            IvMode::Plain64Be => "plain64be".into(),
+            IvMode::Benbi => "benbi".into(),
+            IvMode::Null => "null".into(),
             IvMode::Essiv(h) => format!("essiv:{}", h.name()),
+            IvMode::EssivWp(bits) => format!("essiv:wp{bits}"),
         }
     }
 }
@@ -187,6 +218,7 @@ impl IvMode {
 /// A parsed dm-crypt cipher specification with its key size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CipherSpec {
+    cipher: BlockCipherKind,
     mode: CipherMode,
     iv: IvMode,
     key_size: usize,
@@ -204,9 +236,9 @@ impl CipherSpec {
         // Block cipher and IV names are case-insensitive, as cryptsetup's keyslot decryption
         // takes them (`AES-xts-plain64`, `aes-cbc-ESSIV:SHA256` open there); the chain mode
         // is not (`aes-XTS-plain64` does not).
-        if !cipher.eq_ignore_ascii_case("aes") {
+        let Some(kind) = BlockCipherKind::from_name(cipher) else {
             return Err(CipherError::UnsupportedCipher(spec()));
-        }
+        };
         let (chain, iv_part) = match rest {
             None => (None, None),
             Some(r) => match r.split_once('-') {
@@ -221,6 +253,7 @@ impl CipherSpec {
         };
         let mode = match chain {
             "xts" => CipherMode::Xts,
+            "lrw" => CipherMode::Lrw,
             "cbc" => CipherMode::Cbc,
             "ecb" => CipherMode::Ecb,
             other => {
@@ -239,15 +272,12 @@ impl CipherSpec {
                 })
             }
             (_, None) | (_, Some("")) => return Err(CipherError::MissingIv(spec())),
-            (_, Some(iv)) => parse_iv(iv).ok_or_else(|| CipherError::UnsupportedIv {
+            (_, Some(iv)) => parse_iv(iv, kind).ok_or_else(|| CipherError::UnsupportedIv {
                 spec: spec(),
                 iv: iv.to_string(),
             })?,
         };
-        let expected = match mode {
-            CipherMode::Xts => XTS_KEY_SIZES,
-            CipherMode::Cbc | CipherMode::Ecb => AES_KEY_SIZES,
-        };
+        let expected = mode_key_sizes(mode);
         if !expected.contains(&key_size) {
             return Err(CipherError::KeySize {
                 spec: spec(),
@@ -255,7 +285,12 @@ impl CipherSpec {
                 expected,
             });
         }
-        Ok(CipherSpec { mode, iv, key_size })
+        Ok(CipherSpec {
+            cipher: kind,
+            mode,
+            iv,
+            key_size,
+        })
     }
 
     /// Composes a LUKS1 header's `cipher_name` and `cipher_mode` (`aes`, `xts-plain64`) into a
@@ -270,15 +305,42 @@ impl CipherSpec {
 
     /// The canonical dm-crypt name (`aes-xts-plain64`, `aes-cbc-essiv:sha256`, `aes-ecb`).
     pub fn name(&self) -> String {
+        let c = self.cipher.name();
         match self.iv {
-            IvMode::None => format!("aes-{}", self.mode.name()),
-            iv => format!("aes-{}-{}", self.mode.name(), iv.name()),
+            IvMode::None => format!("{c}-{}", self.mode.name()),
+            iv => format!("{c}-{}-{}", self.mode.name(), iv.name()),
         }
     }
 
-    /// The block cipher (`"aes"`).
+    /// The block cipher's name (`"aes"`, `"serpent"`, …).
     pub fn cipher(&self) -> &'static str {
-        "aes"
+        self.cipher.name()
+    }
+
+    /// The block cipher.
+    pub fn cipher_kind(&self) -> BlockCipherKind {
+        self.cipher
+    }
+
+    /// The kernel modules dm-crypt needs for this specification, as `modprobe` takes them
+    /// (`serpent_generic xts`, `aes_generic lrw`, `aes_generic cbc essiv sha256_generic`).
+    pub fn kernel_modules(&self) -> Vec<String> {
+        let mut m = vec![self.cipher.kernel_module().to_string()];
+        if self.mode != CipherMode::Ecb || self.iv == IvMode::None {
+            m.push(self.mode.name().to_string());
+        }
+        match self.iv {
+            IvMode::Essiv(h) => {
+                m.push("essiv".into());
+                m.push(kernel_hash_module(h).into());
+            }
+            IvMode::EssivWp(_) => {
+                m.push("essiv".into());
+                m.push("wp512".into());
+            }
+            _ => {}
+        }
+        m
     }
 
     /// The chain mode.
@@ -303,61 +365,115 @@ impl fmt::Display for CipherSpec {
     }
 }
 
-/// Parses the IV part of a specification (`plain64`, `essiv:sha256`).
-fn parse_iv(iv: &str) -> Option<IvMode> {
+/// The kernel module providing hash `h` (for the error that names what to load).
+fn kernel_hash_module(h: HashAlg) -> &'static str {
+    match h {
+        HashAlg::Sha1 => "sha1_generic",
+        HashAlg::Sha224 | HashAlg::Sha256 => "sha256_generic",
+        HashAlg::Sha384 | HashAlg::Sha512 => "sha512_generic",
+        HashAlg::Ripemd160 => "rmd160",
+        HashAlg::Whirlpool => "wp512",
+        HashAlg::Sha3_256 | HashAlg::Sha3_512 => "sha3_generic",
+    }
+}
+
+/// The key sizes a chain mode accepts, in bytes.
+fn mode_key_sizes(mode: CipherMode) -> &'static [usize] {
+    match mode {
+        CipherMode::Xts => XTS_KEY_SIZES,
+        CipherMode::Lrw => LRW_KEY_SIZES,
+        CipherMode::Cbc | CipherMode::Ecb => AES_KEY_SIZES,
+    }
+}
+
+/// Parses the IV part of a specification (`plain64`, `essiv:sha256`) for block cipher `kind`.
+fn parse_iv(iv: &str, kind: BlockCipherKind) -> Option<IvMode> {
     match iv.split_once(':') {
         None if iv.eq_ignore_ascii_case("plain") => Some(IvMode::Plain),
         None if iv.eq_ignore_ascii_case("plain64") => Some(IvMode::Plain64),
+        None if iv.eq_ignore_ascii_case("plain64be") => Some(IvMode::Plain64Be),
+        None if iv.eq_ignore_ascii_case("benbi") => Some(IvMode::Benbi),
+        None if iv.eq_ignore_ascii_case("null") => Some(IvMode::Null),
         None => None,
         Some((essiv, hash)) if essiv.eq_ignore_ascii_case("essiv") => {
-            // Hash names are case-insensitive (as for cryptsetup); the digest must be an AES
-            // key size. Of our hashes only these two give 32 bytes.
+            // Hash names are case-insensitive (as for cryptsetup); the digest keys the ESSIV
+            // cipher (the same block cipher), so it must be one of that cipher's key sizes.
+            let wp = [("wp256", 256u16), ("wp384", 384), ("wp512", 512)]
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(hash))
+                .map(|(_, bits)| *bits);
+            if let Some(bits) = wp {
+                return kind
+                    .accepts_key(usize::from(bits / 8))
+                    .then_some(IvMode::EssivWp(bits));
+            }
             let h = HashAlg::from_name(hash)?;
-            matches!(h, HashAlg::Sha256 | HashAlg::Sha3_256).then_some(IvMode::Essiv(h))
+            kind.accepts_key(h.output_size())
+                .then_some(IvMode::Essiv(h))
         }
         Some(_) => None,
     }
 }
 
-/// An AES key schedule of any size (wiped on drop by the `aes` crate).
-enum AesKey {
-    A128(Aes128),
-    A192(Aes192),
-    A256(Aes256),
+/// The LRW tweak key as a GF(2^128) element (big-endian, the kernel's "bbe" convention) and
+/// its multiples by `2^(i+1) - 1`, the XOR of two consecutive block indices whose lower one
+/// ends in `i` one bits (as the kernel's `mulinc` table). Wiped on drop.
+struct LrwKey {
+    k2: u128,
+    mulinc: Box<[u128; 128]>,
 }
 
-impl AesKey {
-    fn new(key: &[u8]) -> Option<AesKey> {
-        match key.len() {
-            16 => Aes128::new_from_slice(key).ok().map(AesKey::A128),
-            24 => Aes192::new_from_slice(key).ok().map(AesKey::A192),
-            32 => Aes256::new_from_slice(key).ok().map(AesKey::A256),
-            _ => None,
+impl LrwKey {
+    fn new(tweak_key: &[u8]) -> Option<LrwKey> {
+        let bytes: [u8; 16] = tweak_key.try_into().ok()?;
+        let k2 = u128::from_be_bytes(bytes);
+        let mut mulinc = Box::new([0u128; 128]);
+        let mut idx = 0u128;
+        for (i, m) in mulinc.iter_mut().enumerate() {
+            idx |= 1u128 << i;
+            *m = gf128_mul(k2, idx);
         }
+        Some(LrwKey { k2, mulinc })
     }
 }
 
-/// The two XTS key schedules (data key, tweak key) of the same size.
-enum XtsKeys {
-    X128(Aes128, Aes128),
-    X192(Aes192, Aes192),
-    X256(Aes256, Aes256),
+impl Drop for LrwKey {
+    fn drop(&mut self) {
+        self.k2.zeroize();
+        self.mulinc.zeroize();
+    }
 }
 
-// One per cipher instance; boxing the larger XTS pair would only add an indirection.
+/// Multiplication in GF(2^128) modulo x^128 + x^7 + x^2 + x + 1, elements as big-endian
+/// 128-bit integers with bit 0 the coefficient of x^0 (IEEE P1619 LRW; the kernel's
+/// `gf128mul_bbe`). Constant time.
+fn gf128_mul(a: u128, b: u128) -> u128 {
+    let mut r = 0u128;
+    let mut x = a;
+    for i in 0..128 {
+        r ^= x & 0u128.wrapping_sub((b >> i) & 1);
+        x = mul_alpha(x);
+    }
+    r
+}
+
+// One per cipher instance; the key schedules are boxed where large.
 #[allow(clippy::large_enum_variant)]
 enum DataKeys {
-    Xts(XtsKeys),
-    Cbc(AesKey),
-    Ecb(AesKey),
+    /// Data key, tweak key.
+    Xts(Blk, Blk),
+    /// Cipher key, tweak key.
+    Lrw(Blk, LrwKey),
+    Cbc(Blk),
+    Ecb(Blk),
 }
 
 /// A keyed sector cipher. Key schedules are wiped on drop.
 pub struct SectorCipher {
     spec: CipherSpec,
     keys: DataKeys,
-    /// The ESSIV cipher, AES-256 keyed by the hash of the whole key.
-    essiv: Option<Aes256>,
+    /// The ESSIV cipher: the data block cipher keyed by the hash of the whole key.
+    essiv: Option<Blk>,
     /// XTS with VAES/VPCLMULQDQ (`luks2-accel`) when the CPU has them and the key is AES-128
     /// or AES-256; `keys` (the `aes` crate) otherwise.
     fast_xts: Option<luks2_accel::xts::Xts>,
@@ -392,41 +508,46 @@ impl SectorCipher {
         let key_err = || CipherError::KeySize {
             spec: spec.name(),
             got: key.len(),
-            expected: match spec.mode {
-                CipherMode::Xts => XTS_KEY_SIZES,
-                CipherMode::Cbc | CipherMode::Ecb => AES_KEY_SIZES,
-            },
+            expected: mode_key_sizes(spec.mode),
         };
         if key.len() != spec.key_size {
             return Err(key_err());
         }
+        let kind = spec.cipher;
         let keys = match spec.mode {
             CipherMode::Xts => {
                 let (k1, k2) = key.split_at(key.len() / 2);
-                let pair = match (AesKey::new(k1), AesKey::new(k2)) {
-                    (Some(AesKey::A128(a)), Some(AesKey::A128(b))) => XtsKeys::X128(a, b),
-                    (Some(AesKey::A192(a)), Some(AesKey::A192(b))) => XtsKeys::X192(a, b),
-                    (Some(AesKey::A256(a)), Some(AesKey::A256(b))) => XtsKeys::X256(a, b),
+                match (Blk::new(kind, k1), Blk::new(kind, k2)) {
+                    (Some(a), Some(b)) => DataKeys::Xts(a, b),
                     _ => return Err(key_err()),
-                };
-                DataKeys::Xts(pair)
+                }
             }
-            CipherMode::Cbc => DataKeys::Cbc(AesKey::new(key).ok_or_else(key_err)?),
-            CipherMode::Ecb => DataKeys::Ecb(AesKey::new(key).ok_or_else(key_err)?),
+            CipherMode::Lrw => {
+                let (k1, k2) = key.split_at(key.len().saturating_sub(16));
+                match (Blk::new(kind, k1), LrwKey::new(k2)) {
+                    (Some(a), Some(b)) => DataKeys::Lrw(a, b),
+                    _ => return Err(key_err()),
+                }
+            }
+            CipherMode::Cbc => DataKeys::Cbc(Blk::new(kind, key).ok_or_else(key_err)?),
+            CipherMode::Ecb => DataKeys::Ecb(Blk::new(kind, key).ok_or_else(key_err)?),
+        };
+        let essiv_salt = |h: HashAlg, len: usize| -> Result<Blk, CipherError> {
+            let mut salt = [0u8; crate::hash::MAX_OUTPUT_SIZE];
+            let out = salt.get_mut(..h.output_size()).unwrap_or_default();
+            h.digest_into(&[key], out);
+            let c = Blk::new(kind, salt.get(..len).unwrap_or_default());
+            salt.zeroize();
+            c.ok_or_else(key_err)
         };
         let essiv = match spec.iv {
-            IvMode::Essiv(h) => {
-                let mut salt = [0u8; 32];
-                h.digest_into(&[key], &mut salt);
-                let c = Aes256::new_from_slice(&salt).ok();
-                salt.zeroize();
-                Some(c.ok_or_else(key_err)?)
-            }
+            IvMode::Essiv(h) => Some(essiv_salt(h, h.output_size())?),
+            IvMode::EssivWp(bits) => Some(essiv_salt(HashAlg::Whirlpool, usize::from(bits / 8))?),
             _ => None,
         };
-        let fast_xts = match spec.mode {
-            CipherMode::Xts => luks2_accel::xts::Xts::new(key),
-            CipherMode::Cbc | CipherMode::Ecb => None,
+        let fast_xts = match (spec.mode, kind) {
+            (CipherMode::Xts, BlockCipherKind::Aes) => luks2_accel::xts::Xts::new(key),
+            _ => None,
         };
         Ok(SectorCipher {
             spec: spec.clone(),
@@ -491,8 +612,8 @@ impl SectorCipher {
             return xts_accel(fast, &ivgen, data, sector_size, first_iv, dir, &mut scratch);
         }
         match &self.keys {
-            DataKeys::Xts(XtsKeys::X128(k1, k2)) => xts(
-                k1,
+            DataKeys::Xts(k1, k2) => with_blk!(k1, k => xts(
+                k,
                 k2,
                 &ivgen,
                 data,
@@ -500,9 +621,9 @@ impl SectorCipher {
                 first_iv,
                 dir,
                 &mut scratch,
-            ),
-            DataKeys::Xts(XtsKeys::X192(k1, k2)) => xts(
-                k1,
+            )),
+            DataKeys::Lrw(k1, k2) => with_blk!(k1, k => lrw(
+                k,
                 k2,
                 &ivgen,
                 data,
@@ -510,29 +631,11 @@ impl SectorCipher {
                 first_iv,
                 dir,
                 &mut scratch,
-            ),
-            DataKeys::Xts(XtsKeys::X256(k1, k2)) => xts(
-                k1,
-                k2,
-                &ivgen,
-                data,
-                sector_size,
-                first_iv,
-                dir,
-                &mut scratch,
-            ),
-            DataKeys::Cbc(AesKey::A128(k)) => {
-                cbc(k, &ivgen, data, sector_size, first_iv, dir, &mut scratch)
+            )),
+            DataKeys::Cbc(k) => {
+                with_blk!(k, k => cbc(k, &ivgen, data, sector_size, first_iv, dir, &mut scratch))
             }
-            DataKeys::Cbc(AesKey::A192(k)) => {
-                cbc(k, &ivgen, data, sector_size, first_iv, dir, &mut scratch)
-            }
-            DataKeys::Cbc(AesKey::A256(k)) => {
-                cbc(k, &ivgen, data, sector_size, first_iv, dir, &mut scratch)
-            }
-            DataKeys::Ecb(AesKey::A128(k)) => ecb(k, data, dir),
-            DataKeys::Ecb(AesKey::A192(k)) => ecb(k, data, dir),
-            DataKeys::Ecb(AesKey::A256(k)) => ecb(k, data, dir),
+            DataKeys::Ecb(k) => with_blk!(k, k => ecb(k, data, dir)),
         }
         Ok(())
     }
@@ -541,7 +644,7 @@ impl SectorCipher {
 /// Builds IV blocks for sector numbers.
 struct IvGen<'a> {
     mode: IvMode,
-    essiv: Option<&'a Aes256>,
+    essiv: Option<&'a Blk>,
     /// IV sector numbers per encryption sector (`sector_size / 512`).
     step: u64,
 }
@@ -553,17 +656,22 @@ impl IvGen<'_> {
         for b in ivs.iter_mut() {
             let mut v = [0u8; 16];
             match self.mode {
-                IvMode::None => {}
+                IvMode::None | IvMode::Null => {}
                 IvMode::Plain => {
                     let low = u32::try_from(n & 0xffff_ffff).unwrap_or_default();
                     v[..4].copy_from_slice(&low.to_le_bytes());
                 }
-                IvMode::Plain64 | IvMode::Essiv(_) => v[..8].copy_from_slice(&n.to_le_bytes()),
+                IvMode::Plain64 | IvMode::Essiv(_) | IvMode::EssivWp(_) => {
+                    v[..8].copy_from_slice(&n.to_le_bytes())
+                }
+                IvMode::Plain64Be => v[8..].copy_from_slice(&n.to_be_bytes()),
+                // 16-byte blocks: 512 / 16 = 2^5 blocks per IV sector, counted from 1.
+                IvMode::Benbi => v[8..].copy_from_slice(&(n << 5).wrapping_add(1).to_be_bytes()),
             }
             *b = Block::from(v);
             n = n.wrapping_add(self.step);
         }
-        if let (IvMode::Essiv(_), Some(c)) = (self.mode, self.essiv) {
+        if let Some(c) = self.essiv {
             c.encrypt_blocks(ivs);
         }
     }
@@ -678,7 +786,7 @@ impl BlockCipherEncClosure for XtsPass<'_> {
 #[allow(clippy::too_many_arguments)]
 fn xts<C: Aes16>(
     k1: &C,
-    k2: &C,
+    k2: &Blk,
     ivgen: &IvGen<'_>,
     data: &mut [u8],
     sector_size: usize,
@@ -704,6 +812,53 @@ fn xts<C: Aes16>(
             for tw in tweaks.iter_mut() {
                 *tw = t;
                 t = mul_alpha(t);
+            }
+        }
+        let tweaks = scratch.tweaks.get(..blocks.len()).unwrap_or_default();
+        match dir {
+            Dir::Decrypt => k1.decrypt_with_backend(XtsPass { blocks, tweaks }),
+            Dir::Encrypt => k1.encrypt_with_backend(XtsPass { blocks, tweaks }),
+        }
+        iv_num = iv_num.wrapping_add(ivs_per_chunk);
+    }
+}
+
+/// LRW over whole sectors, as the kernel's `crypto/lrw.c`: the IV read as a big-endian 128-bit
+/// block index `I` (incremented per block), tweak `T = K2 ⊗ I` in GF(2^128) (the first one
+/// multiplied, the next ones updated with the `mulinc` table), `C = E(P ⊕ T) ⊕ T` with `T`
+/// in big-endian byte order.
+#[allow(clippy::too_many_arguments)]
+fn lrw<C: Aes16>(
+    k1: &C,
+    k2: &LrwKey,
+    ivgen: &IvGen<'_>,
+    data: &mut [u8],
+    sector_size: usize,
+    first_iv: u64,
+    dir: Dir,
+    scratch: &mut Scratch,
+) {
+    let sectors_per_chunk = (CHUNK / sector_size).max(1);
+    let blocks_per_sector = sector_size / 16;
+    let ivs_per_chunk = ivgen
+        .step
+        .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
+    let mut iv_num = first_iv;
+    scratch.tweaks_used = true;
+    for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
+        let n_sectors = chunk.len() / sector_size;
+        let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
+        ivgen.fill(iv_num, ivs);
+        let (blocks, _) = Block::slice_as_chunks_mut(chunk);
+        for (tweaks, iv) in scratch.tweaks.chunks_mut(blocks_per_sector).zip(ivs.iter()) {
+            let mut index = u128::from_be_bytes(iv.0);
+            let mut t = gf128_mul(k2.k2, index);
+            for tw in tweaks.iter_mut() {
+                // Stored so that `xor_block` (little-endian) XORs T's big-endian bytes.
+                *tw = t.swap_bytes();
+                let ones = usize::try_from(index.trailing_ones()).unwrap_or(0);
+                t ^= k2.mulinc.get(ones).copied().unwrap_or(0);
+                index = index.wrapping_add(1);
             }
         }
         let tweaks = scratch.tweaks.get(..blocks.len()).unwrap_or_default();
@@ -838,7 +993,7 @@ fn cbc<C: Aes16>(
     }
 }
 
-/// An AES key schedule of any size: a block cipher with 16-byte blocks.
+/// A key schedule of any supported cipher: a block cipher with 16-byte blocks.
 trait Aes16: BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16> {}
 impl<C: BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>> Aes16 for C {}
 
@@ -921,12 +1076,50 @@ mod tests {
             ("aes-ecb", 32, "aes-ecb"),
             ("aes", 32, "aes-cbc-plain"),
             ("aes-plain", 32, "aes-cbc-plain"),
+            ("aes-lrw-plain64", 48, "aes-lrw-plain64"),
+            ("aes-lrw-benbi", 32, "aes-lrw-benbi"),
+            ("aes-xts-plain64be", 64, "aes-xts-plain64be"),
+            ("aes-cbc-benbi", 32, "aes-cbc-benbi"),
+            ("aes-xts-null", 32, "aes-xts-null"),
+            ("aes-xts-essiv:wp256", 64, "aes-xts-essiv:wp256"),
         ] {
             let spec = CipherSpec::parse(s, ks).unwrap();
             assert_eq!(spec.name(), name, "{s}");
             assert_eq!(spec.key_size(), ks);
             assert_eq!(spec.cipher(), "aes");
         }
+        for (s, ks, cipher) in [
+            ("serpent-xts-plain64", 64, "serpent"),
+            ("Serpent-cbc-essiv:sha1", 32, "serpent"),
+            ("twofish-xts-plain64", 32, "twofish"),
+            ("twofish-lrw-benbi", 40, "twofish"),
+            ("camellia-xts-plain64", 64, "camellia"),
+            ("camellia-ecb", 16, "camellia"),
+        ] {
+            let spec = CipherSpec::parse(s, ks).unwrap();
+            assert_eq!(spec.cipher(), cipher, "{s}");
+            assert_eq!(spec.name(), s.to_ascii_lowercase());
+        }
+        assert_eq!(
+            CipherSpec::parse("serpent-xts-plain64", 64)
+                .unwrap()
+                .kernel_modules(),
+            ["serpent_generic", "xts"]
+        );
+        assert_eq!(
+            CipherSpec::parse("aes-cbc-essiv:sha256", 32)
+                .unwrap()
+                .kernel_modules(),
+            ["aes_generic", "cbc", "essiv", "sha256_generic"]
+        );
+        assert_eq!(
+            CipherSpec::parse("aes-lrw-plain64", 24),
+            Err(CipherError::KeySize {
+                spec: "aes-lrw-plain64".into(),
+                got: 24,
+                expected: LRW_KEY_SIZES
+            })
+        );
         let s = CipherSpec::parse("aes-cbc-essiv:sha256", 32).unwrap();
         assert_eq!(s.mode(), CipherMode::Cbc);
         assert_eq!(s.iv_mode(), IvMode::Essiv(HashAlg::Sha256));
@@ -943,8 +1136,7 @@ mod tests {
     #[test]
     fn parse_refusals_are_exact() {
         for s in [
-            "serpent-xts-plain64",
-            "twofish-cbc-essiv:sha256",
+            "blowfish-cbc-plain",
             "cipher_null-ecb",
             "capi:xts(aes)-plain64",
             "aes:64-cbc-lmk",
@@ -960,11 +1152,12 @@ mod tests {
             })
         );
         for (s, iv) in [
-            ("aes-cbc-benbi", "benbi"),
             ("aes-cbc-lmk", "lmk"),
             ("aes-cbc-tcw", "tcw"),
-            ("aes-xts-null", "null"),
-            ("aes-xts-plain64be", "plain64be"),
+            ("aes-cbc-eboiv", "eboiv"),
+            ("aes-ecb-null", "null"),
+            ("aes-cbc-essiv:wp512", "essiv:wp512"),
+            ("twofish-cbc-essiv:sha1", "essiv:sha1"),
             ("aes-cbc-essiv:sha1", "essiv:sha1"),
             ("aes-cbc-essiv:sha512", "essiv:sha512"),
             ("aes-cbc-essiv", "essiv"),
@@ -1081,6 +1274,19 @@ mod tests {
             ("aes-xts-plain64", 32),
             ("aes-xts-plain64", 48),
             ("aes-xts-essiv:sha256", 64),
+            ("aes-xts-essiv:wp256", 64),
+            ("aes-lrw-plain64", 48),
+            ("aes-lrw-benbi", 32),
+            ("aes-xts-plain64be", 64),
+            ("aes-cbc-benbi", 32),
+            ("aes-xts-null", 32),
+            ("serpent-xts-plain64", 64),
+            ("serpent-cbc-essiv:sha1", 16),
+            ("twofish-xts-plain64", 48),
+            ("twofish-lrw-plain64", 40),
+            ("camellia-xts-plain64", 64),
+            ("camellia-cbc-essiv:sha256", 32),
+            ("camellia-ecb", 24),
             ("aes-cbc-essiv:sha256", 32),
             ("aes-cbc-plain64", 16),
             ("aes-cbc-plain", 24),
@@ -1116,5 +1322,43 @@ mod tests {
                 assert_eq!(whole, pieces, "{s} {ss}");
             }
         }
+    }
+
+    /// GF(2^128) multiplication: x · x = x^2, x^127 · x wraps to x^7 + x^2 + x + 1, and the
+    /// incremental tweak update (`mulinc`) gives the same tweaks as a fresh multiplication.
+    #[test]
+    fn gf128_mul_and_lrw_increments() {
+        assert_eq!(gf128_mul(2, 2), 4);
+        assert_eq!(gf128_mul(1 << 127, 2), 0x87);
+        assert_eq!(gf128_mul(0x1234, 1), 0x1234);
+        let k = LrwKey::new(&[0x5a; 16]).unwrap();
+        let mut index: u128 = (1u128 << 64) - 3;
+        let mut t = gf128_mul(k.k2, index);
+        for _ in 0..8 {
+            t ^= k.mulinc[index.trailing_ones() as usize];
+            index += 1;
+            assert_eq!(t, gf128_mul(k.k2, index));
+        }
+    }
+
+    /// The IV generators' block layouts (before ESSIV).
+    #[test]
+    fn iv_layouts() {
+        let gen = |mode| IvGen {
+            mode,
+            essiv: None,
+            step: 1,
+        };
+        let mut ivs = [Block::default(); 1];
+        let n = 0x0102_0304_0506_0708u64;
+        gen(IvMode::Plain64Be).fill(n, &mut ivs);
+        assert_eq!(ivs[0].0[8..], n.to_be_bytes());
+        assert_eq!(ivs[0].0[..8], [0; 8]);
+        gen(IvMode::Benbi).fill(3, &mut ivs);
+        assert_eq!(ivs[0].0[8..], 97u64.to_be_bytes());
+        gen(IvMode::Null).fill(n, &mut ivs);
+        assert_eq!(ivs[0].0, [0; 16]);
+        gen(IvMode::Plain).fill(n, &mut ivs);
+        assert_eq!(ivs[0].0[..4], 0x0506_0708u32.to_le_bytes());
     }
 }

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod af;
+mod blk;
 pub mod cipher;
 mod codec;
 pub mod error;

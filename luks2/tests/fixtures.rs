@@ -66,6 +66,28 @@ fn check(c: &Value) -> Result<(), String> {
     }
     let result = unlock(&header, &mut hf, &passphrase(c), &opts);
     match (expect, result) {
+        ("mislabelled_cipher", Ok(u)) => {
+            // The segment names a supported cipher other than the one the data was written
+            // with: it maps, and its decryption is not the plaintext.
+            let want = c["volume_key_hex"].as_str().unwrap();
+            if hex(u.volume_key.as_bytes()) != want {
+                return Err(format!("{name}: wrong volume key"));
+            }
+            let seg = DataSegment::of(&header).map_err(|e| format!("{name}: {e}"))?;
+            let mut data = File::open(&image).unwrap();
+            let size = data.metadata().unwrap().len();
+            let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| format!("{name}: {e}"))?;
+            let mut out = Vec::new();
+            dec.copy(&mut data, size, &mut out)
+                .map_err(|e| format!("{name}: decrypt: {e}"))?;
+            let n = c["data_size"].as_u64().unwrap() as usize;
+            let got = hex(&Sha256::digest(&out[..n.min(out.len())]));
+            if Some(got.as_str()) == c["plaintext_sha256"].as_str() {
+                return Err(format!(
+                    "{name}: mislabelled data decrypted to the plaintext"
+                ));
+            }
+        }
         ("ok", Ok(u)) => {
             if let Some(ks) = c["keyslot_used"].as_u64() {
                 if u64::from(u.keyslot) != ks {
