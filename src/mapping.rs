@@ -90,6 +90,27 @@ fn dm_err(e: DmError) -> CliError {
     CliError::new(c, e.to_string())
 }
 
+/// A failed TABLE_LOAD or resume. Busy stays busy (exit 5); anything else most often means
+/// the kernel lacks the cipher, its chain mode or IV generator (dm-crypt cannot allocate the
+/// transform): the message names the cipher and the modules that provide it, as cryptsetup's
+/// "Check that kernel supports ... cipher" does (exit 1).
+fn table_err(e: DmError, cipher: &str, key_len: usize) -> CliError {
+    if e.is_busy() {
+        return dm_err(e);
+    }
+    let modules = luks2::cipher::CipherSpec::parse(cipher, key_len)
+        .map(|s| s.kernel_modules().join(" "))
+        .unwrap_or_else(|_| "dm_crypt".into());
+    CliError::new(
+        code::INVALID,
+        format!("the kernel refused the dm-crypt table for cipher {cipher}: {e}"),
+    )
+    .hint(format!(
+        "check that the kernel supports {cipher}: load its modules (modprobe -a {modules}); \
+         dmesg shows the kernel's reason"
+    ))
+}
+
 /// The data device: a block device as is, or a file on a loop device.
 enum Data {
     Block { dev: DevId, size: u64 },
@@ -363,7 +384,7 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
         .and_then(|_| ctl.resume(req.name));
     if let Err(e) = loaded {
         let _ = ctl.remove(req.name, false);
-        return Err(dm_err(e));
+        return Err(table_err(e, &req.segment.encryption, req.key.len()));
     }
     // Step 5: the key is in dm-crypt now; take it out of the keyring.
     let keyring = key.is_some();

@@ -637,12 +637,26 @@ pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
         ));
     }
     let key_len = key_bits / 8;
-    luks2::cipher::CipherSpec::parse(&a.cipher, key_len).map_err(|e| {
+    let parsed = luks2::cipher::CipherSpec::parse(&a.cipher, key_len).map_err(|e| {
         CliError::new(
             code::INVALID,
             format!("cipher {} with a {key_bits}-bit key: {e}", a.cipher),
         )
     })?;
+    // The keyslots are encrypted with the data cipher (as cryptsetup does), and cryptsetup's
+    // keyslot code has no truncated Whirlpool: it refuses this format and could not open the
+    // volume tazpod would write. LUKS1 volumes with it (read only here) do open.
+    if let luks2::cipher::IvMode::EssivWp(bits) = parsed.iv_mode() {
+        return Err(CliError::new(
+            code::INVALID,
+            format!(
+                "cipher {}: cryptsetup cannot use the ESSIV hash wp{bits} for LUKS2 keyslot \
+                 encryption, so the volume would not open there",
+                a.cipher
+            ),
+        )
+        .hint("use another ESSIV hash (essiv:sha256) or plain64"));
+    }
     let hash = HashAlg::from_name(&a.kdf.hash)
         .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
     if !matches!(a.kdf.pbkdf.as_str(), "argon2id" | "argon2i" | "pbkdf2") {

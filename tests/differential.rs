@@ -164,6 +164,21 @@ fn documented(desc: &[String], cs: &Answers, tz: &Answers) -> Option<&'static st
     if test_only && has("/config/requirements=") && cs.right == 0 && tz.right == 1 {
         return Some("tazpod refuses an unknown mandatory requirement on --test-passphrase");
     }
+    if test_only
+        && has("/keyslots/0/area/encryption=")
+        && cs.right == 1
+        && tz.right == 2
+        && cs.wrong == 1
+        && tz.wrong == 2
+    {
+        // A keyslot cipher this host's kernel lacks (cryptsetup decrypts keyslots through the
+        // kernel): cryptsetup cannot try the keyslot (1); tazpod implements it, tries it and
+        // the area, written with another cipher, does not open (2, as cryptsetup answers
+        // where the kernel has the cipher).
+        return Some(
+            "keyslot cipher the host kernel lacks: cryptsetup cannot try it (1), tazpod tries it (2)",
+        );
+    }
     if test_only && has("/keyslots/0/key_size=0") && cs.right == 3 && tz.right == 1 {
         return Some("key_size 0: cryptsetup out of memory (3), tazpod invalid (1)");
     }

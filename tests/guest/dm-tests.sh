@@ -37,3 +37,24 @@ tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/r
     --file "$cases:/cases" --file tests/guest/dm-writer.sh:/dm-writer.sh \
     "${extra[@]}" \
     "$@" tests/guest/dm.sh
+
+# Every cipher, chain mode and IV generator against the kernel and cryptsetup, and cryptsetup's
+# own LUKS1 test images (tests/guest/ciphers.sh), with the cipher modules loaded.
+l1=$(mktemp -d /tmp/tazpod-luks1.XXXXXX)
+trap 'rm -rf "$cases" "$l1"' EXIT
+tar -xJf fixtures/cryptsetup/luks1-images.tar.xz -C "$l1" --no-same-owner
+cipher_modules=()
+for m in serpent_generic twofish_common twofish_generic camellia_generic lrw ecb wp512 \
+    sha512_generic; do
+    cipher_modules+=(--module "$m")
+done
+log_args=()
+prev=
+for a in "$@"; do
+    # A --log-dir given for the dm run gets a sibling for this one.
+    if [ "$prev" = --log-dir ]; then log_args+=("$a-ciphers"); else log_args+=("$a"); fi
+    prev=$a
+done
+tests/guest/run.sh --bin "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tazpod" \
+    --file "$l1/luks1-images:/luks1" "${cipher_modules[@]}" "${extra[@]}" \
+    --timeout 900 "${log_args[@]}" tests/guest/ciphers.sh
