@@ -433,6 +433,30 @@ t_check sweep-vault-made csetup open --test-passphrase --key-file /tmp/new1 "$D/
 rm -f "$LIVE"
 t_check sweep-nothing-left settles 10
 
+# --- a busy device-mapper name: exit 5 (cryptsetup's "busy"), as for `tazpod open` ----------
+# The session's mapping name, seen from inside a session; then a device of that name made by
+# someone else (dmsetup, an error target) makes the next unlock's DEV_CREATE fail with EBUSY.
+rm -f /tmp/busy-ready /tmp/busy-go
+unlock_bg -- sh -c 'touch /tmp/busy-ready; while [ ! -e /tmp/busy-go ]; do sleep 0.1; done' 2>/dev/null
+busy_pid=$!
+wait_file /tmp/busy-ready
+busy_name=$(dmsetup ls | awk '/^tazpod-/ { print $1; exit }')
+touch /tmp/busy-go
+wait "$busy_pid"
+rm -f /tmp/busy-ready /tmp/busy-go
+t_log "session mapping name: $busy_name"
+if [ -n "$busy_name" ] && t_check busy/dmsetup-create env DM_DISABLE_UDEV=1 dmsetup --noudevsync create "$busy_name" --table '0 8 error'; then
+    unlock -- true 2>/tmp/busy.err
+    rc=$?
+    t_log "$(cat /tmp/busy.err)"
+    [ "$rc" = 5 ] && t_pass busy/unlock-exit-5 || t_fail busy/unlock-exit-5 "exit $rc: $(cat /tmp/busy.err)"
+    t_check busy/other-device-untouched dmsetup info "$busy_name"
+    DM_DISABLE_UDEV=1 dmsetup --noudevsync remove "$busy_name"
+    t_check busy/nothing-left settles 10
+else
+    t_fail busy/session-mapping-name "no tazpod-* mapping seen from a session"
+fi
+
 AFTER=$(t_state)
 [ "$AFTER" = "$BEFORE" ] && t_pass final-nothing-left || t_fail final-nothing-left "$AFTER"
 t_done
