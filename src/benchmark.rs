@@ -7,14 +7,16 @@
 //!   divides its CPU time by the number of threads used: the rate is what the wall clock gives
 //!   on an idle machine (for a 256-bit key from SHA-1, two chains on two threads), and, as
 //!   cryptsetup's, it is not lowered by other processes competing for the CPUs.
-//! - Ciphers are tazpod's own userspace implementation (the `luks2` crate, AES-NI/VAES through
-//!   the `aes` crate) on a 1 MiB buffer in 512-byte sectors with plain64 IVs, not the kernel's
-//!   through AF_ALG; only AES is implemented, so only AES rows are printed.
+//! - Ciphers are tazpod's own userspace implementation (the `luks2` crate: AES-NI/VAES through
+//!   the `aes` crate, Serpent and Twofish in portable Rust) on a 1 MiB buffer in 512-byte
+//!   sectors with plain64 IVs, not the kernel's through AF_ALG; the rows are cryptsetup's.
+//! - The KDF figures come from `kdfcal`, the calibrator the writer uses for new keyslots.
 //! - `--pbkdf-force-iterations N` runs the KDF once with exactly that cost (N iterations for
 //!   PBKDF2, time cost N for Argon2 with `--pbkdf-memory` and `--pbkdf-parallel`) and prints
 //!   its wall time: a fixed-work measurement to compare with `cryptsetup open --test-passphrase`.
 
 use crate::error::{code, CliError};
+use crate::kdfcal;
 use clap::Args;
 use luks2::cipher::{CipherSpec, SectorCipher};
 use luks2::hash::HashAlg;
@@ -59,19 +61,21 @@ pub struct BenchmarkArgs {
 /// The PBKDF2 hashes cryptsetup benchmarks, in its order (whirlpool and ripemd160 included).
 const PBKDF2_HASHES: [&str; 5] = ["sha1", "sha256", "sha512", "ripemd160", "whirlpool"];
 
-/// cryptsetup's cipher table (AES rows): cipher-mode and key size in bytes.
-const CIPHERS: [(&str, usize); 4] = [
+/// cryptsetup's cipher table: cipher-mode and key size in bytes, in its order.
+const CIPHERS: [(&str, usize); 12] = [
     ("aes-cbc", 16),
+    ("serpent-cbc", 16),
+    ("twofish-cbc", 16),
     ("aes-cbc", 32),
+    ("serpent-cbc", 32),
+    ("twofish-cbc", 32),
     ("aes-xts", 32),
+    ("serpent-xts", 32),
+    ("twofish-xts", 32),
     ("aes-xts", 64),
+    ("serpent-xts", 64),
+    ("twofish-xts", 64),
 ];
-
-/// cryptsetup's benchmark passphrase and salts.
-const PASSWORD: &[u8] = b"foobarfo";
-const PBKDF2_SALT: &[u8] = b"0123456789abcdef";
-const ARGON2_SALT: &[u8] = b"0123456789abcdef0123456789abcdef";
-
 /// Runs the benchmark the options ask for and returns the report (cryptsetup's layout).
 pub fn run(args: &BenchmarkArgs) -> Result<String, CliError> {
     let mut out = String::from("# Tests are approximate using memory only (no storage IO).\n");
@@ -166,14 +170,6 @@ fn kdf_error(what: &str, e: KdfError) -> CliError {
     CliError::new(c, format!("benchmark of {what} failed: {e}"))
 }
 
-/// Wall time of one derivation of `key_bytes` bytes with `params`.
-fn time_kdf(params: &KdfParams, salt: &[u8], key_bytes: usize) -> Result<Duration, KdfError> {
-    let mut key = luks2::SecretBuf::zeroed(key_bytes);
-    let start = Instant::now();
-    params.derive(PASSWORD, salt, key.as_mut_bytes())?;
-    Ok(start.elapsed())
-}
-
 fn argon2_variant(kdf: &str) -> Option<Argon2Variant> {
     Argon2Variant::from_name(kdf)
 }
@@ -187,7 +183,7 @@ fn kdf_line(
     key_bytes: usize,
 ) -> Result<(), CliError> {
     if kdf == "pbkdf2" {
-        match pbkdf2_per_second(hash, key_bytes) {
+        match HashAlg::from_name(hash).and_then(|h| kdfcal::pbkdf2_per_second(h, key_bytes)) {
             Some(n) => {
                 let _ = writeln!(
                     out,
@@ -204,7 +200,13 @@ fn kdf_line(
     let Some(variant) = argon2_variant(kdf) else {
         return Err(unknown_kdf(kdf));
     };
-    match argon2_search(variant, args, key_bytes) {
+    match kdfcal::argon2_search(
+        variant,
+        u64::from(args.iter_time),
+        args.pbkdf_memory,
+        args.pbkdf_parallel,
+        key_bytes,
+    ) {
         Ok((t, m)) => {
             let _ = writeln!(
                 out,
@@ -227,195 +229,6 @@ fn unknown_kdf(kdf: &str) -> CliError {
         .hint("use pbkdf2, argon2i or argon2id")
 }
 
-/// CPU time (user + system) of this process so far, in seconds, from `/proc/self/stat`
-/// (`utime` and `stime`, in the kernel's fixed USER_HZ of 100 ticks per second).
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
-    // numbered from 3.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-/// How many PBKDF2 chains of a `key_bytes` key run at once: one per output block of the hash,
-/// on at most as many threads as there are CPUs (the library's rule for long derivations).
-fn pbkdf2_threads(alg: HashAlg, key_bytes: usize) -> f64 {
-    let blocks = key_bytes.div_ceil(alg.output_size()).max(1);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // A handful of threads: exact in f64.
-    blocks.min(cpus) as f64
-}
-
-/// cryptsetup's PBKDF2 calibration (`crypt_pbkdf_check`): from 2^15 iterations, grow until a
-/// run takes over 500 ms, and scale the last run to one second. `None` for an unknown hash.
-///
-/// Like cryptsetup, time is CPU time, so that other load on the machine does not count; it is
-/// divided by the number of threads the derivation ran on, which makes the rate what the wall
-/// clock shows on an idle machine (cryptsetup computes the chains one after the other).
-fn pbkdf2_per_second(hash: &str, key_bytes: usize) -> Option<u64> {
-    let alg = HashAlg::from_name(hash)?;
-    let threads = pbkdf2_threads(alg, key_bytes);
-    let mut iterations: u32 = 1 << 15;
-    for _ in 0..11 {
-        let p = KdfParams::Pbkdf2 {
-            hash: alg,
-            iterations,
-        };
-        let cpu0 = process_cpu_seconds();
-        let wall = time_kdf(&p, PBKDF2_SALT, key_bytes).ok()?.as_secs_f64();
-        let ms = match (cpu0, process_cpu_seconds()) {
-            (Some(a), Some(b)) if b > a => (b - a) / threads * 1000.0,
-            _ => wall * 1000.0,
-        };
-        if ms > 500.0 {
-            let per_s = f64::from(iterations) * 1000.0 / ms;
-            // Saturating float-to-int conversion; a rate is never negative.
-            return Some(per_s.min(u64::MAX as f64) as u64);
-        }
-        let shift = if ms <= 62.0 {
-            4
-        } else if ms <= 125.0 {
-            3
-        } else if ms <= 250.0 {
-            2
-        } else {
-            1
-        };
-        iterations = iterations.checked_shl(shift)?;
-    }
-    None
-}
-
-fn argon2_params(variant: Argon2Variant, time: u32, memory_kib: u32, cpus: u32) -> KdfParams {
-    KdfParams::Argon2 {
-        variant,
-        time,
-        memory_kib,
-        cpus,
-    }
-}
-
-/// cryptsetup's Argon2 calibration (`crypt_argon2_check`): find small parameters that take at
-/// least 250 ms, then adjust memory first (up to `--pbkdf-memory`), then time, until a run is
-/// within 95–110 % of `--iter-time`. Returns (time cost, memory KiB).
-fn argon2_search(
-    variant: Argon2Variant,
-    args: &BenchmarkArgs,
-    key_bytes: usize,
-) -> Result<(u32, u32), KdfError> {
-    const MIN_MS: u64 = 250;
-    const MIN_MS_FAST: u64 = 10;
-    let parallel = args.pbkdf_parallel.max(1);
-    let target = u64::from(args.iter_time.max(1));
-    let min_t = 4u32;
-    let min_m = 32u32.max(parallel.saturating_mul(8));
-    let max_m = args.pbkdf_memory.max(min_m);
-    let (at_least, at_most) = (target * 95 / 100, target * 110 / 100);
-    let measure = |t: u32, m: u32| -> Result<u64, KdfError> {
-        let d = time_kdf(
-            &argon2_params(variant, t, m, parallel),
-            ARGON2_SALT,
-            key_bytes,
-        )?;
-        Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    };
-    let (mut t, mut m) = (min_t, min_m);
-    let mut ms;
-    loop {
-        ms = measure(t, m)?;
-        if ms >= MIN_MS {
-            break;
-        }
-        if m == max_m {
-            let new = if ms < MIN_MS_FAST {
-                t.saturating_mul(16)
-            } else {
-                scale(t, MIN_MS, ms)
-            };
-            if new == t {
-                break;
-            }
-            t = new;
-        } else {
-            m = if ms < MIN_MS_FAST {
-                m.saturating_mul(16)
-            } else {
-                let new = scale(m, MIN_MS, ms);
-                if new == m {
-                    break;
-                }
-                new
-            }
-            .min(max_m);
-        }
-    }
-    for _ in 0..16 {
-        if next_params(&mut t, &mut m, min_t, min_m, max_m, ms, target) {
-            break;
-        }
-        ms = measure(t, m)?;
-        if (at_least..=at_most).contains(&ms) {
-            break;
-        }
-    }
-    Ok((t, m))
-}
-
-/// `v × num / den`, saturating to `u32`.
-fn scale(v: u32, num: u64, den: u64) -> u32 {
-    let r = u64::from(v) * num / den.max(1);
-    u32::try_from(r).unwrap_or(u32::MAX)
-}
-
-/// cryptsetup's `next_argon2_params`: too slow lowers time then memory, too fast raises
-/// memory then time. `true` when the parameters are final.
-fn next_params(
-    t: &mut u32,
-    m: &mut u32,
-    min_t: u32,
-    min_m: u32,
-    max_m: u32,
-    ms: u64,
-    target: u64,
-) -> bool {
-    let (old_t, old_m) = (*t, *m);
-    let ms = ms.max(1);
-    if ms > target {
-        let new_t = scale(*t, target, ms);
-        if new_t < min_t {
-            let mem = u64::from(*t) * u64::from(*m) * target / (u64::from(min_t) * ms);
-            *t = min_t;
-            *m = u32::try_from(mem).unwrap_or(u32::MAX);
-            if *m < min_m {
-                *m = min_m;
-                return true;
-            }
-        } else {
-            *t = new_t;
-        }
-    } else {
-        let new_m = scale(*m, target, ms);
-        if new_m > max_m {
-            let time = u64::from(*t) * u64::from(*m) * target / (u64::from(max_m) * ms);
-            *t = u32::try_from(time).unwrap_or(u32::MAX);
-            *m = max_m;
-            if *t <= min_t {
-                *t = min_t;
-                return true;
-            }
-        } else if new_m < min_m {
-            *m = min_m;
-            return true;
-        } else {
-            *m = new_m;
-        }
-    }
-    old_t == *t && old_m == *m
-}
-
 /// `--pbkdf-force-iterations`: one run with exactly that cost.
 fn forced(
     out: &mut String,
@@ -427,17 +240,21 @@ fn forced(
     let (params, salt, what) = if kdf == "pbkdf2" {
         let hash = args.hash.as_deref().unwrap_or("sha256");
         let p = KdfParams::pbkdf2(hash, n).map_err(|e| kdf_error("pbkdf2", e))?;
-        (p, PBKDF2_SALT, format!("PBKDF2-{hash}, {n} iterations"))
+        (
+            p,
+            kdfcal::PBKDF2_SALT,
+            format!("PBKDF2-{hash}, {n} iterations"),
+        )
     } else {
         let v = argon2_variant(kdf).ok_or_else(|| unknown_kdf(kdf))?;
-        let p = argon2_params(v, n, args.pbkdf_memory, args.pbkdf_parallel);
+        let p = kdfcal::argon2_params(v, n, args.pbkdf_memory, args.pbkdf_parallel);
         let what = format!(
             "{kdf}, {n} iterations, {} memory, {} parallel threads",
             args.pbkdf_memory, args.pbkdf_parallel
         );
-        (p, ARGON2_SALT, what)
+        (p, kdfcal::ARGON2_SALT, what)
     };
-    let d = time_kdf(&params, salt, key_bytes).map_err(|e| kdf_error(kdf, e))?;
+    let d = kdfcal::time_kdf(&params, salt, key_bytes).map_err(|e| kdf_error(kdf, e))?;
     let _ = writeln!(
         out,
         "{what} for {}-bit key: {:.1} ms wall",
@@ -495,22 +312,6 @@ fn cipher_speed(name: &str, key: usize) -> Result<(f64, f64), CliError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn next_params_follows_cryptsetup() {
-        // Too fast at the memory cap: time grows.
-        let (mut t, mut m) = (4, 1_048_576);
-        assert!(!next_params(&mut t, &mut m, 4, 32, 1_048_576, 1000, 2000));
-        assert_eq!((t, m), (8, 1_048_576));
-        // Too fast below the cap: memory grows first.
-        let (mut t, mut m) = (4, 65536);
-        assert!(!next_params(&mut t, &mut m, 4, 32, 1_048_576, 250, 2000));
-        assert_eq!((t, m), (4, 524_288));
-        // Too slow at the minimum time: memory shrinks.
-        let (mut t, mut m) = (4, 1_048_576);
-        assert!(!next_params(&mut t, &mut m, 4, 32, 1_048_576, 4000, 2000));
-        assert_eq!((t, m), (4, 524_288));
-    }
 
     #[test]
     fn cipher_names() {

@@ -8,6 +8,7 @@ mod benchmark;
 mod device;
 mod dump;
 mod error;
+mod kdfcal;
 mod kernel;
 mod mapping;
 // Ghost mode: configuration, the session engine and its verbs.
