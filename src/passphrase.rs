@@ -31,8 +31,23 @@ pub struct KeyArgs {
     #[arg(short = 'l', long = "keyfile-size", value_name = "N")]
     pub keyfile_size: Option<u64>,
     /// How many times to prompt for a passphrase
-    #[arg(short = 'T', long = "tries", value_name = "N", default_value_t = 3)]
+    #[arg(short = 'T', long = "tries", value_name = "N", default_value_t = DEFAULT_TRIES)]
     pub tries: u32,
+}
+
+/// cryptsetup's default number of passphrase prompts.
+pub const DEFAULT_TRIES: u32 = 3;
+
+impl Default for KeyArgs {
+    /// The command line's defaults: no key file, whole file, three prompts.
+    fn default() -> Self {
+        KeyArgs {
+            key_file: None,
+            keyfile_offset: 0,
+            keyfile_size: None,
+            tries: DEFAULT_TRIES,
+        }
+    }
 }
 
 /// Reads the key file as cryptsetup does.

@@ -9,6 +9,7 @@
 
 use crate::device::{self, metadata_lock};
 use crate::error::{code, CliError};
+use crate::kdfcal;
 use crate::kernel::{flock, tty};
 use crate::passphrase::{with_passphrase, KeyArgs, PASSPHRASE_MAX};
 use clap::Args;
@@ -23,13 +24,23 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+
+/// cryptsetup's defaults for a new LUKS2 header (the command line shows the same values).
+pub const DEFAULT_PBKDF: &str = "argon2id";
+/// Hash for PBKDF2, the AF splitter and the digest.
+pub const DEFAULT_HASH: &str = "sha256";
+/// Data cipher.
+pub const DEFAULT_CIPHER: &str = "aes-xts-plain64";
+/// Encryption sector size (cryptsetup's for a file or a 4096-byte-sector device).
+pub const DEFAULT_SECTOR_SIZE: u32 = 4096;
+/// The only type written.
+pub const DEFAULT_TYPE: &str = "luks2";
 
 /// KDF options shared by `format` and `add-key` (cryptsetup's names and defaults).
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct KdfArgs {
     /// PBKDF for the new keyslot: argon2id, argon2i or pbkdf2
-    #[arg(long, value_name = "TYPE", default_value = "argon2id")]
+    #[arg(long, value_name = "TYPE", default_value = DEFAULT_PBKDF)]
     pub pbkdf: String,
     /// Unlock time of the new keyslot, in milliseconds [default: 2000]
     #[arg(short = 'i', long = "iter-time", value_name = "MS")]
@@ -44,24 +55,38 @@ pub struct KdfArgs {
     #[arg(long = "pbkdf-force-iterations", value_name = "N")]
     pub force_iterations: Option<u32>,
     /// Hash for PBKDF2, the anti-forensic splitter and the digest
-    #[arg(long, value_name = "HASH", default_value = "sha256")]
+    #[arg(long, value_name = "HASH", default_value = DEFAULT_HASH)]
     pub hash: String,
+}
+
+impl Default for KdfArgs {
+    /// The command line's defaults: argon2id with sha256, everything else calibrated.
+    fn default() -> Self {
+        KdfArgs {
+            pbkdf: DEFAULT_PBKDF.into(),
+            iter_time: None,
+            pbkdf_memory: None,
+            pbkdf_parallel: None,
+            force_iterations: None,
+            hash: DEFAULT_HASH.into(),
+        }
+    }
 }
 
 /// `tazpod format`.
 #[derive(Args, Debug)]
 pub struct FormatArgs {
     /// Only luks2 is written
-    #[arg(long = "type", value_name = "TYPE", default_value = "luks2")]
+    #[arg(long = "type", value_name = "TYPE", default_value = DEFAULT_TYPE)]
     pub luks_type: String,
     /// Data cipher
-    #[arg(short = 'c', long, default_value = "aes-xts-plain64")]
+    #[arg(short = 'c', long, default_value = DEFAULT_CIPHER)]
     pub cipher: String,
     /// Volume key size in bits [default: 512 for XTS, 256 otherwise]
     #[arg(short = 's', long = "key-size", value_name = "BITS")]
     pub key_size: Option<usize>,
     /// Encryption sector size
-    #[arg(long = "sector-size", value_name = "BYTES", default_value_t = 4096)]
+    #[arg(long = "sector-size", value_name = "BYTES", default_value_t = DEFAULT_SECTOR_SIZE)]
     pub sector_size: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
@@ -459,45 +484,24 @@ fn cpus() -> u32 {
 const DEFAULT_ITER_TIME_MS: u64 = 2000;
 const DEFAULT_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
 const MIN_ARGON2_MEMORY_KIB: u32 = 32;
-const MIN_ARGON2_TIME: u32 = 4;
 /// cryptsetup benchmarks the volume key digest to 125 ms (LUKS_MKD_ITERATIONS_MS).
 const DIGEST_ITER_TIME_MS: u64 = 125;
 
-fn time_it(f: impl FnOnce() -> Result<(), CliError>) -> Result<Duration, CliError> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed())
-}
-
-/// PBKDF2 iterations that take `target_ms` for a `key_len`-byte output on this machine.
+/// PBKDF2 iterations that take `target_ms` for a `key_len`-byte output on this machine (the
+/// calibrator `benchmark` uses), at least cryptsetup's minimum.
 fn bench_pbkdf2(hash: HashAlg, key_len: usize, target_ms: u64) -> Result<u32, CliError> {
-    let mut out = SecretBuf::zeroed(key_len.max(1));
-    let mut iters: u32 = 1000;
-    loop {
-        let d = time_it(|| {
-            hash.pbkdf2_hmac(b"benchmark", &[0u8; 32], iters, out.as_mut_bytes())
-                .map_err(|e| CliError::new(code::INVALID, format!("pbkdf2 benchmark: {e}")))
-        })?;
-        let ms = d.as_secs_f64() * 1000.0;
-        if ms >= 100.0 || iters >= u32::MAX / 4 {
-            let n = f64::from(iters) * (target_ms as f64) / ms.max(0.001);
-            return Ok(clamp_u32(n).max(format::MIN_PBKDF2_ITERATIONS));
-        }
-        iters = iters.saturating_mul(4);
-    }
-}
-
-fn clamp_u32(x: f64) -> u32 {
-    if x >= f64::from(u32::MAX) {
-        u32::MAX
-    } else if x <= 0.0 {
-        0
-    } else {
-        // In range: the conversion is exact enough and cannot truncate past u32.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let v = x as u32;
-        v
-    }
+    kdfcal::pbkdf2_iterations(
+        hash,
+        key_len.max(1),
+        target_ms,
+        format::MIN_PBKDF2_ITERATIONS,
+    )
+    .ok_or_else(|| {
+        CliError::new(
+            code::INVALID,
+            format!("cannot measure PBKDF2-{} on this machine", hash.name()),
+        )
+    })
 }
 
 /// The keyslot KDF from the options: forced, or benchmarked to `--iter-time` like cryptsetup.
@@ -538,33 +542,18 @@ fn choose_kdf(a: &KdfArgs, key_len: usize, verbose: bool) -> Result<KdfParams, C
             cpus,
         });
     }
-    // One pass at full memory, then scale: time first, memory down if 4 passes are too slow.
-    let mut out = SecretBuf::zeroed(key_len.max(4));
-    let probe = KdfParams::Argon2 {
-        variant,
-        time: 1,
-        memory_kib: memory,
-        cpus,
-    };
-    let d = time_it(|| {
-        probe
-            .derive(b"benchmark", &[0u8; 32], out.as_mut_bytes())
-            .map_err(|e| CliError::new(code::NOMEM, format!("argon2 benchmark: {e}")))
+    // cryptsetup's search: memory first (up to the cap above), then time, to --iter-time.
+    let (time, memory_kib) = kdfcal::argon2_search(variant, target, memory, cpus, key_len.max(4))
+        .map_err(|e| {
+        let c = match e {
+            luks2::kdf::KdfError::OutOfMemory { .. } => code::NOMEM,
+            _ => code::INVALID,
+        };
+        CliError::new(c, format!("argon2 benchmark: {e}"))
     })?;
-    let per_pass = (d.as_secs_f64() * 1000.0).max(0.001);
-    let passes = target as f64 / per_pass;
-    let (time, memory_kib) = if passes >= f64::from(MIN_ARGON2_TIME) {
-        (clamp_u32(passes).max(MIN_ARGON2_TIME), memory)
-    } else {
-        let m = f64::from(memory) * passes / f64::from(MIN_ARGON2_TIME);
-        (
-            MIN_ARGON2_TIME,
-            clamp_u32(m).max(MIN_ARGON2_MEMORY_KIB).max(8 * cpus),
-        )
-    };
     if verbose {
         eprintln!(
-            "PBKDF {}: time {time}, memory {memory_kib} KiB, {cpus} threads ({per_pass:.0} ms per pass)",
+            "PBKDF {}: time {time}, memory {memory_kib} KiB, {cpus} threads (for {target} ms)",
             a.pbkdf
         );
     }
@@ -609,14 +598,23 @@ pub struct NewHeader {
 
 /// `format`'s options at their defaults (the command line's own), for `device`, with the KDF
 /// options `kdf`.
-pub fn format_defaults(device: &Path, kdf: KdfArgs) -> Result<FormatArgs, CliError> {
-    use clap::{Command, FromArgMatches};
-    let mut a = FormatArgs::augment_args(Command::new("format"))
-        .try_get_matches_from([std::ffi::OsStr::new("format"), device.as_os_str()])
-        .and_then(|m| FormatArgs::from_arg_matches(&m))
-        .map_err(|e| CliError::new(code::INVALID, format!("format defaults: {e}")))?;
-    a.kdf = kdf;
-    Ok(a)
+pub fn format_defaults(device: &Path, kdf: KdfArgs) -> FormatArgs {
+    FormatArgs {
+        luks_type: DEFAULT_TYPE.into(),
+        cipher: DEFAULT_CIPHER.into(),
+        key_size: None,
+        sector_size: DEFAULT_SECTOR_SIZE,
+        kdf,
+        label: None,
+        subsystem: None,
+        uuid: None,
+        metadata_size: None,
+        keyslots_size: None,
+        header: None,
+        batch_mode: false,
+        key: KeyArgs::default(),
+        device: device.to_path_buf(),
+    }
 }
 
 /// Checks the options of `format` that do not depend on the device.
@@ -1165,6 +1163,18 @@ pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults built in code are the command line's own (clap parses a bare command).
+    #[test]
+    fn defaults_are_the_command_lines() {
+        use clap::{Command, FromArgMatches};
+        let m = FormatArgs::augment_args(Command::new("format"))
+            .try_get_matches_from(["format", "/dev/x"])
+            .unwrap();
+        let parsed = FormatArgs::from_arg_matches(&m).unwrap();
+        let built = format_defaults(Path::new("/dev/x"), KdfArgs::default());
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+    }
 
     #[test]
     fn sizes() {

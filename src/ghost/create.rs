@@ -74,12 +74,12 @@ impl CreateArgs {
             push("--size", s.to_string());
         }
 
-        let d = kdf_defaults();
+        let d = KdfArgs::default();
         let k = &self.kdf;
-        if d.as_ref().is_none_or(|d| d.pbkdf != k.pbkdf) {
+        if d.pbkdf != k.pbkdf {
             push("--pbkdf", k.pbkdf.clone());
         }
-        if d.as_ref().is_none_or(|d| d.hash != k.hash) {
+        if d.hash != k.hash {
             push("--hash", k.hash.clone());
         }
         let nums = [
@@ -97,15 +97,6 @@ impl CreateArgs {
             }
         }
     }
-}
-
-/// The KDF options at their command-line defaults.
-fn kdf_defaults() -> Option<KdfArgs> {
-    use clap::{Args, Command, FromArgMatches};
-    let m = KdfArgs::augment_args(Command::new("kdf"))
-        .try_get_matches_from(["kdf"])
-        .ok()?;
-    KdfArgs::from_arg_matches(&m).ok()
 }
 
 /// `--size`: cryptsetup's sizes (bytes, or K, M, G, T), not zero.
@@ -234,7 +225,7 @@ pub fn prepare(
              (--key-file - reads it from standard input); nothing was created",
         ));
     }
-    let spec = write::header_spec(&write::format_defaults(vault, create.kdf.clone())?)?;
+    let spec = write::header_spec(&write::format_defaults(vault, create.kdf.clone()))?;
     let size = create.size();
     check_size(size, spec.layout.data_offset)?;
     let mkfs = if create.mkfs_ext4 {

@@ -1684,7 +1684,7 @@ mod tests {
             force_iterations: Some(1000),
             hash: "sha256".into(),
         };
-        crate::write::header_spec(&crate::write::format_defaults(vault, kdf).unwrap()).unwrap()
+        crate::write::header_spec(&crate::write::format_defaults(vault, kdf)).unwrap()
     }
 
     #[test]

@@ -545,8 +545,11 @@ fn spec() -> HeaderSpec {
         force_iterations: Some(1000),
         hash: "sha256".into(),
     };
-    header_spec(&format_defaults(Path::new("/workspace/.tazpod-vault/vault.img"), kdf).unwrap())
-        .unwrap()
+    header_spec(&format_defaults(
+        Path::new("/workspace/.tazpod-vault/vault.img"),
+        kdf,
+    ))
+    .unwrap()
 }
 
 fn new_vault<'a>(spec: &'a HeaderSpec, pass: &'a Passphrase, replace: bool) -> NewVault<'a> {
