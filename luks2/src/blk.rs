@@ -1,11 +1,12 @@
 //! The 128-bit block ciphers a sector cipher can use (AES, Serpent, Twofish, Camellia), keyed
-//! for one key size. Every key schedule is wiped on drop (the crates' `zeroize` feature).
+//! for one key size. Every key schedule is wiped on drop (the crates' `zeroize` feature). Twofish
+//! is this crate's own table-driven implementation ([`crate::twofish`]).
 
+use crate::twofish::Twofish;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Aes192, Aes256, Block};
 use camellia::{Camellia128, Camellia192, Camellia256};
 use serpent::Serpent;
-use twofish::Twofish;
 
 /// A block cipher family as dm-crypt names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +94,7 @@ macro_rules! with_blk {
                 $body
             }
             $crate::blk::Blk::Twofish(b) => {
-                let $k: &twofish::Twofish = b;
+                let $k: &$crate::twofish::Twofish = b;
                 $body
             }
             $crate::blk::Blk::Camellia128(b) => {
@@ -126,9 +127,7 @@ impl Blk {
             (BlockCipherKind::Serpent, _) => Serpent::new_from_slice(key)
                 .ok()
                 .map(|k| Blk::Serpent(Box::new(k))),
-            (BlockCipherKind::Twofish, _) => Twofish::new_from_slice(key)
-                .ok()
-                .map(|k| Blk::Twofish(Box::new(k))),
+            (BlockCipherKind::Twofish, _) => Twofish::new(key).map(Blk::Twofish),
             (BlockCipherKind::Camellia, 16) => Camellia128::new_from_slice(key)
                 .ok()
                 .map(|k| Blk::Camellia128(Box::new(k))),

@@ -23,6 +23,7 @@ pub mod kdf;
 pub mod luks1;
 pub mod metadata;
 pub mod secret;
+mod twofish;
 pub mod unlock;
 pub mod volume;
 
