@@ -5,14 +5,17 @@
 //! Serpent. Here the key setup folds the q-permutations, the S-box key words and the MDS matrix
 //! into four 256-entry tables of 32-bit words, so that `g` is four lookups and three XORs, as in
 //! the kernel's `twofish_generic` and the reference implementation's full keying.
+//! Groups of four blocks run with their rounds interleaved, so that their independent lookups
+//! fill the pipeline.
 //!
 //! Key schedule (tables and the 40 round subkeys) is wiped on drop. Lookups index 256-entry
 //! arrays with bytes (`get` on a `u8`-derived index: never out of range, the check folds away).
 
-use aes::cipher::consts::{U1, U16};
+use aes::cipher::consts::{U16, U4};
+use aes::cipher::typenum::Unsigned;
 use aes::cipher::{
     Block, BlockCipherDecBackend, BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncBackend,
-    BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, InOut, ParBlocksSizeUser,
+    BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, InOut, ParBlocks, ParBlocksSizeUser,
 };
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -247,48 +250,54 @@ impl Twofish {
         lookup(s0, b3) ^ lookup(s1, b0) ^ lookup(s2, b1) ^ lookup(s3, b2)
     }
 
+    /// Encrypts `N` blocks, their rounds interleaved (independent lookups for the pipeline).
     #[inline(always)]
-    fn encrypt_bytes(&self, b: [u8; 16]) -> [u8; 16] {
+    fn encrypt_n<const N: usize>(&self, b: [[u8; 16]; N]) -> [[u8; 16]; N] {
         let w = &self.w;
-        let [x0, x1, x2, x3] = bytes_to_words(b);
-        let mut p0 = x0 ^ w[0];
-        let mut p1 = x1 ^ w[1];
-        let mut p2 = x2 ^ w[2];
-        let mut p3 = x3 ^ w[3];
+        let mut st = b.map(|b| {
+            let [x0, x1, x2, x3] = bytes_to_words(b);
+            [x0 ^ w[0], x1 ^ w[1], x2 ^ w[2], x3 ^ w[3]]
+        });
         for &[k0, k1, k2, k3] in &self.rk {
-            let t1 = self.g1(p1);
-            let t0 = self.g0(p0).wrapping_add(t1);
-            p2 = (p2 ^ t0.wrapping_add(k0)).rotate_right(1);
-            p3 = p3.rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k1);
-
-            let t1 = self.g1(p3);
-            let t0 = self.g0(p2).wrapping_add(t1);
-            p0 = (p0 ^ t0.wrapping_add(k2)).rotate_right(1);
-            p1 = p1.rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k3);
+            for [p0, p1, p2, p3] in st.iter_mut() {
+                let t1 = self.g1(*p1);
+                let t0 = self.g0(*p0).wrapping_add(t1);
+                *p2 = (*p2 ^ t0.wrapping_add(k0)).rotate_right(1);
+                *p3 = p3.rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k1);
+            }
+            for [p0, p1, p2, p3] in st.iter_mut() {
+                let t1 = self.g1(*p3);
+                let t0 = self.g0(*p2).wrapping_add(t1);
+                *p0 = (*p0 ^ t0.wrapping_add(k2)).rotate_right(1);
+                *p1 = p1.rotate_left(1) ^ t1.wrapping_add(t0).wrapping_add(k3);
+            }
         }
-        words_to_bytes([p2 ^ w[4], p3 ^ w[5], p0 ^ w[6], p1 ^ w[7]])
+        st.map(|[p0, p1, p2, p3]| words_to_bytes([p2 ^ w[4], p3 ^ w[5], p0 ^ w[6], p1 ^ w[7]]))
     }
 
+    /// Decrypts `N` blocks, their rounds interleaved.
     #[inline(always)]
-    fn decrypt_bytes(&self, b: [u8; 16]) -> [u8; 16] {
+    fn decrypt_n<const N: usize>(&self, b: [[u8; 16]; N]) -> [[u8; 16]; N] {
         let w = &self.w;
-        let [x0, x1, x2, x3] = bytes_to_words(b);
-        let mut c0 = x2 ^ w[6];
-        let mut c1 = x3 ^ w[7];
-        let mut c2 = x0 ^ w[4];
-        let mut c3 = x1 ^ w[5];
+        let mut st = b.map(|b| {
+            let [x0, x1, x2, x3] = bytes_to_words(b);
+            [x2 ^ w[6], x3 ^ w[7], x0 ^ w[4], x1 ^ w[5]]
+        });
         for &[k0, k1, k2, k3] in self.rk.iter().rev() {
-            let t1 = self.g1(c3);
-            let t0 = self.g0(c2).wrapping_add(t1);
-            c0 = c0.rotate_left(1) ^ t0.wrapping_add(k2);
-            c1 = (c1 ^ t1.wrapping_add(t0).wrapping_add(k3)).rotate_right(1);
-
-            let t1 = self.g1(c1);
-            let t0 = self.g0(c0).wrapping_add(t1);
-            c2 = c2.rotate_left(1) ^ t0.wrapping_add(k0);
-            c3 = (c3 ^ t1.wrapping_add(t0).wrapping_add(k1)).rotate_right(1);
+            for [c0, c1, c2, c3] in st.iter_mut() {
+                let t1 = self.g1(*c3);
+                let t0 = self.g0(*c2).wrapping_add(t1);
+                *c0 = c0.rotate_left(1) ^ t0.wrapping_add(k2);
+                *c1 = (*c1 ^ t1.wrapping_add(t0).wrapping_add(k3)).rotate_right(1);
+            }
+            for [c0, c1, c2, c3] in st.iter_mut() {
+                let t1 = self.g1(*c1);
+                let t0 = self.g0(*c0).wrapping_add(t1);
+                *c2 = c2.rotate_left(1) ^ t0.wrapping_add(k0);
+                *c3 = (*c3 ^ t1.wrapping_add(t0).wrapping_add(k1)).rotate_right(1);
+            }
         }
-        words_to_bytes([c0 ^ w[0], c1 ^ w[1], c2 ^ w[2], c3 ^ w[3]])
+        st.map(|[c0, c1, c2, c3]| words_to_bytes([c0 ^ w[0], c1 ^ w[1], c2 ^ w[2], c3 ^ w[3]]))
     }
 }
 
@@ -322,23 +331,52 @@ impl BlockSizeUser for Twofish {
     type BlockSize = U16;
 }
 
+/// Blocks per interleaved group: four (xts-512, this machine: 1 about 200 MiB/s, 2 about 300,
+/// 4 about 350, 8 no better, as sixteen state words no longer fit the registers).
+type Par = U4;
+const PAR: usize = Par::USIZE;
+
 impl ParBlocksSizeUser for Twofish {
-    type ParBlocksSize = U1;
+    type ParBlocksSize = Par;
 }
 
 impl BlockCipherEncBackend for Twofish {
     #[inline]
     fn encrypt_block(&self, mut block: InOut<'_, '_, Block<Self>>) {
-        let out = self.encrypt_bytes((*block.get_in()).into());
+        let [out] = self.encrypt_n([(*block.get_in()).into()]);
         *block.get_out() = out.into();
+    }
+
+    #[inline]
+    fn encrypt_par_blocks(&self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+        let mut inp = [[0u8; 16]; PAR];
+        for (i, b) in inp.iter_mut().zip(blocks.get_in().iter()) {
+            *i = (*b).into();
+        }
+        let out = self.encrypt_n(inp);
+        for (o, b) in blocks.get_out().iter_mut().zip(out) {
+            *o = b.into();
+        }
     }
 }
 
 impl BlockCipherDecBackend for Twofish {
     #[inline]
     fn decrypt_block(&self, mut block: InOut<'_, '_, Block<Self>>) {
-        let out = self.decrypt_bytes((*block.get_in()).into());
+        let [out] = self.decrypt_n([(*block.get_in()).into()]);
         *block.get_out() = out.into();
+    }
+
+    #[inline]
+    fn decrypt_par_blocks(&self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+        let mut inp = [[0u8; 16]; PAR];
+        for (i, b) in inp.iter_mut().zip(blocks.get_in().iter()) {
+            *i = (*b).into();
+        }
+        let out = self.decrypt_n(inp);
+        for (o, b) in blocks.get_out().iter_mut().zip(out) {
+            *o = b.into();
+        }
     }
 }
 
@@ -497,7 +535,9 @@ mod tests {
                 rng.fill(&mut key);
                 let ours = Twofish::new(&key).unwrap();
                 let theirs = twofish::Twofish::new_from_slice(&key).unwrap();
-                let mut blocks = vec![Block::default(); 8];
+                // 1 to 9 blocks: groups of four and single tail blocks.
+                let n = 1 + (rng.next() % 9) as usize;
+                let mut blocks = vec![Block::default(); n];
                 for b in blocks.iter_mut() {
                     rng.fill(b);
                 }
