@@ -332,7 +332,7 @@ impl BlockSizeUser for Twofish {
 }
 
 /// Blocks per interleaved group: four (xts-512, this machine: 1 about 200 MiB/s, 2 about 300,
-/// 4 about 350, 8 no better, as sixteen state words no longer fit the registers).
+/// 4 about 350, 8 no better: its 32 state words spill).
 type Par = U4;
 const PAR: usize = Par::USIZE;
 
