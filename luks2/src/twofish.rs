@@ -8,6 +8,11 @@
 //! Groups of four blocks run with their rounds interleaved, so that their independent lookups
 //! fill the pipeline.
 //!
+//! The lookups' addresses depend on the key and the data, as in the kernel's table-driven
+//! Twofish (and in the `camellia` crate's S-boxes): a process sharing the CPU's caches could in
+//! principle learn from their timing; AES (hardware instructions) and Serpent (bitsliced) have
+//! no such lookups.
+//!
 //! Key schedule (tables and the 40 round subkeys) is wiped on drop. Lookups index 256-entry
 //! arrays with bytes (`get` on a `u8`-derived index: never out of range, the check folds away).
 
