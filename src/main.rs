@@ -257,7 +257,9 @@ fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Dump(a) => cmd_dump(a, verbose).map(|()| code::OK),
         Command::Open(a) => cmd_open(a, verbose).map(|()| code::OK),
-        Command::Close(a) => mapping::close(&a.name, a.deferred).map(|()| code::OK),
+        Command::Close(a) => mapping::close(&a.name, a.deferred)
+            .map(|()| code::OK)
+            .map_err(CliError::from),
         Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
         Command::Decrypt(a) => cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.

@@ -19,6 +19,7 @@ use crate::kernel::DevId;
 use crate::table::{self, CryptFlags, CryptTarget, TableKey};
 use luks2::volume::DataSegment;
 use luks2::VolumeKey;
+use std::fmt;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -73,36 +74,145 @@ pub struct Mapped {
     pub keyring: bool,
 }
 
+/// What a mapping failure means to the caller, as cryptsetup's exit codes sort them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Wrong parameters, or the kernel refused what it was given (exit 1).
+    Invalid,
+    /// The device or mapping is missing or cannot be used (exit 4).
+    Device,
+    /// The name or the device is already in use (exit 5).
+    Busy,
+}
+
+/// Why a mapping could not be made, removed or read: the kind, what failed, what to try, and
+/// the errno it came from; or the library's error about the volume.
+#[derive(Debug)]
+pub enum MapError {
+    /// A step of the mapping failed.
+    Failed {
+        /// What it means to the caller.
+        kind: Kind,
+        /// What failed, lowercase, no trailing period.
+        message: String,
+        /// What to do next.
+        hint: Option<String>,
+        /// The kernel's errno, where the failure came from a system call.
+        errno: Option<i32>,
+    },
+    /// The library refused the volume (its data segment cannot be mapped).
+    Library {
+        /// The device, as the user named it.
+        device: String,
+        /// The library's error.
+        error: luks2::Error,
+    },
+}
+
+impl MapError {
+    fn new(kind: Kind, message: impl Into<String>) -> MapError {
+        MapError::Failed {
+            kind,
+            message: message.into(),
+            hint: None,
+            errno: None,
+        }
+    }
+
+    fn hint(mut self, h: impl Into<String>) -> MapError {
+        if let MapError::Failed { hint, .. } = &mut self {
+            *hint = Some(h.into());
+        }
+        self
+    }
+
+    fn errno(mut self, e: Option<i32>) -> MapError {
+        if let MapError::Failed { errno, .. } = &mut self {
+            *errno = e;
+        }
+        self
+    }
+
+    /// What the failure means to the caller (a library error is "invalid").
+    pub fn kind(&self) -> Kind {
+        match self {
+            MapError::Failed { kind, .. } => *kind,
+            MapError::Library { .. } => Kind::Invalid,
+        }
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Failed { message, hint, .. } => {
+                f.write_str(message)?;
+                match hint {
+                    Some(h) => write!(f, " ({h})"),
+                    None => Ok(()),
+                }
+            }
+            MapError::Library { device, error } => write!(f, "{device}: {error}"),
+        }
+    }
+}
+
+impl From<MapError> for CliError {
+    /// cryptsetup's exit code for the kind; a library error as every verb reports one.
+    fn from(e: MapError) -> CliError {
+        match e {
+            MapError::Failed {
+                kind,
+                message,
+                hint,
+                ..
+            } => {
+                let c = match kind {
+                    Kind::Invalid => code::INVALID,
+                    Kind::Device => code::DEVICE,
+                    Kind::Busy => code::BUSY,
+                };
+                let e = CliError::new(c, message);
+                match hint {
+                    Some(h) => e.hint(h),
+                    None => e,
+                }
+            }
+            MapError::Library { device, error } => CliError::luks(&device, error),
+        }
+    }
+}
+
 /// Opens `/dev/mapper/control`, failing with a message that says what to load.
-pub fn control() -> Result<Control, CliError> {
+pub fn control() -> Result<Control, MapError> {
     Control::open().map_err(|e| {
-        CliError::new(code::INVALID, format!("cannot use device-mapper: {e}"))
+        MapError::new(Kind::Invalid, format!("cannot use device-mapper: {e}"))
             .hint("load the dm_mod and dm_crypt kernel modules (modprobe dm_crypt), or run where /dev/mapper/control exists")
     })
 }
 
-fn dm_err(e: DmError) -> CliError {
+fn dm_err(e: DmError) -> MapError {
     let c = if e.is_busy() {
-        code::BUSY
+        Kind::Busy
     } else {
-        code::INVALID
+        Kind::Invalid
     };
-    CliError::new(c, e.to_string())
+    MapError::new(c, e.to_string()).errno(e.errno())
 }
 
 /// A failed TABLE_LOAD or resume. Busy stays busy (exit 5); anything else most often means
 /// the kernel lacks the cipher, its chain mode or IV generator (dm-crypt cannot allocate the
 /// transform): the message names the cipher and the modules that provide it, as cryptsetup's
 /// "Check that kernel supports ... cipher" does (exit 1).
-fn table_err(e: DmError, cipher: &str, key_len: usize) -> CliError {
+fn table_err(e: DmError, cipher: &str, key_len: usize) -> MapError {
     if e.is_busy() {
         return dm_err(e);
     }
     let modules = luks2::cipher::CipherSpec::parse(cipher, key_len)
         .map(|s| s.kernel_modules().join(" "))
         .unwrap_or_else(|_| "dm_crypt".into());
-    CliError::new(
-        code::INVALID,
+    MapError::new(
+        Kind::Invalid,
         format!("the kernel refused the dm-crypt table for cipher {cipher}: {e}"),
     )
     .hint(format!(
@@ -159,15 +269,15 @@ fn file_in_use(path: &Path) -> Option<String> {
 /// The data device from a descriptor opened by the caller: a block device by its device
 /// number (from `fstat` of that descriptor), a regular file attached to a loop device
 /// through that descriptor. The path is only named in messages.
-fn open_data_fd(file: &File, path: &Path, readonly: bool) -> Result<Data, CliError> {
+fn open_data_fd(file: &File, path: &Path, readonly: bool) -> Result<Data, MapError> {
     let shown = path.display();
     let meta = file
         .metadata()
-        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?;
+        .map_err(|e| MapError::new(Kind::Device, format!("cannot stat {shown}: {e}")))?;
     let ft = meta.file_type();
     if ft.is_block_device() {
         let size = (&*file).seek(SeekFrom::End(0)).map_err(|e| {
-            CliError::new(code::DEVICE, format!("cannot get the size of {shown}: {e}"))
+            MapError::new(Kind::Device, format!("cannot get the size of {shown}: {e}"))
         })?;
         Ok(Data::Block {
             dev: DevId::from_raw(meta.rdev()),
@@ -176,8 +286,8 @@ fn open_data_fd(file: &File, path: &Path, readonly: bool) -> Result<Data, CliErr
     } else if ft.is_file() {
         let busy = loopdev::attached_to(meta.dev(), meta.ino());
         if let Some(lo) = busy.first() {
-            return Err(CliError::new(
-                code::BUSY,
+            return Err(MapError::new(
+                Kind::Busy,
                 format!(
                     "cannot use {shown}: it is already in use through {}",
                     lo.display()
@@ -185,24 +295,24 @@ fn open_data_fd(file: &File, path: &Path, readonly: bool) -> Result<Data, CliErr
             ));
         }
         let dev = loopdev::attach_fd(file, path, readonly)
-            .map_err(|e| CliError::new(code::DEVICE, format!("cannot attach {shown}: {e}")))?;
+            .map_err(|e| MapError::new(Kind::Device, format!("cannot attach {shown}: {e}")))?;
         Ok(Data::Loop {
             dev,
             size: meta.len(),
         })
     } else {
-        Err(CliError::new(
-            code::DEVICE,
+        Err(MapError::new(
+            Kind::Device,
             format!("device {shown} is not compatible: not a block device or regular file"),
         ))
     }
 }
 
-fn open_data(path: &Path, readonly: bool) -> Result<Data, CliError> {
+fn open_data(path: &Path, readonly: bool) -> Result<Data, MapError> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| {
-        CliError::new(
-            code::DEVICE,
+        MapError::new(
+            Kind::Device,
             format!("device {shown} does not exist or access denied: {e}"),
         )
     })?;
@@ -215,18 +325,18 @@ fn open_data(path: &Path, readonly: bool) -> Result<Data, CliError> {
             .open(path)
             .map_err(|e| {
                 if e.raw_os_error() == Some(libc::EBUSY) {
-                    CliError::new(
-                        code::BUSY,
+                    MapError::new(
+                        Kind::Busy,
                         format!(
                             "cannot use device {shown}: it is in use (already mapped or mounted)"
                         ),
                     )
                 } else {
-                    CliError::new(code::DEVICE, format!("cannot open device {shown}: {e}"))
+                    MapError::new(Kind::Device, format!("cannot open device {shown}: {e}"))
                 }
             })?;
         let size = f.seek(SeekFrom::End(0)).map_err(|e| {
-            CliError::new(code::DEVICE, format!("cannot get the size of {shown}: {e}"))
+            MapError::new(Kind::Device, format!("cannot get the size of {shown}: {e}"))
         })?;
         Ok(Data::Block {
             dev: DevId::from_raw(meta.rdev()),
@@ -234,40 +344,40 @@ fn open_data(path: &Path, readonly: bool) -> Result<Data, CliError> {
         })
     } else if ft.is_file() {
         if let Some(lo) = file_in_use(path) {
-            return Err(CliError::new(
-                code::BUSY,
+            return Err(MapError::new(
+                Kind::Busy,
                 format!("cannot use {shown}: it is already in use through {lo}"),
             ));
         }
         let dev = loopdev::attach(path, readonly)
-            .map_err(|e| CliError::new(code::DEVICE, format!("cannot attach {shown}: {e}")))?;
+            .map_err(|e| MapError::new(Kind::Device, format!("cannot attach {shown}: {e}")))?;
         Ok(Data::Loop {
             dev,
             size: meta.len(),
         })
     } else {
-        Err(CliError::new(
-            code::DEVICE,
+        Err(MapError::new(
+            Kind::Device,
             format!("device {shown} is not compatible: not a block device or regular file"),
         ))
     }
 }
 
 /// Activates the mapping; on failure nothing is left behind.
-pub fn activate(req: &MapRequest<'_>) -> Result<Mapped, CliError> {
+pub fn activate(req: &MapRequest<'_>) -> Result<Mapped, MapError> {
     activate_from(req, None)
 }
 
 /// [`activate`] on the data device or image already open as `data` (`req.data` only names it
 /// in messages): nothing is opened by path.
-pub fn activate_fd(req: &MapRequest<'_>, data: &File) -> Result<Mapped, CliError> {
+pub fn activate_fd(req: &MapRequest<'_>, data: &File) -> Result<Mapped, MapError> {
     activate_from(req, Some(data))
 }
 
-fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, CliError> {
+fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, MapError> {
     dm::validate_name(req.name).map_err(|e| {
-        CliError::new(
-            code::INVALID,
+        MapError::new(
+            Kind::Invalid,
             format!("invalid mapping name '{}': {e:?}", req.name),
         )
     })?;
@@ -276,7 +386,7 @@ fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, Cl
         Ok(Some(_)) => {}
         Ok(None) => {
             return Err(
-                CliError::new(code::INVALID, "the kernel has no dm-crypt target")
+                MapError::new(Kind::Invalid, "the kernel has no dm-crypt target")
                     .hint("load the dm_crypt kernel module"),
             )
         }
@@ -284,8 +394,8 @@ fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, Cl
     }
     match ctl.info(req.name) {
         Ok(_) => {
-            return Err(CliError::new(
-                code::BUSY,
+            return Err(MapError::new(
+                Kind::Busy,
                 format!("device {} already exists", req.name),
             ))
         }
@@ -314,15 +424,18 @@ fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, Cl
     }
 }
 
-fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mapped, CliError> {
+fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mapped, MapError> {
     let length = req
         .segment
         .length_on(data.size())
-        .map_err(|e| CliError::luks(&req.data.display().to_string(), e))?;
+        .map_err(|e| MapError::Library {
+            device: req.data.display().to_string(),
+            error: e,
+        })?;
     let sectors = length / 512;
     if sectors == 0 {
-        return Err(CliError::new(
-            code::INVALID,
+        return Err(MapError::new(
+            Kind::Invalid,
             format!("{}: the data segment is empty", req.data.display()),
         ));
     }
@@ -341,7 +454,7 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
                     None
                 }
                 Err(e) => {
-                    return Err(CliError::new(code::INVALID, e.to_string()).hint(
+                    return Err(MapError::new(Kind::Invalid, e.to_string()).hint(
                         "allow the keyring syscalls (add_key, keyctl), or drop --no-hex-key to accept a hex key in the table",
                     ))
                 }
@@ -396,8 +509,8 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
             Ok(_) => Some(dm::mapper_path(req.name)),
             Err(e) => {
                 let _ = ctl.remove(req.name, false);
-                return Err(CliError::new(
-                    code::INVALID,
+                return Err(MapError::new(
+                    Kind::Invalid,
                     format!("cannot create {}: {e}", dm::mapper_path(req.name).display()),
                 ));
             }
@@ -413,18 +526,18 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
 }
 
 /// `tazpod close NAME [--deferred]`.
-pub fn close(name: &str, deferred: bool) -> Result<(), CliError> {
+pub fn close(name: &str, deferred: bool) -> Result<(), MapError> {
     let ctl = control()?;
     let info = ctl.info(name).map_err(|e| {
         if e.is_not_found() {
-            CliError::new(code::DEVICE, format!("device {name} is not active"))
+            MapError::new(Kind::Device, format!("device {name} is not active"))
         } else {
             dm_err(e)
         }
     })?;
     if !info.uuid.starts_with("CRYPT-") {
-        return Err(CliError::new(
-            code::INVALID,
+        return Err(MapError::new(
+            Kind::Invalid,
             format!(
                 "device {name} is not a crypt mapping (uuid '{}')",
                 info.uuid
@@ -440,8 +553,8 @@ pub fn close(name: &str, deferred: bool) -> Result<(), CliError> {
             eprintln!("Device {name} is still in use; it will be removed when it is closed.");
             Ok(())
         }
-        Err(e) if e.is_busy() => Err(CliError::new(
-            code::BUSY,
+        Err(e) if e.is_busy() => Err(MapError::new(
+            Kind::Busy,
             format!("device {name} is still in use"),
         )
         .hint("unmount it or close what holds it, or use --deferred")),
@@ -461,14 +574,14 @@ fn dev_name(dev: DevId) -> String {
 }
 
 /// `tazpod status NAME`: what `cryptsetup status` shows (never the key).
-pub fn status(name: &str) -> Result<String, CliError> {
+pub fn status(name: &str) -> Result<String, MapError> {
     let ctl = control()?;
     let path = dm::mapper_path(name);
     let (info, targets) = match ctl.table_status(name, true) {
         Ok(v) => v,
         Err(e) if e.is_not_found() => {
-            return Err(CliError::new(
-                code::DEVICE,
+            return Err(MapError::new(
+                Kind::Device,
                 format!("{} is inactive", path.display()),
             ))
         }

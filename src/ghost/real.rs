@@ -11,7 +11,6 @@ use super::host::{
 };
 use super::lock::{self, Acquired, Record, SessionLock, RUNTIME_DIR};
 use super::session::{should_forward, VaultKey};
-use crate::error::{code, CliError};
 use crate::kernel::dm::{self, DmError};
 use crate::kernel::mount::{self, NsId};
 use crate::kernel::privs::{self, FsIdentity, SigSet, WaitStatus};
@@ -149,21 +148,15 @@ fn dm_os_error(op: &'static str, name: &str, e: DmError) -> HostError {
     HostError::new(op, name, io::Error::new(kind, e.to_string()))
 }
 
-/// A mapping failure as a host error that keeps its exit code as an error kind (busy,
-/// missing, permission, memory) and its message and hint as text.
-fn mapping_error(op: &'static str, name: &str, e: CliError) -> HostError {
-    let kind = match e.code {
-        code::BUSY => io::ErrorKind::ResourceBusy,
-        code::DEVICE => io::ErrorKind::NotFound,
-        code::PERMISSION => io::ErrorKind::PermissionDenied,
-        code::NOMEM => io::ErrorKind::OutOfMemory,
-        _ => io::ErrorKind::Other,
+/// A mapping failure as a host error that keeps its meaning as an error kind (busy, missing)
+/// and its errno where it came from the kernel, and its message and hint as text.
+fn mapping_error(op: &'static str, name: &str, e: mapping::MapError) -> HostError {
+    let kind = match e.kind() {
+        mapping::Kind::Busy => io::ErrorKind::ResourceBusy,
+        mapping::Kind::Device => io::ErrorKind::NotFound,
+        mapping::Kind::Invalid => io::ErrorKind::Other,
     };
-    let mut msg = e.message;
-    if let Some(h) = e.hint {
-        msg.push_str(&format!(" ({h})"));
-    }
-    HostError::new(op, name, io::Error::new(kind, msg))
+    HostError::new(op, name, io::Error::new(kind, e.to_string()))
 }
 
 /// Switches to `owner`'s filesystem rights (none: stays root).
@@ -1140,6 +1133,7 @@ mod tests {
     //! is a tmpfs "mounted" where ext4 would be), in a forked single-threaded child.
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::error::code;
     use crate::ghost::host::{ExecSpec, VolumeInfo};
     use crate::ghost::session::{run_holder, Bind, SessionEnd, SessionPlan, ShellPlan, VaultKey};
 
@@ -1147,18 +1141,25 @@ mod tests {
     /// through the host layer (the mapping's exit code, the ioctl's errno).
     #[test]
     fn host_errors_keep_their_exit_code() {
-        let busy = CliError::new(code::BUSY, "device tazpod-x is busy").hint("close it");
-        let e = mapping_error("map the vault as", "tazpod-x", busy);
+        let failed = |kind, hint: Option<&str>| mapping::MapError::Failed {
+            kind,
+            message: "device tazpod-x is busy".into(),
+            hint: hint.map(String::from),
+            errno: Some(libc::EBUSY),
+        };
+        let e = mapping_error(
+            "map the vault as",
+            "tazpod-x",
+            failed(mapping::Kind::Busy, Some("close it")),
+        );
         assert_eq!(e.exit_code(), code::BUSY);
         assert!(e.to_string().contains("is busy (close it)"), "{e}");
-        for (c, want) in [
-            (code::DEVICE, code::DEVICE),
-            (code::PERMISSION, code::PERMISSION),
-            (code::NOMEM, code::NOMEM),
-            (code::INVALID, code::INVALID),
+        for (k, want) in [
+            (mapping::Kind::Device, code::DEVICE),
+            (mapping::Kind::Invalid, code::INVALID),
         ] {
-            let e = mapping_error("map the vault as", "v", CliError::new(c, "x"));
-            assert_eq!(e.exit_code(), want, "code {c}");
+            let e = mapping_error("map the vault as", "v", failed(k, None));
+            assert_eq!(e.exit_code(), want, "{k:?}");
         }
         let dm = |errno| DmError {
             op: "DEV_CREATE",
