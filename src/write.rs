@@ -73,6 +73,38 @@ impl Default for KdfArgs {
     }
 }
 
+/// The KDF choices of a new keyslot as the writer takes them: the command line's `KdfArgs`
+/// without its parsing, so that no command-line type travels into the services (the ghost
+/// host, the header spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KdfOptions {
+    /// `argon2id`, `argon2i` or `pbkdf2`.
+    pub pbkdf: String,
+    /// Target unlock time in milliseconds (default 2000).
+    pub iter_time: Option<u64>,
+    /// Argon2 memory cap in KiB.
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 threads.
+    pub pbkdf_parallel: Option<u32>,
+    /// A fixed cost instead of the calibration.
+    pub force_iterations: Option<u32>,
+    /// Hash for PBKDF2, the anti-forensic splitter and the digest.
+    pub hash: String,
+}
+
+impl From<&KdfArgs> for KdfOptions {
+    fn from(a: &KdfArgs) -> KdfOptions {
+        KdfOptions {
+            pbkdf: a.pbkdf.clone(),
+            iter_time: a.iter_time,
+            pbkdf_memory: a.pbkdf_memory,
+            pbkdf_parallel: a.pbkdf_parallel,
+            force_iterations: a.force_iterations,
+            hash: a.hash.clone(),
+        }
+    }
+}
+
 /// `tazpod format`.
 #[derive(Args, Debug)]
 pub struct FormatArgs {
@@ -505,7 +537,7 @@ fn bench_pbkdf2(hash: HashAlg, key_len: usize, target_ms: u64) -> Result<u32, Cl
 }
 
 /// The keyslot KDF from the options: forced, or benchmarked to `--iter-time` like cryptsetup.
-fn choose_kdf(a: &KdfArgs, key_len: usize, verbose: bool) -> Result<KdfParams, CliError> {
+fn choose_kdf(a: &KdfOptions, key_len: usize, verbose: bool) -> Result<KdfParams, CliError> {
     let hash = HashAlg::from_name(&a.hash)
         .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.hash)))?;
     let target = a.iter_time.unwrap_or(DEFAULT_ITER_TIME_MS).max(1);
@@ -585,7 +617,7 @@ pub struct HeaderSpec {
     /// A fixed UUID (else a random one).
     pub uuid: Option<String>,
     /// The keyslot's KDF options.
-    pub kdf: KdfArgs,
+    pub kdf: KdfOptions,
 }
 
 /// A header just written: its UUID and the volume key it protects.
@@ -677,7 +709,7 @@ pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
         label: a.label.clone().unwrap_or_default(),
         subsystem: a.subsystem.clone().unwrap_or_default(),
         uuid: a.uuid.clone(),
-        kdf: a.kdf.clone(),
+        kdf: KdfOptions::from(&a.kdf),
     })
 }
 
@@ -856,7 +888,7 @@ fn unlock_for_new_key(
     key: &KeyArgs,
     slot: Option<u32>,
     new_keyfile: Option<&PathBuf>,
-    kdf: &KdfArgs,
+    kdf: &KdfOptions,
     verbose: bool,
 ) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
@@ -903,7 +935,7 @@ pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
         &a.key,
         a.key_slot,
         a.new_keyfile.as_ref(),
-        &a.kdf,
+        &KdfOptions::from(&a.kdf),
         verbose,
     )?;
     let slot = u.keyslot;
@@ -939,7 +971,7 @@ pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
         &a.key,
         None,
         a.new_keyfile.as_ref(),
-        &a.kdf,
+        &KdfOptions::from(&a.kdf),
         verbose,
     )?;
     let vk = u.volume_key;
