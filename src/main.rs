@@ -443,18 +443,13 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
     }
     let u = unlock::unlock_with(&mut f, &header, &a.key, &shown, &opts, verbose)?;
     if let (Some(name), Some(seg)) = (a.name.as_deref().filter(|_| !a.test_passphrase), &seg) {
-        let (version, uuid, persistent) = match &header {
-            luks2::Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
-            luks2::Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
-        };
-        let mut flags = table::CryptFlags {
+        let flags = table::CryptFlags {
             allow_discards: a.allow_discards,
             same_cpu_crypt: a.perf_same_cpu_crypt,
             submit_from_crypt_cpus: a.perf_submit_from_crypt_cpus,
             no_read_workqueue: a.perf_no_read_workqueue,
             no_write_workqueue: a.perf_no_write_workqueue,
         };
-        flags.add_persistent(&persistent);
         let key_mode = if a.disable_keyring {
             mapping::KeyMode::Hex
         } else if a.no_hex_key {
@@ -465,10 +460,7 @@ fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
         let m = mapping::activate(&mapping::MapRequest {
             name,
             data: &a.device,
-            version,
-            uuid: &uuid,
-            digest: u.digest,
-            segment: seg,
+            volume: &mapping::VolumeInfo::of(&header, seg.clone(), u.digest),
             key: &u.volume_key,
             readonly: a.readonly,
             flags,

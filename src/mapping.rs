@@ -18,7 +18,7 @@ use crate::kernel::loopdev::{self, LoopDevice};
 use crate::kernel::DevId;
 use crate::table::{self, CryptFlags, CryptTarget, TableKey};
 use luks2::volume::DataSegment;
-use luks2::VolumeKey;
+use luks2::{Header, VolumeKey};
 use std::fmt;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -43,24 +43,50 @@ pub struct MapRequest<'a> {
     pub name: &'a str,
     /// The data device or image file.
     pub data: &'a Path,
-    /// LUKS version (1 or 2), for the DM UUID.
-    pub version: u8,
-    /// The LUKS UUID.
-    pub uuid: &'a str,
-    /// The digest that verified the key (keyring description).
-    pub digest: u32,
-    /// The data segment.
-    pub segment: &'a DataSegment,
+    /// Version, UUID, persistent flags, data segment and verifying digest, from the header.
+    pub volume: &'a VolumeInfo,
     /// The volume key.
     pub key: &'a VolumeKey,
     /// Map read-only.
     pub readonly: bool,
-    /// dm-crypt features (persistent flags and command-line flags, merged).
+    /// dm-crypt features from the command line (the volume's persistent flags are added).
     pub flags: CryptFlags,
     /// Key transport.
     pub key_mode: KeyMode,
     /// Create `/dev/mapper/NAME` (false when the caller makes its own node).
     pub make_node: bool,
+}
+
+/// What the mapping needs to know about the volume besides its key, taken from the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// LUKS version (1 or 2), for the dm UUID `CRYPT-LUKS<v>-...`.
+    pub version: u8,
+    /// The LUKS UUID.
+    pub uuid: String,
+    /// LUKS2 persistent flags (`allow-discards`...), none for LUKS1.
+    pub persistent_flags: Vec<String>,
+    /// The data segment.
+    pub segment: DataSegment,
+    /// The digest that verified the key (keyring description `cryptsetup:<uuid>-d<N>`).
+    pub digest: u32,
+}
+
+impl VolumeInfo {
+    /// The volume information of `header`, with its data segment and verifying digest.
+    pub fn of(header: &Header, segment: DataSegment, digest: u32) -> VolumeInfo {
+        let (version, uuid, persistent_flags) = match header {
+            Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
+            Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
+        };
+        VolumeInfo {
+            version,
+            uuid,
+            persistent_flags,
+            segment,
+            digest,
+        }
+    }
 }
 
 /// A live mapping.
@@ -426,6 +452,7 @@ fn activate_from(req: &MapRequest<'_>, file: Option<&File>) -> Result<Mapped, Ma
 
 fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mapped, MapError> {
     let length = req
+        .volume
         .segment
         .length_on(data.size())
         .map_err(|e| MapError::Library {
@@ -442,7 +469,7 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
     let dev = data.dev();
 
     // Step 3: the key.
-    let description = table::key_description(req.uuid, req.digest);
+    let description = table::key_description(&req.volume.uuid, req.volume.digest);
     let mut hex_warning = None;
     let key = match req.key_mode {
         KeyMode::Hex => None,
@@ -464,8 +491,10 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
     if let Some(w) = hex_warning {
         eprintln!("WARNING: {w}; the volume key goes into the dm table as hex instead");
     }
+    let mut flags = req.flags;
+    flags.add_persistent(&req.volume.persistent_flags);
     let params: Zeroizing<String> = CryptTarget {
-        cipher: &req.segment.encryption,
+        cipher: &req.volume.segment.encryption,
         key: match &key {
             Some(_) => TableKey::Keyring {
                 len: req.key.len(),
@@ -473,19 +502,19 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
             },
             None => TableKey::Hex(req.key.as_bytes()),
         },
-        iv_offset: req.segment.iv_tweak,
+        iv_offset: req.volume.segment.iv_tweak,
         major: dev.major,
         minor: dev.minor,
-        offset_sectors: req.segment.offset / 512,
-        sector_size: req.segment.sector_size,
-        flags: req.flags,
+        offset_sectors: req.volume.segment.offset / 512,
+        sector_size: req.volume.segment.sector_size,
+        flags,
     }
     .params();
     let params_bytes = Zeroizing::new(params.as_bytes().to_vec());
     drop(params);
 
     // Step 4: create, load, resume.
-    let uuid = table::dm_uuid(req.version, req.uuid, req.name);
+    let uuid = table::dm_uuid(req.volume.version, &req.volume.uuid, req.name);
     let mdev = ctl.create(req.name, &uuid).map_err(dm_err)?;
     let loaded = ctl
         .load_table(
@@ -497,7 +526,7 @@ fn activate_on(ctl: &Control, req: &MapRequest<'_>, data: &Data) -> Result<Mappe
         .and_then(|_| ctl.resume(req.name));
     if let Err(e) = loaded {
         let _ = ctl.remove(req.name, false);
-        return Err(table_err(e, &req.segment.encryption, req.key.len()));
+        return Err(table_err(e, &req.volume.segment.encryption, req.key.len()));
     }
     // Step 5: the key is in dm-crypt now; take it out of the keyring.
     let keyring = key.is_some();

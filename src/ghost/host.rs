@@ -6,8 +6,7 @@
 use crate::error::code;
 use crate::kernel::privs::WaitStatus;
 use crate::write::HeaderSpec;
-use luks2::volume::DataSegment;
-use luks2::{Header, Passphrase, VolumeKey};
+use luks2::{Passphrase, VolumeKey};
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -107,37 +106,7 @@ pub enum Mkfs {
     Tool(PathBuf),
 }
 
-/// What the mapping needs to know about the volume besides its key, taken from the header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeInfo {
-    /// LUKS version (1 or 2), for the dm UUID `CRYPT-LUKS<v>-...`.
-    pub version: u8,
-    /// The LUKS UUID.
-    pub uuid: String,
-    /// LUKS2 persistent flags (`allow-discards`...), none for LUKS1.
-    pub persistent_flags: Vec<String>,
-    /// The data segment.
-    pub segment: DataSegment,
-    /// The digest that verified the key (keyring description `cryptsetup:<uuid>-d<N>`).
-    pub digest: u32,
-}
-
-impl VolumeInfo {
-    /// The volume information of `header`, with its data segment and verifying digest.
-    pub fn of(header: &Header, segment: DataSegment, digest: u32) -> VolumeInfo {
-        let (version, uuid, persistent_flags) = match header {
-            Header::Luks2(h) => (2, h.binary.uuid.clone(), h.metadata.config.flags.clone()),
-            Header::Luks1(h) => (1, h.uuid.clone(), Vec::new()),
-        };
-        VolumeInfo {
-            version,
-            uuid,
-            persistent_flags,
-            segment,
-            digest,
-        }
-    }
-}
+pub use crate::mapping::VolumeInfo;
 
 /// What `map_vault` needs to map the vault through dm-crypt. The key is borrowed and never
 /// copied by the orchestration.

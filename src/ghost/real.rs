@@ -657,9 +657,6 @@ impl Host for RealHost {
     }
 
     fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
-        let v = req.volume;
-        let mut flags = CryptFlags::default();
-        flags.add_persistent(&v.persistent_flags);
         // The vault as the caller opened it, or the image being created: by descriptor.
         let data = match (&self.vault_file, &self.image) {
             (Some(f), _) => f,
@@ -676,13 +673,10 @@ impl Host for RealHost {
             &mapping::MapRequest {
                 name: req.name,
                 data: req.vault,
-                version: v.version,
-                uuid: &v.uuid,
-                digest: v.digest,
-                segment: &v.segment,
+                volume: req.volume,
                 key: req.key,
                 readonly: req.readonly,
-                flags,
+                flags: CryptFlags::default(),
                 key_mode: mapping::KeyMode::KeyringOrHex,
                 make_node: false,
             },
