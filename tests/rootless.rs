@@ -806,24 +806,30 @@ fn rootless_verbs_read_every_block_cipher() {
     use std::io::{Seek, SeekFrom};
     let src = "luks2-cbc-essiv.img";
     let pass = vault_info(src)["passphrase"].as_str().unwrap().to_string();
-    let plain = {
-        let mut c = Command::new(BIN);
-        c.args(["decrypt", "--key-file", "-"])
-            .arg(Path::new(DIR).join(src))
-            .arg("-")
+    // Runs tazpod with `args`, the passphrase on standard input.
+    let with_pass = |args: &[&std::ffi::OsStr]| -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(pass.as_bytes())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        let out = child.wait_with_output().unwrap();
-        ok(&out).to_vec()
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(pass.as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
     };
+    let os = std::ffi::OsStr::new;
+    let src_path = Path::new(DIR).join(src);
+    let plain = ok(&with_pass(&[
+        os("decrypt"),
+        os("--key-file"),
+        os("-"),
+        src_path.as_os_str(),
+        os("-"),
+    ]))
+    .to_vec();
     let tree = tree(src);
     let dir = tempfile::tempdir().unwrap();
     for (cipher, bits) in [
@@ -838,29 +844,22 @@ fn rootless_verbs_read_every_block_cipher() {
         let f = std::fs::File::create(&img).unwrap();
         f.set_len(16 * 1024 * 1024 + plain.len() as u64).unwrap();
         drop(f);
-        let mut c = Command::new(BIN);
-        c.args([
-            "format",
-            "-q",
-            "--cipher",
-            cipher,
-            "--key-size",
-            &bits.to_string(),
-        ])
-        .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
-        .args(["--key-file", "-"])
-        .arg(&img)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(pass.as_bytes())
-            .unwrap();
-        ok(&child.wait_with_output().unwrap());
+        let bits = bits.to_string();
+        ok(&with_pass(&[
+            os("format"),
+            os("-q"),
+            os("--cipher"),
+            os(cipher),
+            os("--key-size"),
+            os(&bits),
+            os("--pbkdf"),
+            os("pbkdf2"),
+            os("--pbkdf-force-iterations"),
+            os("1000"),
+            os("--key-file"),
+            os("-"),
+            img.as_os_str(),
+        ]));
         // The library's encryption of the plaintext, at the new segment's offset.
         let mut fh = std::fs::OpenOptions::new()
             .read(true)

@@ -782,7 +782,8 @@ impl BlockCipherEncClosure for XtsPass<'_> {
     }
 }
 
-/// XTS over whole sectors (no ciphertext stealing: sectors are multiples of 16 bytes).
+/// XTS over whole sectors (no ciphertext stealing: sectors are multiples of 16 bytes): the
+/// IV encrypted with the tweak key, then multiplied by alpha per block.
 #[allow(clippy::too_many_arguments)]
 fn xts<C: Aes16>(
     k1: &C,
@@ -794,33 +795,25 @@ fn xts<C: Aes16>(
     dir: Dir,
     scratch: &mut Scratch,
 ) {
-    let sectors_per_chunk = (CHUNK / sector_size).max(1);
-    let blocks_per_sector = sector_size / 16;
-    let ivs_per_chunk = ivgen
-        .step
-        .wrapping_mul(u64::try_from(sectors_per_chunk).unwrap_or(1));
-    let mut iv_num = first_iv;
-    scratch.tweaks_used = true;
-    for chunk in data.chunks_mut(sectors_per_chunk * sector_size) {
-        let n_sectors = chunk.len() / sector_size;
-        let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
-        ivgen.fill(iv_num, ivs);
-        k2.encrypt_blocks(ivs);
-        let (blocks, _) = Block::slice_as_chunks_mut(chunk);
-        for (tweaks, iv) in scratch.tweaks.chunks_mut(blocks_per_sector).zip(ivs.iter()) {
-            let mut t = u128::from_le_bytes(iv.0);
-            for tw in tweaks.iter_mut() {
-                *tw = t;
-                t = mul_alpha(t);
+    tweaked(
+        k1,
+        ivgen,
+        data,
+        sector_size,
+        first_iv,
+        dir,
+        scratch,
+        |ivs, tweaks| {
+            k2.encrypt_blocks(ivs);
+            for (tweaks, iv) in tweaks.zip(ivs.iter()) {
+                let mut t = u128::from_le_bytes(iv.0);
+                for tw in tweaks.iter_mut() {
+                    *tw = t;
+                    t = mul_alpha(t);
+                }
             }
-        }
-        let tweaks = scratch.tweaks.get(..blocks.len()).unwrap_or_default();
-        match dir {
-            Dir::Decrypt => k1.decrypt_with_backend(XtsPass { blocks, tweaks }),
-            Dir::Encrypt => k1.encrypt_with_backend(XtsPass { blocks, tweaks }),
-        }
-        iv_num = iv_num.wrapping_add(ivs_per_chunk);
-    }
+        },
+    );
 }
 
 /// LRW over whole sectors, as the kernel's `crypto/lrw.c`: the IV read as a big-endian 128-bit
@@ -838,6 +831,44 @@ fn lrw<C: Aes16>(
     dir: Dir,
     scratch: &mut Scratch,
 ) {
+    tweaked(
+        k1,
+        ivgen,
+        data,
+        sector_size,
+        first_iv,
+        dir,
+        scratch,
+        |ivs, tweaks| {
+            for (tweaks, iv) in tweaks.zip(ivs.iter()) {
+                let mut index = u128::from_be_bytes(iv.0);
+                let mut t = gf128_mul(k2.k2, index);
+                for tw in tweaks.iter_mut() {
+                    // Stored so that `xor_block` (little-endian) XORs T's big-endian bytes.
+                    *tw = t.swap_bytes();
+                    let ones = usize::try_from(index.trailing_ones()).unwrap_or(0);
+                    t ^= k2.mulinc.get(ones).copied().unwrap_or(0);
+                    index = index.wrapping_add(1);
+                }
+            }
+        },
+    );
+}
+
+/// The two tweaked modes (XTS, LRW: `C = E(P ⊕ T) ⊕ T` per block) over whole sectors, in
+/// chunks: `tweaks_of` turns the chunk's IVs (one per sector) into the tweaks of each sector's
+/// blocks (an iterator of per-sector slices).
+#[allow(clippy::too_many_arguments)]
+fn tweaked<C: Aes16>(
+    k1: &C,
+    ivgen: &IvGen<'_>,
+    data: &mut [u8],
+    sector_size: usize,
+    first_iv: u64,
+    dir: Dir,
+    scratch: &mut Scratch,
+    tweaks_of: impl Fn(&mut [Block], std::slice::ChunksMut<'_, u128>),
+) {
     let sectors_per_chunk = (CHUNK / sector_size).max(1);
     let blocks_per_sector = sector_size / 16;
     let ivs_per_chunk = ivgen
@@ -849,18 +880,8 @@ fn lrw<C: Aes16>(
         let n_sectors = chunk.len() / sector_size;
         let ivs = scratch.ivs.get_mut(..n_sectors).unwrap_or_default();
         ivgen.fill(iv_num, ivs);
+        tweaks_of(ivs, scratch.tweaks.chunks_mut(blocks_per_sector));
         let (blocks, _) = Block::slice_as_chunks_mut(chunk);
-        for (tweaks, iv) in scratch.tweaks.chunks_mut(blocks_per_sector).zip(ivs.iter()) {
-            let mut index = u128::from_be_bytes(iv.0);
-            let mut t = gf128_mul(k2.k2, index);
-            for tw in tweaks.iter_mut() {
-                // Stored so that `xor_block` (little-endian) XORs T's big-endian bytes.
-                *tw = t.swap_bytes();
-                let ones = usize::try_from(index.trailing_ones()).unwrap_or(0);
-                t ^= k2.mulinc.get(ones).copied().unwrap_or(0);
-                index = index.wrapping_add(1);
-            }
-        }
         let tweaks = scratch.tweaks.get(..blocks.len()).unwrap_or_default();
         match dir {
             Dir::Decrypt => k1.decrypt_with_backend(XtsPass { blocks, tweaks }),
