@@ -17,14 +17,6 @@
 # its modules, with nothing left behind.
 . "${GUEST_LIB:-/lib.sh}"
 
-cs() { cryptsetup --disable-locks "$@"; }
-# The table without its key field (5) and data device (6: loop numbers differ between opens).
-ci_table() { dmsetup table "$1" | awk '{ $5 = "KEY"; $6 = "DEV"; print }'; }
-ci_settled() {
-    _w=0
-    while [ "$(t_state)" != "$1" ] && [ "$_w" -lt 50 ]; do sleep 0.1; _w=$((_w + 1)); done
-    [ "$(t_state)" = "$1" ]
-}
 
 BEFORE=$(t_state)
 DATA=131072
@@ -37,25 +29,25 @@ printf %s 'cipher pass' >/tmp/ci.key
 # same table, and tazpod's userspace decryption equal to the kernel's plaintext.
 ci_roundtrip() {
     name=$1 img=$2
-    t_check "$name/cs-open" cs open --key-file /tmp/ci.key "$img" cics || return
-    cs_tab=$(ci_table cics)
+    t_check "$name/cs-open" t_cs open --key-file /tmp/ci.key "$img" cics || return
+    cs_tab=$(t_table_nokey cics)
     t_check "$name/cs-write" dd if=/tmp/ci-a.bin of=/dev/mapper/cics bs=65536 conv=fsync
-    t_check "$name/cs-close" cs close cics
+    t_check "$name/cs-close" t_cs close cics
     t_check "$name/tazpod-open" tazpod open --key-file /tmp/ci.key "$img" citz || return
-    tz_tab=$(ci_table citz)
+    tz_tab=$(t_table_nokey citz)
     t_same_content "$name/cryptsetup-to-tazpod" /tmp/ci-a.bin /dev/mapper/citz "$DATA"
     [ -n "$tz_tab" ] && [ "$tz_tab" = "$cs_tab" ] && t_pass "$name/same-table" "$tz_tab" \
         || t_fail "$name/same-table" "tazpod: $tz_tab | cryptsetup: $cs_tab"
     t_check "$name/tazpod-write" dd if=/tmp/ci-b.bin of=/dev/mapper/citz bs=65536 conv=fsync
     t_check "$name/tazpod-close" tazpod close citz
-    t_check "$name/cs-reopen" cs open --key-file /tmp/ci.key "$img" cics || return
+    t_check "$name/cs-reopen" t_cs open --key-file /tmp/ci.key "$img" cics || return
     t_same_content "$name/tazpod-to-cryptsetup" /tmp/ci-b.bin /dev/mapper/cics "$DATA"
-    t_check "$name/cs-close-again" cs close cics
+    t_check "$name/cs-close-again" t_cs close cics
     rm -f /tmp/ci.out
     t_check "$name/userspace-decrypt" tazpod decrypt --key-file /tmp/ci.key "$img" /tmp/ci.out
     t_same_content "$name/userspace-equals-kernel" /tmp/ci-b.bin /tmp/ci.out "$DATA"
     rm -f /tmp/ci.out
-    ci_settled "$BEFORE" && t_pass "$name/nothing-left" || t_fail "$name/nothing-left" "$(t_state)"
+    t_settled "$BEFORE" && t_pass "$name/nothing-left" || t_fail "$name/nothing-left" "$(t_state)"
 }
 
 # ci_case CIPHER KEY-BITS [SECTOR-SIZE]
@@ -72,7 +64,7 @@ ci_case() {
     rm -f "$img"
     truncate -s 8M "$img"
     # shellcheck disable=SC2086
-    t_check "$n/cryptsetup-format" cs luksFormat -q --type luks2 --luks2-keyslots-size 1m \
+    t_check "$n/cryptsetup-format" t_cs luksFormat -q --type luks2 --luks2-keyslots-size 1m \
         --cipher "$c" --key-size "$bits" --sector-size "$ss" $CHEAP --key-file /tmp/ci.key "$img" &&
         ci_roundtrip "$n/cryptsetup-made" "$img"
     rm -f "$img"
@@ -99,13 +91,13 @@ ci_case camellia-cbc-benbi 256
 for img in /luks1/luks1_*.img; do
     n=$(basename "$img" .img)
     cp "$img" /tmp/l1.img
-    t_check "$n/cs-open" cs open --readonly --key-file /luks1/keyfile1 /tmp/l1.img l1cs || continue
-    cs_tab=$(ci_table l1cs)
+    t_check "$n/cs-open" t_cs open --readonly --key-file /luks1/keyfile1 /tmp/l1.img l1cs || continue
+    cs_tab=$(t_table_nokey l1cs)
     cs_sha=$(t_sha256 /dev/mapper/l1cs)
-    t_check "$n/cs-close" cs close l1cs
+    t_check "$n/cs-close" t_cs close l1cs
     t_check "$n/tazpod-open" tazpod open --readonly --key-file /luks1/keyfile1 /tmp/l1.img l1tz \
         || continue
-    tz_tab=$(ci_table l1tz)
+    tz_tab=$(t_table_nokey l1tz)
     tz_sha=$(t_sha256 /dev/mapper/l1tz)
     t_check "$n/tazpod-close" tazpod close l1tz
     [ -n "$tz_tab" ] && [ "$tz_tab" = "$cs_tab" ] && t_pass "$n/same-table" "$tz_tab" \
@@ -118,7 +110,7 @@ for img in /luks1/luks1_*.img; do
         || t_fail "$n/userspace-decrypt" "$(cat /tmp/l1.err)"
     cmp -s "$img" /tmp/l1.img && t_pass "$n/image-unchanged" || t_fail "$n/image-unchanged"
     rm -f /tmp/l1.img /tmp/l1.out
-    ci_settled "$BEFORE" && t_pass "$n/nothing-left" || t_fail "$n/nothing-left" "$(t_state)"
+    t_settled "$BEFORE" && t_pass "$n/nothing-left" || t_fail "$n/nothing-left" "$(t_state)"
 done
 
 # --- a cipher the kernel lacks: refused, naming it and its modules ----------------------------
@@ -139,7 +131,7 @@ if t_check lacking/format tazpod format -q --luks2-keyslots-size 1m --cipher ser
         grep -q "serpent-cbc-plain64" /tmp/ci.err && grep -q "modprobe -a serpent_generic" /tmp/ci.err \
             && t_pass lacking/names-cipher-and-modules || t_fail lacking/names-cipher-and-modules
         t_check_fails lacking/nothing-mapped dmsetup info cino
-        ci_settled "$BEFORE" && t_pass lacking/nothing-left || t_fail lacking/nothing-left "$(t_state)"
+        t_settled "$BEFORE" && t_pass lacking/nothing-left || t_fail lacking/nothing-left "$(t_state)"
         insmod "$(find /lib/modules -name 'serpent_generic.ko' | head -1)"
     else
         t_log "serpent_generic cannot be unloaded here: kernel-refusal row skipped"
@@ -166,12 +158,12 @@ rc=$?
 [ "$rc" = 1 ] && grep -q wp256 /tmp/ci.err && t_pass wp256/tazpod-format-refused \
     || t_fail wp256/tazpod-format-refused "exit $rc: $(cat /tmp/ci.err)"
 # shellcheck disable=SC2086
-cs luksFormat -q --type luks2 --cipher aes-xts-essiv:wp256 $CHEAP --key-file /tmp/ci.key \
+t_cs luksFormat -q --type luks2 --cipher aes-xts-essiv:wp256 $CHEAP --key-file /tmp/ci.key \
     /tmp/ci.img 2>/dev/null
 rc=$?
 [ "$rc" = 1 ] && t_pass wp256/cryptsetup-format-refused-too || t_fail wp256/cryptsetup-format-refused-too "exit $rc"
 rm -f /tmp/ci.img
 
 rm -f /tmp/ci-a.bin /tmp/ci-b.bin /tmp/ci.key
-ci_settled "$BEFORE" && t_pass final-nothing-left || t_fail final-nothing-left "$(t_state)"
+t_settled "$BEFORE" && t_pass final-nothing-left || t_fail final-nothing-left "$(t_state)"
 t_done

@@ -5,15 +5,7 @@
 # (the key field aside: both name a logon key in the keyring).
 # Cheap KDFs (pbkdf2 with 1000 iterations, or argon2 with 32 KiB): the guest is TCG-emulated.
 
-wr_cs() { cryptsetup --disable-locks "$@"; }
-# The table without its key field (5) and data device (6: loop numbers differ between opens).
-wr_table() { dmsetup table "$1" | awk '{ $5 = "KEY"; $6 = "DEV"; print }'; }
 wr_keyfield() { dmsetup table "$1" | awk '{ print $5 }'; }
-wr_settled() {
-    n=0
-    while [ "$(t_state)" != "$1" ] && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-    [ "$(t_state)" = "$1" ]
-}
 
 WR_BEFORE=$(t_state)
 WR_DATA=2097152
@@ -31,14 +23,14 @@ wr_roundtrip() {
     [ "$hdr" != - ] && hopt="--header $hdr"
     # cryptsetup writes, tazpod reads.
     # shellcheck disable=SC2086
-    t_check "$name/cs-open" wr_cs open $hopt --key-file "$kcs" "$img" wcs || return
-    cs_tab=$(wr_table wcs)
+    t_check "$name/cs-open" t_cs open $hopt --key-file "$kcs" "$img" wcs || return
+    cs_tab=$(t_table_nokey wcs)
     cs_key=$(wr_keyfield wcs)
     t_check "$name/cs-write" dd if=/tmp/wr-a.bin of=/dev/mapper/wcs bs=1048576 conv=fsync
-    t_check "$name/cs-close" wr_cs close wcs
+    t_check "$name/cs-close" t_cs close wcs
     # shellcheck disable=SC2086
     t_check "$name/tazpod-open" tazpod open $hopt --key-file "$ktz" "$img" wtz || return
-    tz_tab=$(wr_table wtz)
+    tz_tab=$(t_table_nokey wtz)
     tz_key=$(wr_keyfield wtz)
     t_same_content "$name/cryptsetup-to-tazpod" /tmp/wr-a.bin /dev/mapper/wtz "$WR_DATA"
     [ -n "$tz_tab" ] && [ "$tz_tab" = "$cs_tab" ] && t_pass "$name/same-table" \
@@ -51,10 +43,10 @@ wr_roundtrip() {
     t_check "$name/tazpod-write" dd if=/tmp/wr-b.bin of=/dev/mapper/wtz bs=1048576 conv=fsync
     t_check "$name/tazpod-close" tazpod close wtz
     # shellcheck disable=SC2086
-    t_check "$name/cs-reopen" wr_cs open $hopt --key-file "$kcs" "$img" wcs || return
+    t_check "$name/cs-reopen" t_cs open $hopt --key-file "$kcs" "$img" wcs || return
     t_same_content "$name/tazpod-to-cryptsetup" /tmp/wr-b.bin /dev/mapper/wcs "$WR_DATA"
-    t_check "$name/cs-close-again" wr_cs close wcs
-    wr_settled "$WR_BEFORE" && t_pass "$name/nothing-left" || t_fail "$name/nothing-left" "$(t_state)"
+    t_check "$name/cs-close-again" t_cs close wcs
+    t_settled "$WR_BEFORE" && t_pass "$name/nothing-left" || t_fail "$name/nothing-left" "$(t_state)"
 }
 
 # wr_volume NAME FORMAT-OPTIONS...: a 12 MiB image formatted by tazpod with key A, then the
@@ -106,7 +98,7 @@ if t_check fmt-keys/format tazpod format -q --luks2-keyslots-size 1m $CHEAP_PBKD
         --new-keyfile /tmp/wr-b.key "$img" &&
     t_check fmt-keys/change-key tazpod change-key $CHEAP_PBKDF2 --key-file /tmp/wr-a.key \
         --new-keyfile /tmp/wr-c.key "$img"; then
-    wr_cs open --test-passphrase --key-file /tmp/wr-a.key "$img" 2>/dev/null
+    t_cs open --test-passphrase --key-file /tmp/wr-a.key "$img" 2>/dev/null
     rc=$?
     [ "$rc" = 2 ] && t_pass fmt-keys/old-key-refused-by-cryptsetup \
         || t_fail fmt-keys/old-key-refused-by-cryptsetup "exit $rc"

@@ -187,3 +187,18 @@ t_done() {
     [ "$T_FAILED" = 0 ]
     exit $?
 }
+
+# t_cs ARGS...: cryptsetup without its locks (no /run/cryptsetup in the guest).
+t_cs() { cryptsetup --disable-locks "$@"; }
+
+# t_table_nokey NAME: the dm table of NAME without its key field (5) and data device (6: loop
+# numbers differ between opens).
+t_table_nokey() { dmsetup table "$1" | awk '{ $5 = "KEY"; $6 = "DEV"; print }'; }
+
+# t_settled STATE: whether t_state is back to STATE within 5 s (a revoked key leaves
+# /proc/keys when the kernel's key garbage collector runs, shortly after).
+t_settled() {
+    _ts=0
+    while [ "$(t_state)" != "$1" ] && [ "$_ts" -lt 50 ]; do sleep 0.1; _ts=$((_ts + 1)); done
+    [ "$(t_state)" = "$1" ]
+}
