@@ -612,25 +612,25 @@ impl SectorCipher {
             return xts_accel(fast, &ivgen, data, sector_size, first_iv, dir, &mut scratch);
         }
         match &self.keys {
-            DataKeys::Xts(k1, k2) => with_blk!(k1, k => xts(
+            DataKeys::Xts(k1, k2) => with_blk!(k1, k => tweaked(
                 k,
-                k2,
                 &ivgen,
                 data,
                 sector_size,
                 first_iv,
                 dir,
                 &mut scratch,
+                xts_tweaks(k2),
             )),
-            DataKeys::Lrw(k1, k2) => with_blk!(k1, k => lrw(
+            DataKeys::Lrw(k1, k2) => with_blk!(k1, k => tweaked(
                 k,
-                k2,
                 &ivgen,
                 data,
                 sector_size,
                 first_iv,
                 dir,
                 &mut scratch,
+                lrw_tweaks(k2),
             )),
             DataKeys::Cbc(k) => {
                 with_blk!(k, k => cbc(k, &ivgen, data, sector_size, first_iv, dir, &mut scratch))
@@ -782,77 +782,38 @@ impl BlockCipherEncClosure for XtsPass<'_> {
     }
 }
 
-/// XTS over whole sectors (no ciphertext stealing: sectors are multiples of 16 bytes): the
-/// IV encrypted with the tweak key, then multiplied by alpha per block.
-#[allow(clippy::too_many_arguments)]
-fn xts<C: Aes16>(
-    k1: &C,
-    k2: &Blk,
-    ivgen: &IvGen<'_>,
-    data: &mut [u8],
-    sector_size: usize,
-    first_iv: u64,
-    dir: Dir,
-    scratch: &mut Scratch,
-) {
-    tweaked(
-        k1,
-        ivgen,
-        data,
-        sector_size,
-        first_iv,
-        dir,
-        scratch,
-        |ivs, tweaks| {
-            k2.encrypt_blocks(ivs);
-            for (tweaks, iv) in tweaks.zip(ivs.iter()) {
-                let mut t = u128::from_le_bytes(iv.0);
-                for tw in tweaks.iter_mut() {
-                    *tw = t;
-                    t = mul_alpha(t);
-                }
+/// XTS tweaks (no ciphertext stealing: sectors are multiples of 16 bytes): each sector's IV
+/// encrypted with the tweak key, then multiplied by alpha per block.
+fn xts_tweaks(k2: &Blk) -> impl Fn(&mut [Block], std::slice::ChunksMut<'_, u128>) + '_ {
+    move |ivs, tweaks| {
+        k2.encrypt_blocks(ivs);
+        for (tweaks, iv) in tweaks.zip(ivs.iter()) {
+            let mut t = u128::from_le_bytes(iv.0);
+            for tw in tweaks.iter_mut() {
+                *tw = t;
+                t = mul_alpha(t);
             }
-        },
-    );
+        }
+    }
 }
 
-/// LRW over whole sectors, as the kernel's `crypto/lrw.c`: the IV read as a big-endian 128-bit
-/// block index `I` (incremented per block), tweak `T = K2 ⊗ I` in GF(2^128) (the first one
-/// multiplied, the next ones updated with the `mulinc` table), `C = E(P ⊕ T) ⊕ T` with `T`
-/// in big-endian byte order.
-#[allow(clippy::too_many_arguments)]
-fn lrw<C: Aes16>(
-    k1: &C,
-    k2: &LrwKey,
-    ivgen: &IvGen<'_>,
-    data: &mut [u8],
-    sector_size: usize,
-    first_iv: u64,
-    dir: Dir,
-    scratch: &mut Scratch,
-) {
-    tweaked(
-        k1,
-        ivgen,
-        data,
-        sector_size,
-        first_iv,
-        dir,
-        scratch,
-        |ivs, tweaks| {
-            for (tweaks, iv) in tweaks.zip(ivs.iter()) {
-                let mut index = u128::from_be_bytes(iv.0);
-                let mut t = gf128_mul(k2.k2, index);
-                for tw in tweaks.iter_mut() {
-                    // Stored so that `xor_block` (little-endian) XORs T's big-endian bytes.
-                    *tw = t.swap_bytes();
-                    let ones = usize::try_from(index.trailing_ones()).unwrap_or(0);
-                    t ^= k2.mulinc.get(ones).copied().unwrap_or(0);
-                    index = index.wrapping_add(1);
-                }
+/// LRW tweaks, as the kernel's `crypto/lrw.c`: the IV read as a big-endian 128-bit block index
+/// `I` (incremented per block), tweak `T = K2 ⊗ I` in GF(2^128) (the first one multiplied, the
+/// next ones updated with the `mulinc` table), in big-endian byte order.
+fn lrw_tweaks(k2: &LrwKey) -> impl Fn(&mut [Block], std::slice::ChunksMut<'_, u128>) + '_ {
+    move |ivs, tweaks| {
+        for (tweaks, iv) in tweaks.zip(ivs.iter()) {
+            let mut index = u128::from_be_bytes(iv.0);
+            let mut t = gf128_mul(k2.k2, index);
+            for tw in tweaks.iter_mut() {
+                // Stored so that `xor_block` (little-endian) XORs T's big-endian bytes.
+                *tw = t.swap_bytes();
+                let ones = usize::try_from(index.trailing_ones()).unwrap_or(0);
+                t ^= k2.mulinc.get(ones).copied().unwrap_or(0);
+                index = index.wrapping_add(1);
             }
-        },
-    );
+        }
+    }
 }
 
 /// The two tweaked modes (XTS, LRW: `C = E(P ⊕ T) ⊕ T` per block) over whole sectors, in

@@ -32,6 +32,25 @@ fn passphrase(c: &Value) -> Vec<u8> {
     }
 }
 
+/// The sha256 of the first `data_size` bytes of the case's data area, decrypted.
+fn plaintext_sha256(
+    c: &Value,
+    header: &luks2::Header,
+    image: &std::path::Path,
+    key: &luks2::VolumeKey,
+) -> Result<String, String> {
+    let name = c["name"].as_str().unwrap();
+    let seg = DataSegment::of(header).map_err(|e| format!("{name}: {e}"))?;
+    let mut data = File::open(image).unwrap();
+    let size = data.metadata().unwrap().len();
+    let dec = Decryptor::new(seg, key).map_err(|e| format!("{name}: {e}"))?;
+    let mut out = Vec::new();
+    dec.copy(&mut data, size, &mut out)
+        .map_err(|e| format!("{name}: decrypt: {e}"))?;
+    let n = c["data_size"].as_u64().unwrap() as usize;
+    Ok(hex(&Sha256::digest(&out[..n.min(out.len())])))
+}
+
 /// Runs one manifest case; returns a description of the mismatch, if any.
 fn check(c: &Value) -> Result<(), String> {
     let name = c["name"].as_str().unwrap();
@@ -73,15 +92,7 @@ fn check(c: &Value) -> Result<(), String> {
             if hex(u.volume_key.as_bytes()) != want {
                 return Err(format!("{name}: wrong volume key"));
             }
-            let seg = DataSegment::of(&header).map_err(|e| format!("{name}: {e}"))?;
-            let mut data = File::open(&image).unwrap();
-            let size = data.metadata().unwrap().len();
-            let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| format!("{name}: {e}"))?;
-            let mut out = Vec::new();
-            dec.copy(&mut data, size, &mut out)
-                .map_err(|e| format!("{name}: decrypt: {e}"))?;
-            let n = c["data_size"].as_u64().unwrap() as usize;
-            let got = hex(&Sha256::digest(&out[..n.min(out.len())]));
+            let got = plaintext_sha256(c, &header, &image, &u.volume_key)?;
             if Some(got.as_str()) == c["plaintext_sha256"].as_str() {
                 return Err(format!(
                     "{name}: mislabelled data decrypted to the plaintext"
@@ -99,15 +110,7 @@ fn check(c: &Value) -> Result<(), String> {
                 return Err(format!("{name}: wrong volume key"));
             }
             if let Some(sha) = c["plaintext_sha256"].as_str() {
-                let seg = DataSegment::of(&header).map_err(|e| format!("{name}: {e}"))?;
-                let mut data = File::open(&image).unwrap();
-                let size = data.metadata().unwrap().len();
-                let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| format!("{name}: {e}"))?;
-                let mut out = Vec::new();
-                dec.copy(&mut data, size, &mut out)
-                    .map_err(|e| format!("{name}: decrypt: {e}"))?;
-                let n = c["data_size"].as_u64().unwrap() as usize;
-                let got = hex(&Sha256::digest(&out[..n.min(out.len())]));
+                let got = plaintext_sha256(c, &header, &image, &u.volume_key)?;
                 if got != sha {
                     return Err(format!("{name}: plaintext sha256 {got} want {sha}"));
                 }
