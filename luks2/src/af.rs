@@ -14,6 +14,11 @@ use zeroize::Zeroize;
 /// The sector size the split key area is rounded up to.
 pub const AF_SECTOR_SIZE: usize = 512;
 
+/// Stripes of every LUKS2 keyslot. cryptsetup's `luks2_keyslot_get_key` always merges
+/// `LUKS_STRIPES` (4000) stripes and never reads `af.stripes`, so neither does this library:
+/// a header whose `af.stripes` says otherwise opens exactly as it does with cryptsetup.
+pub const LUKS2_AF_STRIPES: u32 = 4000;
+
 /// Why an AF merge or split could not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

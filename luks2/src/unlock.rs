@@ -13,6 +13,7 @@
 //! works whatever the segment's type, cipher or sector size).
 
 use crate::af;
+pub use crate::af::LUKS2_AF_STRIPES;
 use crate::cipher::{CipherSpec, SectorCipher};
 use crate::error::{read_exact_at, Error};
 use crate::hash::HashAlg;
@@ -24,11 +25,6 @@ use crate::secret::{SecretBuf, VolumeKey};
 use std::fmt;
 use std::io::{Read, Seek};
 use subtle::ConstantTimeEq;
-
-/// Stripes of every LUKS2 keyslot. cryptsetup's `luks2_keyslot_get_key` always merges
-/// `LUKS_STRIPES` (4000) stripes and never reads `af.stripes`, so neither does this library:
-/// a header whose `af.stripes` says otherwise opens exactly as it does with cryptsetup.
-pub const LUKS2_AF_STRIPES: u32 = 4000;
 
 /// Why no volume key came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
