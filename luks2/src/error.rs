@@ -5,7 +5,7 @@ use std::fmt;
 
 pub use crate::af::AfError;
 pub use crate::cipher::CipherError;
-pub use crate::header::HeaderError;
+pub use crate::header::error::HeaderError;
 pub use crate::kdf::KdfError;
 pub use crate::metadata::MetadataError;
 pub use crate::unlock::UnlockError;
