@@ -8,7 +8,7 @@ pub use crate::cipher::CipherError;
 pub use crate::header::error::HeaderError;
 pub use crate::kdf::KdfError;
 pub use crate::metadata::MetadataError;
-pub use crate::unlock::UnlockError;
+pub use crate::unlock::error::UnlockError;
 pub use crate::volume::VolumeError;
 
 /// Every error the library returns.
