@@ -9,7 +9,7 @@ pub use crate::header::error::HeaderError;
 pub use crate::kdf::KdfError;
 pub use crate::metadata::MetadataError;
 pub use crate::unlock::error::UnlockError;
-pub use crate::volume::VolumeError;
+pub use crate::volume::error::VolumeError;
 
 /// Every error the library returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
