@@ -1,5 +1,9 @@
 //! The library's error type: one `#[non_exhaustive]` enum over small per-module enums, all
 //! `PartialEq` so that tests can assert the exact variant.
+//!
+//! The modules that return [`Error`] (`header`, `unlock`, `volume`) keep their enums in leaf
+//! submodules (`header::error`, …), which is where this facade imports them from: it imports
+//! nothing of a module that imports it.
 
 use std::fmt;
 
