@@ -1,5 +1,6 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
+use crate::passphrase::{PassphraseError, TryError};
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
 use std::sync::OnceLock;
@@ -109,5 +110,37 @@ impl fmt::Display for CliError {
             write!(f, "\n  hint: {h}")?;
         }
         Ok(())
+    }
+}
+
+/// A passphrase that could not be read: exit 1, with what to try next where there is something.
+impl From<PassphraseError> for CliError {
+    fn from(e: PassphraseError) -> Self {
+        let hint = match &e {
+            PassphraseError::KeyFileTooLarge { .. } => {
+                Some("use --keyfile-size to read only the start of the file")
+            }
+            PassphraseError::NothingToRead => Some(
+                "standard input ended before a passphrase (was it already read by an earlier \
+                 prompt?); give one line per passphrase asked for, or use --key-file",
+            ),
+            PassphraseError::TooLong => Some("use --key-file for longer keys"),
+            _ => None,
+        };
+        CliError {
+            code: code::INVALID,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// A passphrase that could not be read, or the library error of the last attempt.
+impl From<TryError> for CliError {
+    fn from(e: TryError) -> Self {
+        match e {
+            TryError::Passphrase(e) => e.into(),
+            TryError::Library { device, error } => CliError::luks(&device, error),
+        }
     }
 }
