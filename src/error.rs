@@ -1,5 +1,6 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
+use crate::device::DeviceError;
 use crate::passphrase::{PassphraseError, TryError};
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
@@ -141,6 +142,71 @@ impl From<TryError> for CliError {
         match e {
             TryError::Passphrase(e) => e.into(),
             TryError::Library { device, error } => CliError::luks(&device, error),
+        }
+    }
+}
+
+/// A device, header file or output that cannot be used: exit 4 for a device that cannot be
+/// opened, 5 for a busy one, 1 for the output.
+impl From<DeviceError> for CliError {
+    fn from(e: DeviceError) -> Self {
+        let (code, hint) = match &e {
+            DeviceError::Missing { .. } => (code::DEVICE, Some("check the path and your permissions")),
+            DeviceError::Incompatible { .. } | DeviceError::Size { .. } => (code::DEVICE, None),
+            DeviceError::LockBusy { .. } => (
+                code::BUSY,
+                Some(
+                    "try again when the other tazpod or cryptsetup command has finished \
+                     (TAZPOD_LOCK_TIMEOUT_MS sets how long to wait)",
+                ),
+            ),
+            DeviceError::LockIo { .. } => (
+                code::BUSY,
+                Some("writing a block device's header needs root (the lock lives in /run/cryptsetup)"),
+            ),
+            DeviceError::OutputIsSource { .. } => (
+                code::INVALID,
+                Some("write the plaintext somewhere else; tazpod never writes to the device"),
+            ),
+            DeviceError::OutputNotEmpty { .. } => (
+                code::INVALID,
+                Some("remove it, choose another path, or pass --force to overwrite it"),
+            ),
+            DeviceError::OutputIsDir { .. }
+            | DeviceError::OutputUnusable { .. }
+            | DeviceError::OutputCreate { .. }
+            | DeviceError::StdoutWrite(_)
+            | DeviceError::OutputWrite { .. } => (code::INVALID, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// Helpers for the tests of the typed errors' conversions.
+#[cfg(test)]
+pub mod testing {
+    use super::CliError;
+    use std::io;
+
+    /// An I/O error to put in an error under test.
+    pub fn denied() -> io::Error {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    }
+
+    /// Checks that each error becomes a [`CliError`] with its exit code, message and hint.
+    pub fn assert_converts<E>(rows: Vec<(E, u8, String, Option<&str>)>)
+    where
+        CliError: From<E>,
+    {
+        for (e, exit, message, hint) in rows {
+            let e = CliError::from(e);
+            assert_eq!(e.code, exit, "{message}");
+            assert_eq!(e.message, message);
+            assert_eq!(e.hint.as_deref(), hint, "{message}");
         }
     }
 }

@@ -330,11 +330,8 @@ pub fn read_once(args: &KeyArgs, prompt: &str) -> Result<Option<Passphrase>, Pas
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::testing::{assert_converts, denied as io_err};
     use crate::error::{code, CliError};
-
-    fn io_err() -> io::Error {
-        io::Error::from(io::ErrorKind::PermissionDenied)
-    }
 
     #[test]
     fn each_error_has_its_message_hint_and_exit_code() {
@@ -418,12 +415,12 @@ mod tests {
                 Some("use --key-file for longer keys"),
             ),
         ];
-        for (e, message, hint) in table {
-            let e = CliError::from(TryError::from(e));
-            assert_eq!(e.code, code::INVALID, "{message}");
-            assert_eq!(e.message, message);
-            assert_eq!(e.hint.as_deref(), hint, "{message}");
-        }
+        assert_converts(
+            table
+                .into_iter()
+                .map(|(e, message, hint)| (TryError::from(e), code::INVALID, message, hint))
+                .collect(),
+        );
     }
 
     #[test]
