@@ -601,8 +601,8 @@ mod memory_tests {
 #[cfg(test)]
 mod error_tests {
     use super::*;
-    use crate::error::testing::{assert_converts, denied as io_err};
     use crate::error::code;
+    use crate::error::testing::{assert_converts, denied as io_err};
 
     #[test]
     fn each_error_has_its_message_hint_and_exit_code() {

@@ -2,6 +2,7 @@
 
 use crate::device::DeviceError;
 use crate::passphrase::{PassphraseError, TryError};
+use crate::preflight::PreflightError;
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
 use std::sync::OnceLock;
@@ -183,6 +184,13 @@ impl From<DeviceError> for CliError {
             message: e.to_string(),
             hint: hint.map(String::from),
         }
+    }
+}
+
+/// What mapping a volume lacks: exit 1, with what to do about it.
+impl From<PreflightError> for CliError {
+    fn from(e: PreflightError) -> Self {
+        CliError::new(code::INVALID, e.to_string()).hint(e.hint())
     }
 }
 
