@@ -1,5 +1,6 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
+use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -191,6 +192,34 @@ impl From<DeviceError> for CliError {
 impl From<PreflightError> for CliError {
     fn from(e: PreflightError) -> Self {
         CliError::new(code::INVALID, e.to_string()).hint(e.hint())
+    }
+}
+
+/// A benchmark that could not run: exit 3 for a KDF out of memory, else 1.
+impl From<BenchmarkError> for CliError {
+    fn from(e: BenchmarkError) -> Self {
+        let (code, hint) = match &e {
+            BenchmarkError::Kdf {
+                error: KdfError::OutOfMemory { .. },
+                ..
+            } => (code::NOMEM, None),
+            BenchmarkError::CipherPattern { .. } => (
+                code::INVALID,
+                Some("use the form cipher-mode, for example aes-xts"),
+            ),
+            BenchmarkError::UnknownKdf { .. } => {
+                (code::INVALID, Some("use pbkdf2, argon2i or argon2id"))
+            }
+            BenchmarkError::KeySize
+            | BenchmarkError::Kdf { .. }
+            | BenchmarkError::CipherUnavailable { .. }
+            | BenchmarkError::Cipher { .. } => (code::INVALID, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
     }
 }
 
