@@ -15,13 +15,12 @@
 //!   PBKDF2, time cost N for Argon2 with `--pbkdf-memory` and `--pbkdf-parallel`) and prints
 //!   its wall time: a fixed-work measurement to compare with `cryptsetup open --test-passphrase`.
 
-use crate::error::{code, CliError};
 use crate::kdfcal;
 use clap::Args;
-use luks2::cipher::{CipherSpec, SectorCipher};
+use luks2::cipher::{CipherError, CipherSpec, SectorCipher};
 use luks2::hash::HashAlg;
 use luks2::kdf::{Argon2Variant, KdfError, KdfParams};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 /// Options of `tazpod benchmark` (a subset of cryptsetup's, same names).
@@ -76,15 +75,61 @@ const CIPHERS: [(&str, usize); 12] = [
     ("serpent-xts", 64),
     ("twofish-xts", 64),
 ];
+/// Why a benchmark could not run. [`fmt::Display`] gives the message; the CLI adds the hint
+/// and exit code (`From<BenchmarkError> for CliError`).
+#[derive(Debug)]
+pub enum BenchmarkError {
+    /// `--key-size` is zero or not a multiple of 8.
+    KeySize,
+    /// `--cipher` is not of the form cipher-mode.
+    CipherPattern { spec: String },
+    /// `--pbkdf` names no KDF tazpod knows.
+    UnknownKdf { kdf: String },
+    /// The KDF `what` failed.
+    Kdf { what: String, error: KdfError },
+    /// The cipher `name` with a `bits`-bit key is not available.
+    CipherUnavailable {
+        name: String,
+        bits: usize,
+        error: CipherError,
+    },
+    /// The cipher `name` failed to set up or to run.
+    Cipher { name: String, error: CipherError },
+}
+
+impl fmt::Display for BenchmarkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchmarkError::KeySize => {
+                f.write_str("key size must be a positive multiple of 8 bits")
+            }
+            BenchmarkError::CipherPattern { spec } => {
+                write!(
+                    f,
+                    "no known cipher specification pattern detected in {spec:?}"
+                )
+            }
+            BenchmarkError::UnknownKdf { kdf } => write!(f, "unknown pbkdf {kdf:?}"),
+            BenchmarkError::Kdf { what, error } => {
+                write!(f, "benchmark of {what} failed: {error}")
+            }
+            BenchmarkError::CipherUnavailable { name, bits, error } => write!(
+                f,
+                "cipher {name} (with {bits} bits key) is not available: {error}"
+            ),
+            BenchmarkError::Cipher { name, error } => write!(f, "cipher {name}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchmarkError {}
+
 /// Runs the benchmark the options ask for and returns the report (cryptsetup's layout).
-pub fn run(args: &BenchmarkArgs) -> Result<String, CliError> {
+pub fn run(args: &BenchmarkArgs) -> Result<String, BenchmarkError> {
     let mut out = String::from("# Tests are approximate using memory only (no storage IO).\n");
     let key_bytes = args.key_size.unwrap_or(256) / 8;
     if args.key_size.is_some_and(|b| b == 0 || b % 8 != 0) {
-        return Err(CliError::new(
-            code::INVALID,
-            "key size must be a positive multiple of 8 bits",
-        ));
+        return Err(BenchmarkError::KeySize);
     }
     let kdf = match (&args.pbkdf, &args.hash) {
         (Some(k), _) => Some(k.as_str()),
@@ -150,24 +195,21 @@ pub fn run(args: &BenchmarkArgs) -> Result<String, CliError> {
 }
 
 /// Splits `aes-xts[-plain64]` into (`aes`, `xts`).
-fn cipher_name(c: &str) -> Result<(&str, &str), CliError> {
+fn cipher_name(c: &str) -> Result<(&str, &str), BenchmarkError> {
     let mut parts = c.splitn(3, '-');
     match (parts.next(), parts.next()) {
         (Some(name), Some(mode)) if !name.is_empty() && !mode.is_empty() => Ok((name, mode)),
-        _ => Err(CliError::new(
-            code::INVALID,
-            format!("no known cipher specification pattern detected in {c:?}"),
-        )
-        .hint("use the form cipher-mode, for example aes-xts")),
+        _ => Err(BenchmarkError::CipherPattern {
+            spec: c.to_string(),
+        }),
     }
 }
 
-fn kdf_error(what: &str, e: KdfError) -> CliError {
-    let c = match e {
-        KdfError::OutOfMemory { .. } => code::NOMEM,
-        _ => code::INVALID,
-    };
-    CliError::new(c, format!("benchmark of {what} failed: {e}"))
+fn kdf_error(what: &str, error: KdfError) -> BenchmarkError {
+    BenchmarkError::Kdf {
+        what: what.to_string(),
+        error,
+    }
 }
 
 fn argon2_variant(kdf: &str) -> Option<Argon2Variant> {
@@ -181,7 +223,7 @@ fn kdf_line(
     hash: &str,
     args: &BenchmarkArgs,
     key_bytes: usize,
-) -> Result<(), CliError> {
+) -> Result<(), BenchmarkError> {
     if kdf == "pbkdf2" {
         match HashAlg::from_name(hash).and_then(|h| kdfcal::pbkdf2_per_second(h, key_bytes)) {
             Some(n) => {
@@ -224,9 +266,10 @@ fn kdf_line(
     Ok(())
 }
 
-fn unknown_kdf(kdf: &str) -> CliError {
-    CliError::new(code::INVALID, format!("unknown pbkdf {kdf:?}"))
-        .hint("use pbkdf2, argon2i or argon2id")
+fn unknown_kdf(kdf: &str) -> BenchmarkError {
+    BenchmarkError::UnknownKdf {
+        kdf: kdf.to_string(),
+    }
 }
 
 /// `--pbkdf-force-iterations`: one run with exactly that cost.
@@ -236,7 +279,7 @@ fn forced(
     args: &BenchmarkArgs,
     key_bytes: usize,
     n: u32,
-) -> Result<(), CliError> {
+) -> Result<(), BenchmarkError> {
     let (params, salt, what) = if kdf == "pbkdf2" {
         let hash = args.hash.as_deref().unwrap_or("sha256");
         let p = KdfParams::pbkdf2(hash, n).map_err(|e| kdf_error("pbkdf2", e))?;
@@ -272,22 +315,22 @@ const CIPHER_SECTOR: usize = 512;
 const CIPHER_TIME: Duration = Duration::from_millis(500);
 
 /// Encryption and decryption speed in MiB/s of `name` (`aes-xts`) with a `key`-byte key.
-fn cipher_speed(name: &str, key: usize) -> Result<(f64, f64), CliError> {
+fn cipher_speed(name: &str, key: usize) -> Result<(f64, f64), BenchmarkError> {
     let full = format!("{name}-plain64");
-    let spec = CipherSpec::parse(&full, key).map_err(|e| {
-        CliError::new(
-            code::INVALID,
-            format!(
-                "cipher {name} (with {} bits key) is not available: {e}",
-                key * 8
-            ),
-        )
-    })?;
+    let spec =
+        CipherSpec::parse(&full, key).map_err(|error| BenchmarkError::CipherUnavailable {
+            name: name.to_string(),
+            bits: key * 8,
+            error,
+        })?;
+    let failed = |error| BenchmarkError::Cipher {
+        name: name.to_string(),
+        error,
+    };
     let key_bytes: Vec<u8> = (0..key).map(|i| (i * 37 + 11) as u8).collect();
-    let c = SectorCipher::new(&spec, &key_bytes)
-        .map_err(|e| CliError::new(code::INVALID, format!("cipher {name}: {e}")))?;
+    let c = SectorCipher::new(&spec, &key_bytes).map_err(failed)?;
     let mut buf = vec![0u8; CIPHER_BUFFER];
-    let mut speed = |encrypt: bool| -> Result<f64, CliError> {
+    let mut speed = |encrypt: bool| -> Result<f64, BenchmarkError> {
         let start = Instant::now();
         let mut bytes = 0u64;
         let mut iv = 0u64;
@@ -297,7 +340,7 @@ fn cipher_speed(name: &str, key: usize) -> Result<(f64, f64), CliError> {
             } else {
                 c.decrypt(&mut buf, CIPHER_SECTOR, iv)
             };
-            r.map_err(|e| CliError::new(code::INVALID, format!("cipher {name}: {e}")))?;
+            r.map_err(failed)?;
             iv = iv.wrapping_add(2048);
             bytes += CIPHER_BUFFER as u64;
         }
@@ -312,6 +355,8 @@ fn cipher_speed(name: &str, key: usize) -> Result<(f64, f64), CliError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::error::code;
+    use crate::error::testing::assert_converts;
 
     #[test]
     fn cipher_names() {
@@ -338,5 +383,72 @@ mod tests {
             ..BenchmarkArgs::default()
         };
         assert!(run(&bad).is_err());
+    }
+
+    #[test]
+    fn each_error_has_its_message_hint_and_exit_code() {
+        let oom = KdfError::OutOfMemory {
+            required_kib: 1 << 20,
+        };
+        let bad_key = || CipherSpec::parse("aes-xts-plain64", 5).unwrap_err();
+        assert_converts(vec![
+            (
+                BenchmarkError::KeySize,
+                code::INVALID,
+                "key size must be a positive multiple of 8 bits".into(),
+                None,
+            ),
+            (
+                BenchmarkError::CipherPattern { spec: "aes".into() },
+                code::INVALID,
+                "no known cipher specification pattern detected in \"aes\"".into(),
+                Some("use the form cipher-mode, for example aes-xts"),
+            ),
+            (
+                BenchmarkError::UnknownKdf {
+                    kdf: "scrypt".into(),
+                },
+                code::INVALID,
+                "unknown pbkdf \"scrypt\"".into(),
+                Some("use pbkdf2, argon2i or argon2id"),
+            ),
+            (
+                kdf_error("argon2id", oom.clone()),
+                code::NOMEM,
+                format!("benchmark of argon2id failed: {oom}"),
+                None,
+            ),
+            (
+                kdf_error("pbkdf2", KdfError::UnsupportedHash("md4".into())),
+                code::INVALID,
+                format!(
+                    "benchmark of pbkdf2 failed: {}",
+                    KdfError::UnsupportedHash("md4".into())
+                ),
+                None,
+            ),
+            (
+                BenchmarkError::CipherUnavailable {
+                    name: "aes-xts".into(),
+                    bits: 40,
+                    error: bad_key(),
+                },
+                code::INVALID,
+                format!(
+                    "cipher aes-xts (with 40 bits key) is not available: {}",
+                    bad_key()
+                ),
+                None,
+            ),
+            (
+                BenchmarkError::Cipher {
+                    name: "aes-xts".into(),
+                    error: bad_key(),
+                },
+                code::INVALID,
+                format!("cipher aes-xts: {}", bad_key()),
+                None,
+            ),
+        ]);
     }
 }

@@ -1,6 +1,6 @@
 //! Opening devices and header files read-only, and the plaintext output of `decrypt`.
 
-use crate::error::{code, CliError};
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -8,6 +8,112 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::kernel::flock;
+
+/// What went wrong with a device, a header file or the output. [`fmt::Display`] gives the
+/// message; the CLI adds the hint and exit code (`From<DeviceError> for CliError`).
+#[derive(Debug)]
+pub enum DeviceError {
+    /// `name` (a `role`: device, vault, header file) cannot be looked at or opened.
+    Missing {
+        role: String,
+        name: String,
+        error: io::Error,
+    },
+    /// `name` is neither a regular file nor a block device; `what` says what it is.
+    Incompatible {
+        role: String,
+        name: String,
+        what: &'static str,
+    },
+    /// The size of `name` cannot be found.
+    Size { name: String, error: io::Error },
+    /// Another process held the metadata lock on `name` for `waited`.
+    LockBusy {
+        name: String,
+        mode: flock::Mode,
+        waited: Duration,
+    },
+    /// The write lock on `name` cannot be taken: its lock file `path` cannot be used.
+    LockIo {
+        name: String,
+        path: PathBuf,
+        error: io::Error,
+    },
+    /// The output is the encrypted device itself.
+    OutputIsSource { path: PathBuf },
+    /// The output is a directory.
+    OutputIsDir { path: PathBuf },
+    /// The output is a non-empty regular file, and no `--force`.
+    OutputNotEmpty { path: PathBuf },
+    /// The output cannot be looked at.
+    OutputUnusable { path: PathBuf, error: io::Error },
+    /// The output file cannot be created.
+    OutputCreate { path: PathBuf, error: io::Error },
+    /// Standard output cannot be flushed.
+    StdoutWrite(io::Error),
+    /// The output file cannot be synced.
+    OutputWrite { path: PathBuf, error: io::Error },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::Missing { role, name, error } => {
+                write!(f, "{role} {name} does not exist or access denied: {error}")
+            }
+            DeviceError::Incompatible { role, name, what } => {
+                write!(f, "{role} {name} is not compatible: it is {what}")
+            }
+            DeviceError::Size { name, error } => {
+                write!(f, "cannot get the size of {name}: {error}")
+            }
+            DeviceError::LockBusy { name, mode, waited } => {
+                let (what, done) = match mode {
+                    flock::Mode::Exclusive => ("write", "written"),
+                    flock::Mode::Shared => ("read", "read"),
+                };
+                write!(
+                    f,
+                    "{name} is busy: another process held its metadata lock for {:.1} s, so the \
+                     {what} lock was not taken; nothing was {done}",
+                    waited.as_secs_f64()
+                )
+            }
+            DeviceError::LockIo { name, path, error } => write!(
+                f,
+                "cannot take the write lock on {name} ({}): {error}; nothing was written",
+                path.display()
+            ),
+            DeviceError::OutputIsSource { path } => {
+                write!(
+                    f,
+                    "output {} is the encrypted device itself",
+                    path.display()
+                )
+            }
+            DeviceError::OutputIsDir { path } => {
+                write!(f, "output {} is a directory", path.display())
+            }
+            DeviceError::OutputNotEmpty { path } => {
+                write!(f, "output {} exists and is not empty", path.display())
+            }
+            DeviceError::OutputUnusable { path, error } => {
+                write!(f, "cannot use output {}: {error}", path.display())
+            }
+            DeviceError::OutputCreate { path, error } => {
+                write!(f, "cannot create output {}: {error}", path.display())
+            }
+            DeviceError::StdoutWrite(error) => {
+                write!(f, "cannot write to standard output: {error}")
+            }
+            DeviceError::OutputWrite { path, error } => {
+                write!(f, "cannot write {}: {error}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
 
 /// A device or image opened read-only (`O_RDONLY`): nothing written through it, ever.
 pub struct ReadOnly {
@@ -22,19 +128,17 @@ pub struct ReadOnly {
 
 impl ReadOnly {
     /// Opens `path` read-only; it must be a regular file or a block device.
-    pub fn open(path: &Path) -> Result<ReadOnly, CliError> {
+    pub fn open(path: &Path) -> Result<ReadOnly, DeviceError> {
         ReadOnly::open_as(path, "device")
     }
 
     /// [`ReadOnly::open`], its messages naming the file's role (`"vault"`, `"header file"`).
-    pub fn open_as(path: &Path, role: &str) -> Result<ReadOnly, CliError> {
+    pub fn open_as(path: &Path, role: &str) -> Result<ReadOnly, DeviceError> {
         let name = path.display().to_string();
-        let missing = |e: io::Error| {
-            CliError::new(
-                code::DEVICE,
-                format!("{role} {name} does not exist or access denied: {e}"),
-            )
-            .hint("check the path and your permissions")
+        let missing = |error| DeviceError::Missing {
+            role: role.to_string(),
+            name: name.clone(),
+            error,
         };
         let meta = std::fs::metadata(path).map_err(missing)?;
         let ft = meta.file_type();
@@ -46,10 +150,11 @@ impl ReadOnly {
             } else {
                 "not a regular file or block device"
             };
-            return Err(CliError::new(
-                code::DEVICE,
-                format!("{role} {name} is not compatible: it is {what}"),
-            ));
+            return Err(DeviceError::Incompatible {
+                role: role.to_string(),
+                name,
+                what,
+            });
         }
         let file = OpenOptions::new()
             .read(true)
@@ -67,7 +172,7 @@ impl ReadOnly {
 
     /// Takes the shared metadata lock on it (see [`metadata_lock`]): held while the header and
     /// keyslots are read, so that no writer changes them in between.
-    pub fn lock_shared(&mut self) -> Result<(), CliError> {
+    pub fn lock_shared(&mut self) -> Result<(), DeviceError> {
         if self.lock.is_none() {
             self.lock = metadata_lock(&self.file, &self.name, flock::Mode::Shared)?;
         }
@@ -80,14 +185,13 @@ impl ReadOnly {
     }
 
     /// Size in bytes (works for block devices, whose metadata length is 0).
-    pub fn size(&mut self) -> Result<u64, CliError> {
-        let n = self.file.seek(SeekFrom::End(0)).map_err(|e| {
-            CliError::new(
-                code::DEVICE,
-                format!("cannot get the size of {}: {e}", self.name),
-            )
-        })?;
-        Ok(n)
+    pub fn size(&mut self) -> Result<u64, DeviceError> {
+        self.file
+            .seek(SeekFrom::End(0))
+            .map_err(|error| DeviceError::Size {
+                name: self.name.clone(),
+                error,
+            })
     }
 }
 
@@ -121,12 +225,8 @@ pub fn metadata_lock(
     file: &File,
     shown: &str,
     mode: flock::Mode,
-) -> Result<Option<flock::DeviceLock>, CliError> {
+) -> Result<Option<flock::DeviceLock>, DeviceError> {
     let timeout = lock_timeout();
-    let what = match mode {
-        flock::Mode::Exclusive => "write",
-        flock::Mode::Shared => "read",
-    };
     let r = flock::lock(file, mode, timeout, || {
         eprintln!(
             "tazpod: {shown} is locked by another process (a tazpod or cryptsetup command \
@@ -136,32 +236,17 @@ pub fn metadata_lock(
     });
     match r {
         Ok(l) => Ok(Some(l)),
-        Err(flock::LockError::Busy { waited }) => Err(CliError::new(
-            code::BUSY,
-            format!(
-                "{shown} is busy: another process held its metadata lock for {:.1} s, so the \
-                 {what} lock was not taken; nothing was {}",
-                waited.as_secs_f64(),
-                if mode == flock::Mode::Exclusive {
-                    "written"
-                } else {
-                    "read"
-                }
-            ),
-        )
-        .hint(
-            "try again when the other tazpod or cryptsetup command has finished \
-             (TAZPOD_LOCK_TIMEOUT_MS sets how long to wait)",
-        )),
+        Err(flock::LockError::Busy { waited }) => Err(DeviceError::LockBusy {
+            name: shown.to_string(),
+            mode,
+            waited,
+        }),
         Err(flock::LockError::Io { .. }) if mode == flock::Mode::Shared => Ok(None),
-        Err(flock::LockError::Io { what: path, err }) => Err(CliError::new(
-            code::BUSY,
-            format!(
-                "cannot take the write lock on {shown} ({}): {err}; nothing was written",
-                path.display()
-            ),
-        )
-        .hint("writing a block device's header needs root (the lock lives in /run/cryptsetup)")),
+        Err(flock::LockError::Io { what: path, err }) => Err(DeviceError::LockIo {
+            name: shown.to_string(),
+            path,
+            error: err,
+        }),
     }
 }
 
@@ -357,47 +442,27 @@ pub enum Output {
 impl Output {
     /// Checks that `path` may receive the plaintext: not the source itself, and not an
     /// existing non-empty regular file unless `force`.
-    pub fn check(path: &Path, force: bool, source: &ReadOnly) -> Result<(), CliError> {
+    pub fn check(path: &Path, force: bool, source: &ReadOnly) -> Result<(), DeviceError> {
         if path.as_os_str() == "-" {
             return Ok(());
         }
-        let shown = path.display();
-        match std::fs::metadata(path) {
-            Ok(m) => {
-                if m.dev() == source.dev && m.ino() == source.ino {
-                    return Err(CliError::new(
-                        code::INVALID,
-                        format!("output {shown} is the encrypted device itself"),
-                    )
-                    .hint(
-                        "write the plaintext somewhere else; tazpod never writes to the device",
-                    ));
-                }
-                if m.is_dir() {
-                    return Err(CliError::new(
-                        code::INVALID,
-                        format!("output {shown} is a directory"),
-                    ));
-                }
-                if m.is_file() && m.len() > 0 && !force {
-                    return Err(CliError::new(
-                        code::INVALID,
-                        format!("output {shown} exists and is not empty"),
-                    )
-                    .hint("remove it, choose another path, or pass --force to overwrite it"));
-                }
-                Ok(())
+        let path = path.to_path_buf();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.dev() == source.dev && m.ino() == source.ino => {
+                Err(DeviceError::OutputIsSource { path })
             }
+            Ok(m) if m.is_dir() => Err(DeviceError::OutputIsDir { path }),
+            Ok(m) if m.is_file() && m.len() > 0 && !force => {
+                Err(DeviceError::OutputNotEmpty { path })
+            }
+            Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CliError::new(
-                code::INVALID,
-                format!("cannot use output {shown}: {e}"),
-            )),
+            Err(error) => Err(DeviceError::OutputUnusable { path, error }),
         }
     }
 
     /// Opens the output for writing (after [`Output::check`]).
-    pub fn create(path: &Path) -> Result<Output, CliError> {
+    pub fn create(path: &Path) -> Result<Output, DeviceError> {
         if path.as_os_str() == "-" {
             return Ok(Output::Stdout(io::stdout()));
         }
@@ -409,11 +474,9 @@ impl Output {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| {
-                CliError::new(
-                    code::INVALID,
-                    format!("cannot create output {}: {e}", path.display()),
-                )
+            .map_err(|error| DeviceError::OutputCreate {
+                path: path.to_path_buf(),
+                error,
             })?;
         Ok(Output::File {
             file,
@@ -424,22 +487,15 @@ impl Output {
     }
 
     /// Flushes and syncs; after this the output is kept even if dropped.
-    pub fn finish(&mut self) -> Result<(), CliError> {
+    pub fn finish(&mut self) -> Result<(), DeviceError> {
         match self {
-            Output::Stdout(s) => s.flush().map_err(|e| {
-                CliError::new(
-                    code::INVALID,
-                    format!("cannot write to standard output: {e}"),
-                )
-            }),
+            Output::Stdout(s) => s.flush().map_err(DeviceError::StdoutWrite),
             Output::File {
                 file, path, done, ..
             } => {
-                file.sync_all().map_err(|e| {
-                    CliError::new(
-                        code::INVALID,
-                        format!("cannot write {}: {e}", path.display()),
-                    )
+                file.sync_all().map_err(|error| DeviceError::OutputWrite {
+                    path: path.clone(),
+                    error,
                 })?;
                 *done = true;
                 Ok(())
@@ -539,5 +595,143 @@ mod memory_tests {
             b.to_string(),
             "the container memory limit 200 MiB (/sys/fs/cgroup/memory.max; 34 MiB in use)"
         );
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::code;
+    use crate::error::testing::{assert_converts, denied as io_err};
+
+    #[test]
+    fn each_error_has_its_message_hint_and_exit_code() {
+        let denied = io_err().to_string();
+        let out = || PathBuf::from("out");
+        let busy_hint = "try again when the other tazpod or cryptsetup command has finished \
+                         (TAZPOD_LOCK_TIMEOUT_MS sets how long to wait)";
+        let table: Vec<(DeviceError, u8, String, Option<&str>)> = vec![
+            (
+                DeviceError::Missing {
+                    role: "vault".into(),
+                    name: "v".into(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("vault v does not exist or access denied: {denied}"),
+                Some("check the path and your permissions"),
+            ),
+            (
+                DeviceError::Incompatible {
+                    role: "device".into(),
+                    name: "d".into(),
+                    what: "a directory",
+                },
+                code::DEVICE,
+                "device d is not compatible: it is a directory".into(),
+                None,
+            ),
+            (
+                DeviceError::Size {
+                    name: "d".into(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("cannot get the size of d: {denied}"),
+                None,
+            ),
+            (
+                DeviceError::LockBusy {
+                    name: "d".into(),
+                    mode: flock::Mode::Exclusive,
+                    waited: Duration::from_millis(1500),
+                },
+                code::BUSY,
+                "d is busy: another process held its metadata lock for 1.5 s, so the write lock \
+                 was not taken; nothing was written"
+                    .into(),
+                Some(busy_hint),
+            ),
+            (
+                DeviceError::LockBusy {
+                    name: "d".into(),
+                    mode: flock::Mode::Shared,
+                    waited: Duration::from_millis(200),
+                },
+                code::BUSY,
+                "d is busy: another process held its metadata lock for 0.2 s, so the read lock \
+                 was not taken; nothing was read"
+                    .into(),
+                Some(busy_hint),
+            ),
+            (
+                DeviceError::LockIo {
+                    name: "d".into(),
+                    path: PathBuf::from("/run/cryptsetup/L_8:0"),
+                    error: io_err(),
+                },
+                code::BUSY,
+                format!(
+                    "cannot take the write lock on d (/run/cryptsetup/L_8:0): {denied}; nothing \
+                     was written"
+                ),
+                Some(
+                    "writing a block device's header needs root (the lock lives in \
+                     /run/cryptsetup)",
+                ),
+            ),
+            (
+                DeviceError::OutputIsSource { path: out() },
+                code::INVALID,
+                "output out is the encrypted device itself".into(),
+                Some("write the plaintext somewhere else; tazpod never writes to the device"),
+            ),
+            (
+                DeviceError::OutputIsDir { path: out() },
+                code::INVALID,
+                "output out is a directory".into(),
+                None,
+            ),
+            (
+                DeviceError::OutputNotEmpty { path: out() },
+                code::INVALID,
+                "output out exists and is not empty".into(),
+                Some("remove it, choose another path, or pass --force to overwrite it"),
+            ),
+            (
+                DeviceError::OutputUnusable {
+                    path: out(),
+                    error: io_err(),
+                },
+                code::INVALID,
+                format!("cannot use output out: {denied}"),
+                None,
+            ),
+            (
+                DeviceError::OutputCreate {
+                    path: out(),
+                    error: io_err(),
+                },
+                code::INVALID,
+                format!("cannot create output out: {denied}"),
+                None,
+            ),
+            (
+                DeviceError::StdoutWrite(io_err()),
+                code::INVALID,
+                format!("cannot write to standard output: {denied}"),
+                None,
+            ),
+            (
+                DeviceError::OutputWrite {
+                    path: out(),
+                    error: io_err(),
+                },
+                code::INVALID,
+                format!("cannot write out: {denied}"),
+                None,
+            ),
+        ];
+        assert_converts(table);
     }
 }

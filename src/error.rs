@@ -1,5 +1,9 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
+use crate::benchmark::BenchmarkError;
+use crate::device::DeviceError;
+use crate::passphrase::{PassphraseError, TryError};
+use crate::preflight::PreflightError;
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
 use std::sync::OnceLock;
@@ -109,5 +113,137 @@ impl fmt::Display for CliError {
             write!(f, "\n  hint: {h}")?;
         }
         Ok(())
+    }
+}
+
+/// A passphrase that could not be read: exit 1, with what to try next where there is something.
+impl From<PassphraseError> for CliError {
+    fn from(e: PassphraseError) -> Self {
+        let hint = match &e {
+            PassphraseError::KeyFileTooLarge { .. } => {
+                Some("use --keyfile-size to read only the start of the file")
+            }
+            PassphraseError::NothingToRead => Some(
+                "standard input ended before a passphrase (was it already read by an earlier \
+                 prompt?); give one line per passphrase asked for, or use --key-file",
+            ),
+            PassphraseError::TooLong => Some("use --key-file for longer keys"),
+            _ => None,
+        };
+        CliError {
+            code: code::INVALID,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// A passphrase that could not be read, or the library error of the last attempt.
+impl From<TryError> for CliError {
+    fn from(e: TryError) -> Self {
+        match e {
+            TryError::Passphrase(e) => e.into(),
+            TryError::Library { device, error } => CliError::luks(&device, error),
+        }
+    }
+}
+
+/// A device, header file or output that cannot be used: exit 4 for a device that cannot be
+/// opened, 5 for a busy one, 1 for the output.
+impl From<DeviceError> for CliError {
+    fn from(e: DeviceError) -> Self {
+        let (code, hint) = match &e {
+            DeviceError::Missing { .. } => (code::DEVICE, Some("check the path and your permissions")),
+            DeviceError::Incompatible { .. } | DeviceError::Size { .. } => (code::DEVICE, None),
+            DeviceError::LockBusy { .. } => (
+                code::BUSY,
+                Some(
+                    "try again when the other tazpod or cryptsetup command has finished \
+                     (TAZPOD_LOCK_TIMEOUT_MS sets how long to wait)",
+                ),
+            ),
+            DeviceError::LockIo { .. } => (
+                code::BUSY,
+                Some("writing a block device's header needs root (the lock lives in /run/cryptsetup)"),
+            ),
+            DeviceError::OutputIsSource { .. } => (
+                code::INVALID,
+                Some("write the plaintext somewhere else; tazpod never writes to the device"),
+            ),
+            DeviceError::OutputNotEmpty { .. } => (
+                code::INVALID,
+                Some("remove it, choose another path, or pass --force to overwrite it"),
+            ),
+            DeviceError::OutputIsDir { .. }
+            | DeviceError::OutputUnusable { .. }
+            | DeviceError::OutputCreate { .. }
+            | DeviceError::StdoutWrite(_)
+            | DeviceError::OutputWrite { .. } => (code::INVALID, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// What mapping a volume lacks: exit 1, with what to do about it.
+impl From<PreflightError> for CliError {
+    fn from(e: PreflightError) -> Self {
+        CliError::new(code::INVALID, e.to_string()).hint(e.hint())
+    }
+}
+
+/// A benchmark that could not run: exit 3 for a KDF out of memory, else 1.
+impl From<BenchmarkError> for CliError {
+    fn from(e: BenchmarkError) -> Self {
+        let (code, hint) = match &e {
+            BenchmarkError::Kdf {
+                error: KdfError::OutOfMemory { .. },
+                ..
+            } => (code::NOMEM, None),
+            BenchmarkError::CipherPattern { .. } => (
+                code::INVALID,
+                Some("use the form cipher-mode, for example aes-xts"),
+            ),
+            BenchmarkError::UnknownKdf { .. } => {
+                (code::INVALID, Some("use pbkdf2, argon2i or argon2id"))
+            }
+            BenchmarkError::KeySize
+            | BenchmarkError::Kdf { .. }
+            | BenchmarkError::CipherUnavailable { .. }
+            | BenchmarkError::Cipher { .. } => (code::INVALID, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// Helpers for the tests of the typed errors' conversions.
+#[cfg(test)]
+pub mod testing {
+    use super::CliError;
+    use std::io;
+
+    /// An I/O error to put in an error under test.
+    pub fn denied() -> io::Error {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    }
+
+    /// Checks that each error becomes a [`CliError`] with its exit code, message and hint.
+    pub fn assert_converts<E>(rows: Vec<(E, u8, String, Option<&str>)>)
+    where
+        CliError: From<E>,
+    {
+        for (e, exit, message, hint) in rows {
+            let e = CliError::from(e);
+            assert_eq!(e.code, exit, "{message}");
+            assert_eq!(e.message, message);
+            assert_eq!(e.hint.as_deref(), hint, "{message}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::device::{self, metadata_lock};
 use crate::error::{code, CliError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
-use crate::passphrase::{with_passphrase, KeyArgs, PASSPHRASE_MAX};
+use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, PASSPHRASE_MAX};
 use clap::Args;
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
@@ -476,7 +476,7 @@ pub fn new_passphrase(
         })?;
         let p = match line {
             tty::Line::Text(p) => p,
-            tty::Line::Eof => return Err(crate::passphrase::nothing_to_read()),
+            tty::Line::Eof => return Err(PassphraseError::NothingToRead.into()),
             tty::Line::TooLong => {
                 return Err(CliError::new(
                     code::INVALID,
@@ -1099,7 +1099,7 @@ pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
             // The last keyslot is never wiped on input that held nothing (cryptsetup wipes it);
             // --batch-mode says so explicitly.
             None if last && !a.batch_mode => {
-                return Err(crate::passphrase::nothing_to_read().hint(format!(
+                return Err(CliError::from(PassphraseError::NothingToRead).hint(format!(
                     "keyslot {slot} is the last keyslot and was NOT wiped; give a passphrase \
                      that opens it, or --batch-mode"
                 )))

@@ -132,10 +132,13 @@ impl Caller {
         }
     }
 
-    /// Runs `f` with the caller's filesystem rights.
-    pub fn with_rights<T>(&self, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+    /// Runs `f` with the caller's filesystem rights; its error becomes a [`CliError`].
+    pub fn with_rights<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CliError>
+    where
+        CliError: From<E>,
+    {
         let _guard = self.become_fs()?;
-        f()
+        f().map_err(CliError::from)
     }
 }
 

@@ -457,7 +457,7 @@ impl Host for RealHost {
         // this process, so nobody else can hold it).
         let _lock =
             crate::device::metadata_lock(&c.file, &name, crate::kernel::flock::Mode::Exclusive)
-                .map_err(|e| fail("lock", e.message))?;
+                .map_err(|e| fail("lock", e.to_string()))?;
         let new = crate::write::write_header(
             req.spec,
             req.passphrase,

@@ -124,7 +124,8 @@ pub fn open_vault(
     verbose: bool,
 ) -> Result<Vault, CliError> {
     let path = vault_file(v, config);
-    let mut f = device::ReadOnly::open_as(&path, "vault").map_err(|mut e| {
+    let mut f = device::ReadOnly::open_as(&path, "vault").map_err(|e| {
+        let mut e = CliError::from(e);
         if v.vault.is_none() {
             e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
         }
