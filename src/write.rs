@@ -12,6 +12,7 @@ use crate::error::{code, CliError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
 use crate::passphrase::{with_passphrase, KeyArgs, PASSPHRASE_MAX};
+use crate::unlock::{HeaderRead, KeyRequest};
 use clap::Args;
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
@@ -891,15 +892,16 @@ fn unlock_for_new_key(
     kdf: &KdfOptions,
     verbose: bool,
 ) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
-    let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let opts = UnlockOptions {
-        keyslot: slot,
-        limits: crate::unlock::kdf_limits_from(None, None, None),
-    };
-    let u = with_passphrase(key, shown, |p| unlock(&header, f, p.as_bytes(), &opts))?;
-    if verbose {
-        eprintln!("Key slot {} unlocked.", u.keyslot);
-    }
+    let read = HeaderRead::of(luks2::Header::Luks2(Box::new(h.clone())), shown);
+    let u = read.unlock(
+        f,
+        &KeyRequest {
+            key,
+            keyslot: slot,
+            limits: crate::unlock::default_limits(),
+            verbose,
+        },
+    )?;
     let new = new_passphrase(new_keyfile, None, shown)?;
     let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
     let hash = HashAlg::from_name(&kdf.hash)
@@ -1001,14 +1003,17 @@ pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
         header: h,
         _lock,
     } = load_rw(&a.device, a.header.as_ref())?;
-    let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let opts = UnlockOptions {
-        keyslot: None,
-        limits: crate::unlock::kdf_limits_from(None, None, None),
-    };
-    let u = with_passphrase(&a.key, &shown, |p| {
-        unlock(&header, &mut f, p.as_bytes(), &opts)
-    })?;
+    let read = HeaderRead::of(luks2::Header::Luks2(Box::new(h.clone())), &shown);
+    let u = read.unlock(
+        &mut f,
+        &KeyRequest {
+            key: &a.key,
+            keyslot: None,
+            limits: crate::unlock::default_limits(),
+            // Only the removal is reported.
+            verbose: false,
+        },
+    )?;
     drop(u.volume_key);
     kill(&mut f, &shown, &h, u.keyslot, a.batch_mode)?;
     if verbose {
@@ -1129,7 +1134,7 @@ fn remaining_opens(
     pass: &Passphrase,
 ) -> Result<u32, luks2::Error> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let limits = crate::unlock::kdf_limits_from(None, None, None);
+    let limits = crate::unlock::default_limits();
     let candidates: Vec<u32> = if last {
         vec![slot]
     } else {
