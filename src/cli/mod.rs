@@ -3,17 +3,19 @@
 //! cryptsetup's exit codes. Nothing below this layer sees clap.
 //!
 //! - [`luks`]: `dump`, `open`, `close`, `status`, `decrypt`;
+//! - [`write`]: `format`, `add-key`, `change-key`, `remove-key`, `kill-slot`, `config`;
 //! - [`args`]: option groups several verb families share.
 //!
 //! Ghost mode (`unlock`, `init`, `lock`, `env`, `shell-init`), the rootless verbs (`ls`,
-//! `cat`, `run`), the writer's verbs and `benchmark` keep their options beside their
-//! services for now (`ghost::cli`, `rootless`, `write`, `benchmark`).
+//! `cat`, `run`) and `benchmark` keep their options beside their
+//! services for now (`ghost::cli`, `rootless`, `benchmark`).
 
 pub mod args;
 mod luks;
+pub mod write;
 
 use crate::error::{code, CliError};
-use crate::{alloc, benchmark, ghost, kernel, mapping, rootless, write};
+use crate::{alloc, benchmark, ghost, kernel, mapping, rootless};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -77,17 +79,17 @@ enum Command {
     Run(rootless::RunArgs),
     // --- writing headers (src/write.rs) ---
     /// Create a LUKS2 header on DEVICE (like cryptsetup luksFormat)
-    Format(write::FormatArgs),
+    Format(self::write::FormatArgs),
     /// Add a passphrase or key file in a new keyslot (like cryptsetup luksAddKey)
-    AddKey(write::AddKeyArgs),
+    AddKey(self::write::AddKeyArgs),
     /// Change the passphrase of the keyslot the old one opens (like cryptsetup luksChangeKey)
-    ChangeKey(write::ChangeKeyArgs),
+    ChangeKey(self::write::ChangeKeyArgs),
     /// Remove the keyslot the given passphrase opens (like cryptsetup luksRemoveKey)
-    RemoveKey(write::RemoveKeyArgs),
+    RemoveKey(self::write::RemoveKeyArgs),
     /// Wipe keyslot N (like cryptsetup luksKillSlot)
-    KillSlot(write::KillSlotArgs),
+    KillSlot(self::write::KillSlotArgs),
     /// Set the label or a keyslot priority (like cryptsetup config)
-    Config(write::ConfigArgs),
+    Config(self::write::ConfigArgs),
     /// Measure KDF and cipher speeds on this machine (like cryptsetup benchmark)
     Benchmark(benchmark::BenchmarkArgs),
 }
@@ -121,12 +123,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
         Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
         // Writing headers (src/write.rs).
-        Command::Format(a) => write::cmd_format(a, verbose).map(|()| code::OK),
-        Command::AddKey(a) => write::cmd_add_key(a, verbose).map(|()| code::OK),
-        Command::ChangeKey(a) => write::cmd_change_key(a, verbose).map(|()| code::OK),
-        Command::RemoveKey(a) => write::cmd_remove_key(a, verbose).map(|()| code::OK),
-        Command::KillSlot(a) => write::cmd_kill_slot(a, verbose).map(|()| code::OK),
-        Command::Config(a) => write::cmd_config(a, verbose).map(|()| code::OK),
+        Command::Format(a) => self::write::cmd_format(a, verbose).map(|()| code::OK),
+        Command::AddKey(a) => self::write::cmd_add_key(a, verbose).map(|()| code::OK),
+        Command::ChangeKey(a) => self::write::cmd_change_key(a, verbose).map(|()| code::OK),
+        Command::RemoveKey(a) => self::write::cmd_remove_key(a, verbose).map(|()| code::OK),
+        Command::KillSlot(a) => self::write::cmd_kill_slot(a, verbose).map(|()| code::OK),
+        Command::Config(a) => self::write::cmd_config(a, verbose).map(|()| code::OK),
         Command::Benchmark(a) => print_out(&benchmark::run(&a)?).map(|()| code::OK),
     }
 }
