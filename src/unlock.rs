@@ -1,12 +1,27 @@
-//! The unlock service every verb that opens a keyslot uses: the KDF limits (flags over this
-//! machine's memory budget, the container's limit included) and the passphrase tries over
-//! the key options.
+//! The unlock pipeline every verb that opens a keyslot goes through, in this order:
+//!
+//! 1. [`read_header`]: the header from its source (a descriptor the verb opened and locked as
+//!    it must: read-only and shared for the readers, read-write and exclusive for the writer,
+//!    with the caller's rights in ghost mode), and the data segment when the verb maps or
+//!    decrypts it ([`HeaderRead::need_segment`], checked before any passphrase is asked);
+//! 2. the verb's own checks that must come before the passphrase (a free mapping name, an
+//!    output that may be written), none of them here;
+//! 3. [`HeaderRead::unlock`]: the passphrase tries over the key options, under the KDF limits
+//!    ([`kdf_limits_from`]: this machine's memory budget, the container's limit included),
+//!    giving the volume key and the keyslot and digest that opened;
+//! 4. [`HeaderRead::volume`]: what the mapping or the decryptor needs of the volume.
+//!
+//! The pipeline opens nothing by path: the sources are descriptors the verb holds, so the
+//! file whose passphrase was checked is the file that is then mapped or read.
 
 use crate::device;
 use crate::error::CliError;
+use crate::mapping::VolumeInfo;
 use crate::passphrase::{with_passphrase, KeyArgs};
 use luks2::kdf::KdfLimits;
 use luks2::unlock::{unlock, UnlockOptions, Unlocked};
+use luks2::volume::DataSegment;
+use std::io::{Read, Seek};
 
 /// KDF limits from `--max-kdf-memory`, `--max-pbkdf2-time` and `--max-argon2-time`, each
 /// defaulting to the library's default (memory: from what this machine has available).
@@ -35,20 +50,84 @@ pub fn kdf_limits_from(
     limits
 }
 
-/// Unlocks with passphrases from the key options.
-pub fn unlock_with(
-    hdr_file: &mut device::ReadOnly,
-    header: &luks2::Header,
-    key: &KeyArgs,
-    device_name: &str,
-    opts: &UnlockOptions,
-    verbose: bool,
-) -> Result<Unlocked, CliError> {
-    let u = with_passphrase(key, device_name, |p| {
-        unlock(header, hdr_file, p.as_bytes(), opts)
-    })?;
-    if verbose {
-        eprintln!("Key slot {} unlocked.", u.keyslot);
+/// The KDF limits of a verb without `--max-…` flags (the writer's verbs).
+pub fn default_limits() -> KdfLimits {
+    kdf_limits_from(None, None, None)
+}
+
+/// How to get the volume key: which key options, which keyslots, under which limits.
+pub struct KeyRequest<'a> {
+    /// Key file, offset, size and tries.
+    pub key: &'a KeyArgs,
+    /// Try only this keyslot.
+    pub keyslot: Option<u32>,
+    /// The KDF limits.
+    pub limits: KdfLimits,
+    /// Say which keyslot opened.
+    pub verbose: bool,
+}
+
+/// A header read for an unlock, with the name its source is shown by in messages.
+pub struct HeaderRead {
+    /// The header.
+    pub header: luks2::Header,
+    /// The data segment, when the verb asked for one.
+    pub segment: Option<DataSegment>,
+    /// The header source's name in messages.
+    pub shown: String,
+}
+
+/// Step 1: reads the header from `src`.
+pub fn read_header<R: Read + Seek>(mut src: R, shown: &str) -> Result<HeaderRead, CliError> {
+    let header = luks2::read_header(&mut src).map_err(|e| CliError::luks(shown, e))?;
+    Ok(HeaderRead::of(header, shown))
+}
+
+impl HeaderRead {
+    /// A header the verb has already read (the writer reads it under its exclusive lock).
+    pub fn of(header: luks2::Header, shown: &str) -> HeaderRead {
+        HeaderRead {
+            header,
+            segment: None,
+            shown: shown.to_string(),
+        }
     }
-    Ok(u)
+
+    /// Step 1, for a verb that maps or decrypts: the data segment, refused here when it
+    /// cannot be used, before any passphrase (a passphrase test needs no segment, as in
+    /// cryptsetup).
+    pub fn need_segment(&mut self) -> Result<&DataSegment, CliError> {
+        let seg = DataSegment::of(&self.header).map_err(|e| CliError::luks(&self.shown, e))?;
+        Ok(self.segment.insert(seg))
+    }
+
+    /// Step 3: the passphrase tries over `req`, reading the keyslots from `src` (the same
+    /// source the header came from).
+    pub fn unlock<R: Read + Seek>(
+        &self,
+        mut src: R,
+        req: &KeyRequest,
+    ) -> Result<Unlocked, CliError> {
+        let opts = UnlockOptions {
+            keyslot: req.keyslot,
+            limits: req.limits,
+        };
+        let u = with_passphrase(req.key, &self.shown, |p| {
+            unlock(&self.header, &mut src, p.as_bytes(), &opts)
+        })?;
+        if req.verbose {
+            eprintln!("Key slot {} unlocked.", u.keyslot);
+        }
+        Ok(u)
+    }
+
+    /// Step 4: the volume as the mapping sees it, with the digest that verified `u`'s key
+    /// (the data segment is the one step 1 checked, or checked now).
+    pub fn volume(&mut self, u: &Unlocked) -> Result<VolumeInfo, CliError> {
+        let seg = match &self.segment {
+            Some(seg) => seg.clone(),
+            None => self.need_segment()?.clone(),
+        };
+        Ok(VolumeInfo::of(&self.header, seg, u.digest))
+    }
 }

@@ -12,12 +12,11 @@ use crate::error::{code, CliError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
 use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, PASSPHRASE_MAX};
-use clap::Args;
+use crate::unlock::{HeaderRead, KeyRequest};
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
 use luks2::header::Luks2Header;
 use luks2::kdf::{Argon2Variant, KdfParams};
-use luks2::metadata::Priority;
 use luks2::unlock::{unlock, UnlockOptions};
 use luks2::{Passphrase, SecretBuf};
 use std::fs::{File, OpenOptions};
@@ -35,43 +34,6 @@ pub const DEFAULT_CIPHER: &str = "aes-xts-plain64";
 pub const DEFAULT_SECTOR_SIZE: u32 = 4096;
 /// The only type written.
 pub const DEFAULT_TYPE: &str = "luks2";
-
-/// KDF options shared by `format` and `add-key` (cryptsetup's names and defaults).
-#[derive(Args, Debug, Clone, PartialEq, Eq)]
-pub struct KdfArgs {
-    /// PBKDF for the new keyslot: argon2id, argon2i or pbkdf2
-    #[arg(long, value_name = "TYPE", default_value = DEFAULT_PBKDF)]
-    pub pbkdf: String,
-    /// Unlock time of the new keyslot, in milliseconds [default: 2000]
-    #[arg(short = 'i', long = "iter-time", value_name = "MS")]
-    pub iter_time: Option<u64>,
-    /// Argon2 memory cost in KiB [default: 1048576, at most half the available memory]
-    #[arg(long = "pbkdf-memory", value_name = "KiB")]
-    pub pbkdf_memory: Option<u32>,
-    /// Argon2 threads [default: min(4, CPUs)]
-    #[arg(long = "pbkdf-parallel", value_name = "N")]
-    pub pbkdf_parallel: Option<u32>,
-    /// Use this iteration count (Argon2 time cost) and skip the benchmark
-    #[arg(long = "pbkdf-force-iterations", value_name = "N")]
-    pub force_iterations: Option<u32>,
-    /// Hash for PBKDF2, the anti-forensic splitter and the digest
-    #[arg(long, value_name = "HASH", default_value = DEFAULT_HASH)]
-    pub hash: String,
-}
-
-impl Default for KdfArgs {
-    /// The command line's defaults: argon2id with sha256, everything else calibrated.
-    fn default() -> Self {
-        KdfArgs {
-            pbkdf: DEFAULT_PBKDF.into(),
-            iter_time: None,
-            pbkdf_memory: None,
-            pbkdf_parallel: None,
-            force_iterations: None,
-            hash: DEFAULT_HASH.into(),
-        }
-    }
-}
 
 /// The KDF choices of a new keyslot as the writer takes them: the command line's `KdfArgs`
 /// without its parsing, so that no command-line type travels into the services (the ghost
@@ -92,154 +54,65 @@ pub struct KdfOptions {
     pub hash: String,
 }
 
-impl From<&KdfArgs> for KdfOptions {
-    fn from(a: &KdfArgs) -> KdfOptions {
+impl Default for KdfOptions {
+    /// `format`'s defaults: argon2id with sha256, everything else calibrated.
+    fn default() -> Self {
         KdfOptions {
-            pbkdf: a.pbkdf.clone(),
-            iter_time: a.iter_time,
-            pbkdf_memory: a.pbkdf_memory,
-            pbkdf_parallel: a.pbkdf_parallel,
-            force_iterations: a.force_iterations,
-            hash: a.hash.clone(),
+            pbkdf: DEFAULT_PBKDF.into(),
+            iter_time: None,
+            pbkdf_memory: None,
+            pbkdf_parallel: None,
+            force_iterations: None,
+            hash: DEFAULT_HASH.into(),
         }
     }
 }
 
-/// `tazpod format`.
-#[derive(Args, Debug)]
-pub struct FormatArgs {
-    /// Only luks2 is written
-    #[arg(long = "type", value_name = "TYPE", default_value = DEFAULT_TYPE)]
+/// The choices of a new header, as `format` takes them (unchecked; [`header_spec`] checks
+/// them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// The header type (only `luks2` is written).
     pub luks_type: String,
-    /// Data cipher
-    #[arg(short = 'c', long, default_value = DEFAULT_CIPHER)]
+    /// Data (and keyslot) cipher.
     pub cipher: String,
-    /// Volume key size in bits [default: 512 for XTS, 256 otherwise]
-    #[arg(short = 's', long = "key-size", value_name = "BITS")]
+    /// Volume key size in bits (default: 512 for XTS, 256 otherwise).
     pub key_size: Option<usize>,
-    /// Encryption sector size
-    #[arg(long = "sector-size", value_name = "BYTES", default_value_t = DEFAULT_SECTOR_SIZE)]
+    /// Encryption sector size.
     pub sector_size: u32,
-    #[command(flatten)]
-    pub kdf: KdfArgs,
-    /// Label of the volume
-    #[arg(long)]
+    /// The first keyslot's KDF.
+    pub kdf: KdfOptions,
+    /// Label.
     pub label: Option<String>,
-    /// Subsystem of the volume
-    #[arg(long)]
+    /// Subsystem.
     pub subsystem: Option<String>,
-    /// Use this UUID instead of a random one
-    #[arg(long)]
+    /// A fixed UUID (else a random one).
     pub uuid: Option<String>,
-    /// Size of one header copy (16k … 4m)
-    #[arg(long = "luks2-metadata-size", value_name = "SIZE", value_parser = parse_size)]
+    /// Size of one header copy.
     pub metadata_size: Option<u64>,
-    /// Size of the keyslots area
-    #[arg(long = "luks2-keyslots-size", value_name = "SIZE", value_parser = parse_size)]
+    /// Size of the keyslots area.
     pub keyslots_size: Option<u64>,
-    /// Write the header to FILE (created if missing); the data starts at offset 0 of DEVICE
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    /// Do not ask for confirmation
-    #[arg(short = 'q', long = "batch-mode")]
-    pub batch_mode: bool,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The device or image file to format
-    pub device: PathBuf,
+    /// The header is written to a file of its own (detached header).
+    pub detached: bool,
 }
 
-/// `tazpod add-key`.
-#[derive(Args, Debug)]
-pub struct AddKeyArgs {
-    /// Slot for the new key [default: the first free one]
-    #[arg(short = 'S', long = "key-slot", value_name = "N")]
-    pub key_slot: Option<u32>,
-    /// Read the new key from FILE instead of asking for it
-    #[arg(long = "new-keyfile", value_name = "FILE")]
-    pub new_keyfile: Option<PathBuf>,
-    #[command(flatten)]
-    pub kdf: KdfArgs,
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The LUKS device or image file
-    pub device: PathBuf,
-}
-
-/// `tazpod change-key`.
-#[derive(Args, Debug)]
-pub struct ChangeKeyArgs {
-    /// Change only the passphrase of this keyslot
-    #[arg(short = 'S', long = "key-slot", value_name = "N")]
-    pub key_slot: Option<u32>,
-    /// Read the new key from FILE instead of asking for it
-    #[arg(long = "new-keyfile", value_name = "FILE")]
-    pub new_keyfile: Option<PathBuf>,
-    #[command(flatten)]
-    pub kdf: KdfArgs,
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The LUKS device or image file
-    pub device: PathBuf,
-}
-
-/// `tazpod remove-key`.
-#[derive(Args, Debug)]
-pub struct RemoveKeyArgs {
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    /// Do not ask for confirmation (needed to remove the last key without a terminal)
-    #[arg(short = 'q', long = "batch-mode")]
-    pub batch_mode: bool,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The LUKS device or image file
-    pub device: PathBuf,
-}
-
-/// `tazpod kill-slot`.
-#[derive(Args, Debug)]
-pub struct KillSlotArgs {
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    /// Do not ask for confirmation (needed to kill the last slot without a terminal); on a
-    /// terminal and without a key file, also no remaining passphrase is asked for
-    #[arg(short = 'q', long = "batch-mode")]
-    pub batch_mode: bool,
-    /// A remaining key (it must open another keyslot, or the killed one if it is the last)
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The LUKS device or image file
-    pub device: PathBuf,
-    /// The keyslot to wipe
-    pub slot: u32,
-}
-
-/// `tazpod config`.
-#[derive(Args, Debug)]
-pub struct ConfigArgs {
-    /// Set the label (an empty string removes it)
-    #[arg(long)]
-    pub label: Option<String>,
-    /// Keyslot priority: ignore, normal or prefer (needs --key-slot)
-    #[arg(long, requires = "key_slot")]
-    pub priority: Option<String>,
-    /// The keyslot whose priority changes
-    #[arg(short = 'S', long = "key-slot", value_name = "N")]
-    pub key_slot: Option<u32>,
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    /// The LUKS device or image file
-    pub device: PathBuf,
+impl Default for FormatOptions {
+    /// `format`'s defaults (the command line's own).
+    fn default() -> Self {
+        FormatOptions {
+            luks_type: DEFAULT_TYPE.into(),
+            cipher: DEFAULT_CIPHER.into(),
+            key_size: None,
+            sector_size: DEFAULT_SECTOR_SIZE,
+            kdf: KdfOptions::default(),
+            label: None,
+            subsystem: None,
+            uuid: None,
+            metadata_size: None,
+            keyslots_size: None,
+            detached: false,
+        }
+    }
 }
 
 /// Parses sizes like cryptsetup: a number of bytes with an optional k/m/g/t suffix (binary).
@@ -271,7 +144,7 @@ pub fn os_random(buf: &mut [u8]) -> Result<(), String> {
         .map_err(|e| format!("/dev/urandom: {e}"))
 }
 
-fn fmt_err(what: &str, e: FormatError) -> CliError {
+pub fn fmt_err(what: &str, e: FormatError) -> CliError {
     let c = match e {
         FormatError::Kdf(luks2::error::KdfError::OutOfMemory { .. }) => code::NOMEM,
         _ => code::INVALID,
@@ -280,7 +153,7 @@ fn fmt_err(what: &str, e: FormatError) -> CliError {
 }
 
 /// Opens the header device read-write.
-fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
+pub fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -298,7 +171,7 @@ fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
 /// Opens the device `format` writes its header to: read-write, and on a block device with
 /// `O_EXCL`, as cryptsetup does, so that a mounted, mapped or otherwise claimed device is refused
 /// (and stays unclaimed by others while tazpod writes). Regular files get no such check.
-fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
+pub fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let is_block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
     let mut o = OpenOptions::new();
@@ -356,7 +229,7 @@ fn has_known_signature(path: &Path) -> bool {
         || head.get(EXT_MAGIC_AT..EXT_MAGIC_AT + 2) == Some(&[0x53, 0xEF][..])
 }
 
-fn size_of(f: &File, path: &Path) -> Result<u64, CliError> {
+pub fn size_of(f: &File, path: &Path) -> Result<u64, CliError> {
     use std::io::{Seek, SeekFrom};
     let mut f = f;
     f.seek(SeekFrom::End(0)).map_err(|e| {
@@ -628,29 +501,8 @@ pub struct NewHeader {
     pub volume_key: luks2::VolumeKey,
 }
 
-/// `format`'s options at their defaults (the command line's own), for `device`, with the KDF
-/// options `kdf`.
-pub fn format_defaults(device: &Path, kdf: KdfArgs) -> FormatArgs {
-    FormatArgs {
-        luks_type: DEFAULT_TYPE.into(),
-        cipher: DEFAULT_CIPHER.into(),
-        key_size: None,
-        sector_size: DEFAULT_SECTOR_SIZE,
-        kdf,
-        label: None,
-        subsystem: None,
-        uuid: None,
-        metadata_size: None,
-        keyslots_size: None,
-        header: None,
-        batch_mode: false,
-        key: KeyArgs::default(),
-        device: device.to_path_buf(),
-    }
-}
-
-/// Checks the options of `format` that do not depend on the device.
-pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
+/// Checks the choices of a new header (those that do not depend on the device).
+pub fn header_spec(a: &FormatOptions) -> Result<HeaderSpec, CliError> {
     if a.luks_type != "luks2" {
         return Err(CliError::new(
             code::INVALID,
@@ -698,7 +550,7 @@ pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
             ),
         ));
     }
-    let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.header.is_some())
+    let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.detached)
         .map_err(|e| fmt_err("layout", e))?;
     Ok(HeaderSpec {
         cipher: a.cipher.clone(),
@@ -709,8 +561,23 @@ pub fn header_spec(a: &FormatArgs) -> Result<HeaderSpec, CliError> {
         label: a.label.clone().unwrap_or_default(),
         subsystem: a.subsystem.clone().unwrap_or_default(),
         uuid: a.uuid.clone(),
-        kdf: KdfOptions::from(&a.kdf),
+        kdf: a.kdf.clone(),
     })
+}
+
+/// A header spec that is quick to write in tests: the defaults with PBKDF2-SHA256 at 1000
+/// iterations instead of a calibrated Argon2id.
+#[cfg(test)]
+pub fn quick_spec() -> HeaderSpec {
+    let spec = header_spec(&FormatOptions {
+        kdf: KdfOptions {
+            pbkdf: "pbkdf2".into(),
+            force_iterations: Some(1000),
+            ..KdfOptions::default()
+        },
+        ..FormatOptions::default()
+    });
+    spec.expect("the defaults are valid")
 }
 
 /// Writes a new header made to `spec` with one keyslot for `pass` through `hdr` (the KDF
@@ -772,92 +639,20 @@ pub fn write_header(
     })
 }
 
-/// `tazpod format`.
-pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
-    let spec = header_spec(&a)?;
-    let layout = spec.layout;
-    let shown = a.device.display().to_string();
-
-    // The data device must hold the data offset plus at least one sector, in whole sectors.
-    // The device that receives the header is opened exclusively (a block device in use is
-    // refused); with --header the data device is not written, and cryptsetup does not check it.
-    let mut dev = if a.header.is_some() {
-        open_rw(&a.device, false)?
-    } else {
-        open_for_format(&a.device, false)?
-    };
-    let dev_size = size_of(&dev, &a.device)?;
-    let sector = u64::from(a.sector_size);
-    if dev_size <= layout.data_offset {
-        return Err(CliError::new(
-            code::DEVICE,
-            format!(
-                "{shown} is too small: {dev_size} bytes, LUKS2 with this layout needs more than {}",
-                layout.data_offset
-            ),
-        ));
-    }
-    if sector == 0 || (dev_size - layout.data_offset) % sector != 0 {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("the size of {shown} is not a multiple of the sector size {sector}"),
-        ));
-    }
-    let mut hdr = match &a.header {
-        Some(h) => open_for_format(h, true)?,
-        None => dev
-            .try_clone()
-            .map_err(|e| CliError::new(code::DEVICE, format!("{shown}: {e}")))?,
-    };
-    let hdr_name = a
-        .header
-        .as_ref()
-        .map_or(shown.clone(), |h| h.display().to_string());
-    // The writers' lock on the header device, held until the new header is synced.
-    let _lock = metadata_lock(&hdr, &hdr_name, flock::Mode::Exclusive)?;
-    // Refuse to overwrite a LUKS header without confirmation.
-    let mut magic = [0u8; 6];
-    // The header being replaced, if it is a LUKS2 header tazpod reads (read under the lock;
-    // a damaged primary with an intact secondary counts).
-    let old = match luks2::read_header(&mut hdr) {
-        Ok(luks2::Header::Luks2(h)) => Some(*h),
-        _ => None,
-    };
-    let has_luks = old.is_some()
-        || (hdr.read_exact_at(&mut magic, 0).is_ok() && magic == luks2::header::MAGIC_PRIMARY);
-    if !a.batch_mode {
-        if has_luks {
-            confirm(&format!(
-                "WARNING: {hdr_name} already contains a LUKS header.\nThis will overwrite data on {hdr_name} irrevocably."
-            ))?;
-        } else if tty::stdin_is_tty() {
-            confirm(&format!(
-                "WARNING!\n========\nThis will overwrite data on {hdr_name} irrevocably."
-            ))?;
-        }
-    }
-    let pass = new_passphrase(None, Some(&a.key), &shown)?;
-    let f = write_header(&spec, &pass, &mut hdr, &hdr_name, verbose, old.as_ref())?;
-    drop(f.volume_key);
-    drop(hdr);
-    dev.sync().ok();
-    if verbose {
-        eprintln!("Formatted {shown} as LUKS2, UUID {}.", f.uuid);
-    }
-    Ok(())
-}
-
 /// A header opened read-write under the writers' lock.
-struct Loaded {
-    file: File,
-    shown: String,
-    header: Luks2Header,
+pub struct Loaded {
+    /// The header device (or `--header` file), read-write.
+    pub file: File,
+    /// Its name in messages.
+    pub shown: String,
+    /// The header read under the lock.
+    pub header: Luks2Header,
     /// Held until this is dropped, after the last write.
-    _lock: Option<flock::DeviceLock>,
+    pub _lock: Option<flock::DeviceLock>,
 }
 
 /// Opens the header read-write, takes the writers' lock and loads it (LUKS2 only).
-fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliError> {
+pub fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliError> {
     let path = header.map_or(device, |h| h.as_path());
     let shown = path.display().to_string();
     let mut f = open_rw(path, false)?;
@@ -881,7 +676,7 @@ fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliError> 
 
 /// Unlocks (optionally only `slot`), asks for the new key, and builds the new keyslot's spec.
 #[allow(clippy::too_many_arguments)]
-fn unlock_for_new_key(
+pub fn unlock_for_new_key(
     f: &mut File,
     shown: &str,
     h: &Luks2Header,
@@ -891,15 +686,16 @@ fn unlock_for_new_key(
     kdf: &KdfOptions,
     verbose: bool,
 ) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
-    let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let opts = UnlockOptions {
-        keyslot: slot,
-        limits: crate::unlock::kdf_limits_from(None, None, None),
-    };
-    let u = with_passphrase(key, shown, |p| unlock(&header, f, p.as_bytes(), &opts))?;
-    if verbose {
-        eprintln!("Key slot {} unlocked.", u.keyslot);
-    }
+    let read = HeaderRead::of(luks2::Header::Luks2(Box::new(h.clone())), shown);
+    let u = read.unlock(
+        f,
+        &KeyRequest {
+            key,
+            keyslot: slot,
+            limits: crate::unlock::default_limits(),
+            verbose,
+        },
+    )?;
     let new = new_passphrase(new_keyfile, None, shown)?;
     let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
     let hash = HashAlg::from_name(&kdf.hash)
@@ -920,104 +716,7 @@ fn unlock_for_new_key(
     Ok((u, new, spec))
 }
 
-/// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
-pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let (u, new, spec) = unlock_for_new_key(
-        &mut f,
-        &shown,
-        &h,
-        &a.key,
-        a.key_slot,
-        a.new_keyfile.as_ref(),
-        &KdfOptions::from(&a.kdf),
-        verbose,
-    )?;
-    let slot = u.keyslot;
-    let plan = format::change_keyslot(
-        &h,
-        u.volume_key.as_bytes(),
-        slot,
-        new.as_bytes(),
-        &spec,
-        &mut os_random,
-    )
-    .map_err(|e| fmt_err(&shown, e))?;
-    drop(u);
-    execute(&plan, &mut f, &shown)?;
-    if verbose {
-        eprintln!("Key slot {slot} changed.");
-    }
-    Ok(())
-}
-
-/// `tazpod add-key`.
-pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let (u, new, spec) = unlock_for_new_key(
-        &mut f,
-        &shown,
-        &h,
-        &a.key,
-        None,
-        a.new_keyfile.as_ref(),
-        &KdfOptions::from(&a.kdf),
-        verbose,
-    )?;
-    let vk = u.volume_key;
-    let (plan, id) = format::add_keyslot(
-        &h,
-        vk.as_bytes(),
-        u.digest,
-        new.as_bytes(),
-        &spec,
-        a.key_slot,
-        &mut os_random,
-    )
-    .map_err(|e| fmt_err(&shown, e))?;
-    drop(vk);
-    execute(&plan, &mut f, &shown)?;
-    if verbose {
-        eprintln!("Key slot {id} created.");
-    }
-    Ok(())
-}
-
-/// `tazpod remove-key`.
-pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let opts = UnlockOptions {
-        keyslot: None,
-        limits: crate::unlock::kdf_limits_from(None, None, None),
-    };
-    let u = with_passphrase(&a.key, &shown, |p| {
-        unlock(&header, &mut f, p.as_bytes(), &opts)
-    })?;
-    drop(u.volume_key);
-    kill(&mut f, &shown, &h, u.keyslot, a.batch_mode)?;
-    if verbose {
-        eprintln!("Key slot {} removed.", u.keyslot);
-    }
-    Ok(())
-}
-
-fn kill(
+pub fn kill(
     f: &mut File,
     shown: &str,
     h: &Luks2Header,
@@ -1042,7 +741,7 @@ fn kill(
 /// nothing written); without a terminal there is nobody to ask and the keyslot is wiped, with
 /// a warning that the device will not open again. `--batch-mode` skips the question (and for
 /// `kill-slot` a key file does too); the callers check that.
-fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), CliError> {
+pub fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), CliError> {
     if tty::stdin_is_tty() {
         return confirm_or(
             &format!(
@@ -1059,69 +758,11 @@ fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `tazpod kill-slot`, as cryptsetup 2.6.1's `luksKillSlot`: unless `--batch-mode` is given
-/// on a terminal without a key file, a remaining passphrase is read ("Enter any remaining
-/// passphrase: ") and must open another keyslot than the one killed, or, when it is the last
-/// keyslot, that keyslot itself (after the typed "YES", which a key file or `--batch-mode`
-/// skips; see [`last_keyslot_rule`]). Input that ends before its first byte (an empty pipe,
-/// `--key-file -` with nothing on it) skips the check, as cryptsetup does.
-pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let slot = a.slot;
-    if !h.metadata.keyslots.contains_key(&slot) {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("{shown}: keyslot {slot} is not active"),
-        ));
-    }
-    if verbose {
-        eprintln!("Keyslot {slot} is selected for deletion.");
-    }
-    let last = h.metadata.keyslots.len() == 1;
-    let key_file = a.key.key_file.is_some();
-    if !a.batch_mode || key_file || !tty::stdin_is_tty() {
-        if last && !a.batch_mode && !key_file {
-            last_keyslot_rule(&shown, slot)?;
-        }
-        match crate::passphrase::read_once(&a.key, "Enter any remaining passphrase: ")? {
-            Some(pass) => {
-                let opened = remaining_opens(&mut f, &h, slot, last, &pass)
-                    .map_err(|e| CliError::luks(&shown, e))?;
-                if verbose {
-                    eprintln!("Key slot {opened} unlocked.");
-                }
-            }
-            // The last keyslot is never wiped on input that held nothing (cryptsetup wipes it);
-            // --batch-mode says so explicitly.
-            None if last && !a.batch_mode => {
-                return Err(CliError::from(PassphraseError::NothingToRead).hint(format!(
-                    "keyslot {slot} is the last keyslot and was NOT wiped; give a passphrase \
-                     that opens it, or --batch-mode"
-                )))
-            }
-            None => eprintln!(
-                "tazpod: nothing to read on input; keyslot {slot} is wiped without a passphrase check"
-            ),
-        }
-    }
-    let plan = format::remove_keyslot(&h, slot, &mut os_random).map_err(|e| fmt_err(&shown, e))?;
-    execute(&plan, &mut f, &shown)?;
-    if verbose {
-        eprintln!("Keyslot {slot} is wiped.");
-    }
-    Ok(())
-}
-
 /// The keyslot `pass` opens: `slot` itself when it is the `last`, else any other active one
 /// (tried by id, each on its own, so priority "ignore" keyslots count too, as in cryptsetup's
 /// `verify_keyslot`). A passphrase that opens none is a wrong passphrase (exit 2); another
 /// failure (a KDF over the memory limit, say) is reported if nothing opened.
-fn remaining_opens(
+pub fn remaining_opens(
     f: &mut File,
     h: &Luks2Header,
     slot: u32,
@@ -1129,7 +770,7 @@ fn remaining_opens(
     pass: &Passphrase,
 ) -> Result<u32, luks2::Error> {
     let header = luks2::Header::Luks2(Box::new(h.clone()));
-    let limits = crate::unlock::kdf_limits_from(None, None, None);
+    let limits = crate::unlock::default_limits();
     let candidates: Vec<u32> = if last {
         vec![slot]
     } else {
@@ -1155,58 +796,9 @@ fn remaining_opens(
     Err(err)
 }
 
-/// `tazpod config`.
-pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
-    let priority = match a.priority.as_deref() {
-        None => None,
-        Some(p) => {
-            let p = match p {
-                "ignore" => Priority::Ignore,
-                "normal" => Priority::Normal,
-                "prefer" => Priority::High,
-                other => {
-                    return Err(CliError::new(
-                        code::INVALID,
-                        format!("--priority {other}: use ignore, normal or prefer"),
-                    ))
-                }
-            };
-            let slot = a
-                .key_slot
-                .ok_or_else(|| CliError::new(code::INVALID, "--priority needs --key-slot"))?;
-            Some((slot, p))
-        }
-    };
-    if a.label.is_none() && priority.is_none() {
-        return Err(CliError::new(code::INVALID, "nothing to change")
-            .hint("give --label and/or --priority with --key-slot"));
-    }
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let plan = format::configure(&h, a.label.as_deref(), priority, &mut os_random)
-        .map_err(|e| fmt_err(&shown, e))?;
-    execute(&plan, &mut f, &shown)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The defaults built in code are the command line's own (clap parses a bare command).
-    #[test]
-    fn defaults_are_the_command_lines() {
-        use clap::{Command, FromArgMatches};
-        let m = FormatArgs::augment_args(Command::new("format"))
-            .try_get_matches_from(["format", "/dev/x"])
-            .unwrap();
-        let parsed = FormatArgs::from_arg_matches(&m).unwrap();
-        let built = format_defaults(Path::new("/dev/x"), KdfArgs::default());
-        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
-    }
 
     #[test]
     fn sizes() {

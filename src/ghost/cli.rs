@@ -3,9 +3,7 @@
 
 use super::caller::{self, Caller, Policy, POLICY_FILE};
 use super::create::{self, CreateArgs};
-use super::host::{
-    ExecSpec, FormatRequest, HostError, Identity, ImageRequest, SecretVar, VolumeInfo,
-};
+use super::host::{ExecSpec, FormatRequest, HostError, Identity, ImageRequest, SecretVar};
 use super::lock::{self, Acquired, RUNTIME_DIR};
 use super::real::RealHost;
 use super::session::{
@@ -13,13 +11,13 @@ use super::session::{
     SessionEnd, SessionPlan, ShellPlan, VaultKey, DEFAULT_PATH,
 };
 use super::sudo::{absolute, current_exe, exec_as_root};
+use crate::cli::args::LimitArgs;
 use crate::config::{expand_home, Flags, SecretEntry, SecretKind, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::kernel::privs;
-use crate::passphrase::{with_passphrase, KeyArgs};
+use crate::passphrase::KeyArgs;
 use crate::shell::{export_line, shell_init, valid_guard_name, ShellKind};
-use luks2::unlock::{unlock, UnlockOptions};
-use luks2::volume::DataSegment;
+use crate::unlock::KeyRequest;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -57,16 +55,8 @@ pub struct UnlockArgs {
     /// How to become root when not root
     #[arg(long = "sudo-command", value_name = "CMD", default_value = "sudo")]
     pub sudo_command: OsString,
-    /// Refuse KDFs that need more than N KiB of memory
-    #[arg(long = "max-kdf-memory", value_name = "KiB")]
-    pub max_kdf_memory: Option<u64>,
-    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
-    /// (speed measured here) [default: 60]
-    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
-    pub max_pbkdf2_time: Option<u64>,
-    /// Refuse an Argon2 time cost over PASSES [default: 1000]
-    #[arg(long = "max-argon2-time", value_name = "PASSES")]
-    pub max_argon2_time: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub key: KeyArgs,
     /// When the vault does not exist, it is created first (passphrase asked twice)
@@ -177,9 +167,12 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
             v.push(n.to_string().into());
         }
     };
-    num("--max-kdf-memory", args.max_kdf_memory);
-    num("--max-pbkdf2-time", args.max_pbkdf2_time);
-    num("--max-argon2-time", args.max_argon2_time.map(u64::from));
+    num("--max-kdf-memory", args.limits.max_kdf_memory);
+    num("--max-pbkdf2-time", args.limits.max_pbkdf2_time);
+    num(
+        "--max-argon2-time",
+        args.limits.max_argon2_time.map(u64::from),
+    );
     num(
         "--keyfile-offset",
         Some(args.key.keyfile_offset).filter(|o| *o != 0),
@@ -377,27 +370,17 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     }))?;
     let header_lock =
         crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
-    let header = luks2::read_header(&mut &file).map_err(|e| CliError::luks(&shown, e))?;
-    let segment = DataSegment::of(&header).map_err(|e| CliError::luks(&shown, e))?;
-    let limits = crate::unlock::kdf_limits_from(
-        args.max_kdf_memory,
-        args.max_pbkdf2_time,
-        args.max_argon2_time,
-    );
-    let opts = UnlockOptions {
+    let mut read = crate::unlock::read_header(&file, &shown)?;
+    read.need_segment()?;
+    let req = KeyRequest {
+        key: &args.key,
         keyslot: None,
-        limits,
+        limits: args.limits.limits(),
+        verbose,
     };
     // The key file is read with the caller's rights: it can be only a file they may read.
-    let unlocked = caller.with_rights(|| {
-        with_passphrase(&args.key, &shown, |p| {
-            unlock(&header, &mut &file, p.as_bytes(), &opts)
-        })
-    })?;
+    let unlocked = caller.with_rights(|| read.unlock(&file, &req))?;
     drop(header_lock);
-    if verbose {
-        eprintln!("Key slot {} unlocked.", unlocked.keyslot);
-    }
 
     // The session is named after the file whose passphrase was just checked (fstat of the
     // same descriptor), whatever the path leads to now.
@@ -419,8 +402,9 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
             let shell = exec_for(&mount);
             let plan = plan_named(lock::mapping_name(&id));
             let mut host = RealHost::holder(lock, file, &vault, &mount, user.uid);
+            let volume = read.volume(&unlocked)?;
             let key = VaultKey {
-                volume: VolumeInfo::of(&header, segment, unlocked.digest),
+                volume,
                 key: unlocked.volume_key,
             };
             let report = run_holder(&mut host, &plan, &shell, key);

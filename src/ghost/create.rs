@@ -18,12 +18,13 @@ use super::host::{FormatRequest, HostError, ImageRequest};
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::real::RealHost;
 use super::session::{create_vault, Mkfs, NewVault, SetupError};
+use crate::cli::write::KdfArgs;
 use crate::config::{expand_home, Flags, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::kernel::tty;
 use crate::kernel::{loopdev, privs};
 use crate::passphrase::KeyArgs;
-use crate::write::{self, HeaderSpec, KdfArgs};
+use crate::write::{self, FormatOptions, HeaderSpec, KdfOptions};
 use luks2::Passphrase;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -225,7 +226,10 @@ pub fn prepare(
              (--key-file - reads it from standard input); nothing was created",
         ));
     }
-    let spec = write::header_spec(&write::format_defaults(vault, create.kdf.clone()))?;
+    let spec = write::header_spec(&FormatOptions {
+        kdf: KdfOptions::from(&create.kdf),
+        ..FormatOptions::default()
+    })?;
     let size = create.size();
     check_size(size, spec.layout.data_offset)?;
     let mkfs = if create.mkfs_ext4 {

@@ -1670,18 +1670,6 @@ mod tests {
         }
     }
 
-    fn cheap_spec(vault: &Path) -> crate::write::HeaderSpec {
-        let kdf = crate::write::KdfArgs {
-            pbkdf: "pbkdf2".into(),
-            iter_time: None,
-            pbkdf_memory: None,
-            pbkdf_parallel: None,
-            force_iterations: Some(1000),
-            hash: "sha256".into(),
-        };
-        crate::write::header_spec(&crate::write::format_defaults(vault, kdf)).unwrap()
-    }
-
     #[test]
     fn only_unlocked_old_leftovers_of_the_same_vault_are_swept() {
         let dir = tempfile::tempdir().unwrap();
@@ -1791,7 +1779,7 @@ mod tests {
         );
 
         // The header: the writer's, read back, and the key opens through the reader.
-        let spec = cheap_spec(&vault);
+        let spec = crate::write::quick_spec();
         let pass = luks2::Passphrase::from_vec(b"new vault".to_vec());
         let key = h
             .format_image(

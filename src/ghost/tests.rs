@@ -529,7 +529,7 @@ fn joiner_that_cannot_enter_starts_nothing() {
 
 use super::host::{FormatRequest, ImageRequest};
 use super::session::{create_vault, mkfs_args, run_creator, Mkfs, NewVault, SetupError};
-use crate::write::{format_defaults, header_spec, HeaderSpec, KdfArgs};
+use crate::write::HeaderSpec;
 use luks2::Passphrase;
 use std::path::Path;
 
@@ -537,19 +537,7 @@ const NEW_TEMP: &str = "/workspace/.tazpod-vault/.new";
 const NEW_NAME: &str = "tazpod-801-2a";
 
 fn spec() -> HeaderSpec {
-    let kdf = KdfArgs {
-        pbkdf: "pbkdf2".into(),
-        iter_time: None,
-        pbkdf_memory: None,
-        pbkdf_parallel: None,
-        force_iterations: Some(1000),
-        hash: "sha256".into(),
-    };
-    header_spec(&format_defaults(
-        Path::new("/workspace/.tazpod-vault/vault.img"),
-        kdf,
-    ))
-    .unwrap()
+    crate::write::quick_spec()
 }
 
 fn new_vault<'a>(spec: &'a HeaderSpec, pass: &'a Passphrase, replace: bool) -> NewVault<'a> {

@@ -22,14 +22,14 @@ pub use run::{run, RunArgs};
 pub use tree::{fs_error, shown};
 pub use walk::{cat, ls, CatArgs, LsArgs};
 
+use crate::cli::args::LimitArgs;
 use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
+use crate::unlock::KeyRequest;
 use ext4_view::Ext4;
-use luks2::kdf::KdfLimits;
-use luks2::unlock::UnlockOptions;
-use luks2::volume::{DataSegment, Decryptor};
+use luks2::volume::Decryptor;
 use reader::{Stats, VaultReader};
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
@@ -53,16 +53,8 @@ pub struct VaultArgs {
     /// Try only this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     pub key_slot: Option<u32>,
-    /// Refuse KDFs that need more than N KiB of memory [default: min(4 GiB, 3/4 of available)]
-    #[arg(long = "max-kdf-memory", value_name = "KiB")]
-    pub max_kdf_memory: Option<u64>,
-    /// Refuse a PBKDF2 (keyslot or digest) that would run longer than SECONDS on this machine
-    /// (speed measured here) [default: 60]
-    #[arg(long = "max-pbkdf2-time", value_name = "SECONDS")]
-    pub max_pbkdf2_time: Option<u64>,
-    /// Refuse an Argon2 time cost over PASSES [default: 1000]
-    #[arg(long = "max-argon2-time", value_name = "PASSES")]
-    pub max_argon2_time: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// An unlocked vault whose filesystem is ready to read.
@@ -77,14 +69,9 @@ pub struct Vault {
     pub len: u64,
 }
 
-/// The KDF limits of an unlock: the `--max-…` flags, or their defaults.
-fn kdf_limits(v: &VaultArgs) -> KdfLimits {
-    crate::unlock::kdf_limits_from(v.max_kdf_memory, v.max_pbkdf2_time, v.max_argon2_time)
-}
-
 /// The largest Argon2 memory (KiB) an unlock with these options accepts.
 pub fn max_kdf_memory_kib(v: &VaultArgs) -> u64 {
-    kdf_limits(v).max_memory_kib
+    v.limits.limits().max_memory_kib
 }
 
 /// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
@@ -142,33 +129,27 @@ pub fn open_vault(
         .as_ref()
         .map_or_else(|| name.clone(), |h| h.name.clone());
     detached.as_mut().unwrap_or(&mut f).lock_shared()?;
-    let header = luks2::read_header(detached.as_mut().unwrap_or(&mut f)).map_err(|e| {
-        let mut e = CliError::luks(&hdr_name, e);
-        if v.header.is_none() {
-            e.hint = Some(
-                "check that this is the vault; if its header is kept apart, give it with \
-                 --header FILE"
-                    .into(),
-            );
-        }
-        e
-    })?;
-    let seg = DataSegment::of(&header).map_err(|e| CliError::luks(&hdr_name, e))?;
+    let mut read = crate::unlock::read_header(detached.as_mut().unwrap_or(&mut f), &hdr_name)
+        .map_err(|mut e| {
+            if v.header.is_none() {
+                e.hint = Some(
+                    "check that this is the vault; if its header is kept apart, give it \
+                         with --header FILE"
+                        .into(),
+                );
+            }
+            e
+        })?;
+    let seg = read.need_segment()?.clone();
     let size = f.size()?;
     let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
-    let limits = kdf_limits(v);
-    let opts = UnlockOptions {
-        keyslot: v.key_slot,
-        limits,
-    };
-    let unlocked = crate::unlock::unlock_with(
-        detached.as_mut().unwrap_or(&mut f),
-        &header,
+    let req = KeyRequest {
         key,
-        &hdr_name,
-        &opts,
+        keyslot: v.key_slot,
+        limits: v.limits.limits(),
         verbose,
-    )?;
+    };
+    let unlocked = read.unlock(detached.as_mut().unwrap_or(&mut f), &req)?;
     let dec =
         Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&hdr_name, e))?;
     drop(unlocked);
