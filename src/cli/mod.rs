@@ -4,18 +4,19 @@
 //!
 //! - [`luks`]: `dump`, `open`, `close`, `status`, `decrypt`;
 //! - [`write`]: `format`, `add-key`, `change-key`, `remove-key`, `kill-slot`, `config`;
+//! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
 //! - [`args`]: option groups several verb families share.
 //!
-//! Ghost mode (`unlock`, `init`, `lock`, `env`, `shell-init`), the rootless verbs (`ls`,
-//! `cat`, `run`) and `benchmark` keep their options beside their
-//! services for now (`ghost::cli`, `rootless`, `benchmark`).
+//! `init` (`crate::ghost::create`), the rootless verbs (`ls`, `cat`, `run`) and `benchmark`
+//! keep their options beside their services for now.
 
 pub mod args;
+mod ghost;
 mod luks;
 pub mod write;
 
 use crate::error::{code, CliError};
-use crate::{alloc, benchmark, ghost, kernel, mapping, rootless};
+use crate::{alloc, benchmark, kernel, mapping, rootless};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -53,7 +54,7 @@ enum Command {
         `tazpod init` (passphrase asked twice, or the whole --key-file; --size and the KDF \
         options apply), then the session starts on the new, empty vault."
     )]
-    Unlock(ghost::cli::UnlockArgs),
+    Unlock(self::ghost::UnlockArgs),
     /// Create a new, empty vault (LUKS2 image with an ext4 filesystem) and exit
     #[command(
         after_help = "The passphrase is asked twice on the terminal, or read whole from \
@@ -63,13 +64,13 @@ enum Command {
         replaced only with --force, after a typed YES (or --batch-mode), and never while it \
         is unlocked. `tazpod unlock` then opens it."
     )]
-    Init(ghost::create::InitArgs),
+    Init(crate::ghost::create::InitArgs),
     /// Inside a ghost session: end it
     Lock,
     /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
     Env,
     /// Print the shell functions for ~/.bashrc or ~/.zshrc
-    ShellInit(ghost::cli::ShellInitArgs),
+    ShellInit(self::ghost::ShellInitArgs),
     // --- rootless access (src/rootless) ---
     /// List a directory of the vault (rootless: decrypts and reads it in memory)
     Ls(rootless::LsArgs),
@@ -113,11 +114,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
         Command::Decrypt(a) => luks::cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
-        Command::Unlock(a) => ghost::cli::cmd_unlock(a, verbose),
-        Command::Init(a) => ghost::create::cmd_init(a, verbose),
-        Command::Lock => ghost::cli::cmd_lock(),
-        Command::Env => ghost::cli::cmd_env(),
-        Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
+        Command::Unlock(a) => self::ghost::cmd_unlock(a, verbose),
+        Command::Init(a) => crate::ghost::create::cmd_init(a, verbose),
+        Command::Lock => self::ghost::cmd_lock(),
+        Command::Env => self::ghost::cmd_env(),
+        Command::ShellInit(a) => self::ghost::cmd_shell_init(a),
         // Rootless access (src/rootless).
         Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
         Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),

@@ -2,7 +2,7 @@
 //! nothing behind when it ends.
 //!
 //! The "Matryoshka" lifecycle:
-//! 1. **outer** ([`cli::cmd_unlock`]): inside a session already, say so; not root, re-execute
+//! 1. **outer** (`tazpod unlock`, in the command layer): inside a session already, say so; not root, re-execute
 //!    through `sudo` with the options (never a secret, never an identity);
 //! 2. **before anything is created**: who the caller is, from the kernel and sudo
 //!    ([`caller`]); the vault opened once with the caller's rights; the header read, the
@@ -24,13 +24,15 @@
 //! [`real::RealHost`] performs them, the recording double of the tests writes them down.
 
 pub mod caller;
-pub mod cli;
 pub mod create;
+pub mod ending;
+pub mod exec;
 pub mod host;
 pub mod lock;
 pub mod real;
 #[cfg(test)]
 mod recording;
+pub mod secrets;
 pub mod session;
 pub mod sudo;
 #[cfg(test)]

@@ -1,31 +1,31 @@
 //! The ghost-mode verbs: `unlock` (outer: re-exec through sudo; root: verify the passphrase,
-//! then hold or join the session), `lock`, `env`, `shell-init`.
+//! then hold or join the session), `lock`, `env`, `shell-init`. The session engine, the
+//! shell's environment, the secrets map and the checks `lock` makes are in `crate::ghost`.
 
-use super::caller::{self, Caller, Policy, POLICY_FILE};
-use super::create::{self, CreateArgs};
-use super::host::{ExecSpec, FormatRequest, HostError, Identity, ImageRequest, SecretVar};
-use super::lock::{self, Acquired, RUNTIME_DIR};
-use super::real::RealHost;
-use super::session::{
-    run_creator, run_holder, run_joiner, trim_newlines, Bind, JoinTarget, NewVault, Report,
-    SessionEnd, SessionPlan, ShellPlan, VaultKey, DEFAULT_PATH,
-};
-use super::sudo::{absolute, current_exe, exec_as_root};
 use crate::cli::args::LimitArgs;
-use crate::config::{expand_home, Flags, SecretEntry, SecretKind, Settings, UserSpec};
+use crate::config::{expand_home, Flags, Settings, UserSpec};
 use crate::error::{code, CliError};
+use crate::ghost::caller::{self, Caller, Policy, POLICY_FILE};
+use crate::ghost::create::{self, CreateArgs};
+use crate::ghost::ending::{is_ancestor, lock_target_ok, proc_ppid, LockFacts};
+use crate::ghost::exec::{build_exec, ExecInputs, GHOST_MODE_VAR};
+use crate::ghost::host::{FormatRequest, HostError, ImageRequest};
+use crate::ghost::lock::{self, Acquired, RUNTIME_DIR};
+use crate::ghost::real::RealHost;
+use crate::ghost::secrets::{env_lines, read_capped};
+use crate::ghost::session::{
+    run_creator, run_holder, run_joiner, Bind, JoinTarget, NewVault, Report, SessionEnd,
+    SessionPlan, ShellPlan, VaultKey,
+};
+use crate::ghost::sudo::{absolute, current_exe, exec_as_root};
 use crate::kernel::privs;
 use crate::passphrase::KeyArgs;
-use crate::shell::{export_line, shell_init, valid_guard_name, ShellKind};
+use crate::shell::{shell_init, valid_guard_name, ShellKind};
 use crate::unlock::KeyRequest;
-use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
-
-/// Set to `true` in every ghost session's environment.
-pub const GHOST_MODE_VAR: &str = "TAZPOD_GHOST_MODE";
 
 /// Options of `tazpod unlock`.
 #[derive(clap::Args, Debug, Clone)]
@@ -495,169 +495,8 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
     }
 }
 
-/// What the inner shell's [`ExecSpec`] is built from.
-pub struct ExecInputs<'a> {
-    /// The session user.
-    pub user: &'a Identity,
-    /// `--shell` / config `shell`.
-    pub shell: Option<&'a Path>,
-    /// The COMMAND after `--` (empty: a login shell).
-    pub command: &'a [OsString],
-    /// The vault image.
-    pub vault: &'a Path,
-    /// The mount point.
-    pub mount: &'a Path,
-    /// The `--config` file, for `tazpod env` inside the session.
-    pub config: Option<&'a Path>,
-    /// The secrets map.
-    pub secrets: &'a [SecretEntry],
-    /// This process's environment (only terminal and locale variables are kept).
-    pub inherited: &'a [(OsString, OsString)],
-    /// Where the user was.
-    pub cwd: Option<&'a Path>,
-}
-
-/// Whether an inherited variable passes into the clean environment.
-fn kept(name: &OsStr) -> bool {
-    let n = name.as_bytes();
-    matches!(
-        n,
-        b"TERM" | b"COLORTERM" | b"LANG" | b"LANGUAGE" | b"TZ" | b"NO_COLOR"
-    ) || n.starts_with(b"LC_")
-}
-
-/// The inner shell's program, argv and clean environment.
-pub fn build_exec(i: &ExecInputs<'_>) -> ExecSpec {
-    let user = i.user;
-    let login_shell = i
-        .shell
-        .map(Path::to_path_buf)
-        .or_else(|| Some(user.shell.clone()).filter(|s| !s.as_os_str().is_empty()))
-        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
-    let (program, argv) = match i.command.first() {
-        Some(p) => (p.clone(), i.command.to_vec()),
-        None => {
-            let base = login_shell
-                .file_name()
-                .map_or_else(|| OsString::from("sh"), OsStr::to_os_string);
-            let mut argv0 = OsString::from("-");
-            argv0.push(base);
-            (login_shell.clone().into_os_string(), vec![argv0])
-        }
-    };
-    let mut env: Vec<(OsString, OsString)> = vec![
-        (GHOST_MODE_VAR.into(), "true".into()),
-        ("HOME".into(), user.home.clone().into_os_string()),
-        ("USER".into(), user.name.clone().into()),
-        ("LOGNAME".into(), user.name.clone().into()),
-        ("SHELL".into(), login_shell.into_os_string()),
-        ("PATH".into(), DEFAULT_PATH.into()),
-        ("TAZPOD_VAULT".into(), i.vault.into()),
-        ("TAZPOD_VAULT_MOUNT".into(), i.mount.into()),
-    ];
-    if let Some(c) = i.config {
-        env.push(("TAZPOD_CONFIG".into(), c.into()));
-    }
-    env.extend(i.inherited.iter().filter(|(k, _)| kept(k)).cloned());
-    let secrets = i
-        .secrets
-        .iter()
-        .map(|s| SecretVar {
-            env: s.env.clone(),
-            file: i.mount.join(&s.file),
-            as_value: s.kind == SecretKind::Value,
-        })
-        .collect();
-    let mut cwd: Vec<PathBuf> = i.cwd.map(Path::to_path_buf).into_iter().collect();
-    cwd.push(user.home.clone());
-    ExecSpec {
-        program,
-        argv,
-        env,
-        secrets,
-        cwd,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // lock
-
-/// The parent pid in a `/proc/<pid>/stat` line (the command name may hold spaces and
-/// parentheses, so fields are counted after the last `)`).
-pub fn parse_ppid(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Whether `target` is `start` or one of its ancestors, walking `ppid_of`.
-pub fn is_ancestor(target: u32, start: u32, ppid_of: impl Fn(u32) -> Option<u32>) -> bool {
-    let mut p = start;
-    for _ in 0..256 {
-        if p == target {
-            return true;
-        }
-        match ppid_of(p) {
-            Some(q) if q > 0 && q != p => p = q,
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// What `tazpod lock` knows about the process `TAZPOD_SHELL_PID` names.
-pub struct LockFacts {
-    /// It is this command or one of its ancestors.
-    pub ancestor: bool,
-    /// This process's mount namespace.
-    pub mine: Option<crate::kernel::mount::NsId>,
-    /// The target's mount namespace.
-    pub target_ns: Option<crate::kernel::mount::NsId>,
-    /// pid 1's mount namespace (when readable).
-    pub init_ns: Option<crate::kernel::mount::NsId>,
-    /// The target's real uid.
-    pub target_uid: Option<u32>,
-    /// Who runs `tazpod lock` (the kernel's and sudo's answer, 0 for real root).
-    pub caller_uid: u32,
-    /// The target.
-    pub pid: u32,
-}
-
-/// Whether `tazpod lock` may end the process of `f`: an ancestor in this very session (the
-/// same mount namespace, which is not the system's), of the caller's own uid. So even run
-/// through sudo with a forged `TAZPOD_SHELL_PID`, it ends only the caller's session shell.
-pub fn lock_target_ok(f: &LockFacts) -> Result<(), CliError> {
-    let pid = f.pid;
-    let no = |why: String| {
-        CliError::new(
-            code::INVALID,
-            format!("process {pid} (TAZPOD_SHELL_PID) {why}"),
-        )
-        .hint("exit the session shell to lock the vault")
-    };
-    if !f.ancestor {
-        return Err(no("is not a parent of this command".into()));
-    }
-    match (f.mine, f.target_ns) {
-        (Some(a), Some(b)) if a == b => {}
-        _ => return Err(no("is not in this ghost session's mount namespace".into())),
-    }
-    if f.init_ns.is_some() && f.init_ns == f.mine {
-        return Err(no(
-            "is in the system's mount namespace: this is not a ghost session".into(),
-        ));
-    }
-    if f.caller_uid != 0 && f.target_uid != Some(f.caller_uid) {
-        return Err(no(format!(
-            "does not belong to uid {}, who runs tazpod lock",
-            f.caller_uid
-        )));
-    }
-    Ok(())
-}
-
-fn proc_ppid(pid: u32) -> Option<u32> {
-    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
 
 /// `tazpod lock`: inside a session, ends the session's shell (SIGHUP, which interactive
 /// shells obey); its session process then tears down and prints "vault locked".
@@ -713,61 +552,6 @@ pub fn cmd_lock() -> Result<u8, CliError> {
 
 // ---------------------------------------------------------------------------------------------
 // env
-
-/// The `export` lines for `secrets` with the vault at `mount`; `read` returns a file's bytes.
-/// Returns the output and the number of variables left out (each reported on stderr).
-pub fn env_lines(
-    secrets: &[SecretEntry],
-    mount: &Path,
-    mut read: impl FnMut(&Path) -> io::Result<Vec<u8>>,
-) -> (Vec<u8>, usize) {
-    let mut out = Vec::new();
-    let mut failed = 0;
-    for s in secrets {
-        let path = mount.join(&s.file);
-        let mut value = match s.kind {
-            SecretKind::Path => path.as_os_str().as_bytes().to_vec(),
-            SecretKind::Value => match read(&path) {
-                Ok(mut v) => {
-                    trim_newlines(&mut v);
-                    v
-                }
-                Err(e) => {
-                    eprintln!(
-                        "tazpod: {} not set: cannot read {}: {e}",
-                        s.env,
-                        path.display()
-                    );
-                    failed += 1;
-                    continue;
-                }
-            },
-        };
-        match export_line(&s.env, &value) {
-            Some(mut line) => {
-                out.extend_from_slice(&line);
-                line.zeroize();
-            }
-            None => {
-                eprintln!(
-                    "tazpod: {} not set: {} holds a NUL byte",
-                    s.env,
-                    path.display()
-                );
-                failed += 1;
-            }
-        }
-        value.zeroize();
-    }
-    (out, failed)
-}
-
-fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
-    let f = std::fs::File::open(path)?;
-    let mut v = Vec::new();
-    f.take(1 << 20).read_to_end(&mut v)?;
-    Ok(v)
-}
 
 /// `tazpod env`: inside a session, `export NAME='value'` lines for the secrets map.
 pub fn cmd_env() -> Result<u8, CliError> {
@@ -826,12 +610,6 @@ pub fn cmd_shell_init(args: ShellInitArgs) -> Result<u8, CliError> {
             )
         })?;
     Ok(code::OK)
-}
-
-/// Lossless `OsString` from bytes (for tests).
-#[cfg(test)]
-fn os(b: &[u8]) -> OsString {
-    std::os::unix::ffi::OsStringExt::from_vec(b.to_vec())
 }
 
 #[cfg(test)]
@@ -926,248 +704,10 @@ mod tests {
         assert!(!s.contains(&"-v".to_string()));
     }
 
-    fn user() -> Identity {
-        Identity {
-            name: "tazpod".into(),
-            uid: 1000,
-            gid: 1000,
-            groups: vec![1000],
-            home: "/home/tazpod".into(),
-            shell: "/bin/bash".into(),
-        }
-    }
-
-    #[test]
-    fn exec_is_a_login_shell_with_a_clean_environment() {
-        let u = user();
-        let secrets = vec![
-            SecretEntry {
-                env: "GH_TOKEN".into(),
-                file: "tokens/gh".into(),
-                kind: SecretKind::Value,
-            },
-            SecretEntry {
-                env: "KEYFILE".into(),
-                file: "k.json".into(),
-                kind: SecretKind::Path,
-            },
-        ];
-        let inherited = vec![
-            (os(b"TERM"), os(b"xterm")),
-            (os(b"LC_ALL"), os(b"C.UTF-8")),
-            (os(b"SUDO_USER"), os(b"tazpod")),
-            (os(b"LD_PRELOAD"), os(b"/evil.so")),
-            (os(b"PATH"), os(b"/root/bin")),
-        ];
-        let e = build_exec(&ExecInputs {
-            user: &u,
-            shell: None,
-            command: &[],
-            vault: Path::new("/w/vault.img"),
-            mount: Path::new("/home/tazpod/secrets"),
-            config: None,
-            secrets: &secrets,
-            inherited: &inherited,
-            cwd: Some(Path::new("/w")),
-        });
-        assert_eq!(e.program, "/bin/bash");
-        assert_eq!(e.argv, vec![OsString::from("-bash")]);
-        let names: Vec<String> = e
-            .env
-            .iter()
-            .map(|(k, _)| k.to_string_lossy().into())
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                "TAZPOD_GHOST_MODE",
-                "HOME",
-                "USER",
-                "LOGNAME",
-                "SHELL",
-                "PATH",
-                "TAZPOD_VAULT",
-                "TAZPOD_VAULT_MOUNT",
-                "TERM",
-                "LC_ALL"
-            ]
-        );
-        assert_eq!(e.env[5].1, DEFAULT_PATH);
-        assert_eq!(
-            e.secrets[0].file,
-            PathBuf::from("/home/tazpod/secrets/tokens/gh")
-        );
-        assert!(e.secrets[0].as_value && !e.secrets[1].as_value);
-        assert_eq!(
-            e.cwd,
-            vec![PathBuf::from("/w"), PathBuf::from("/home/tazpod")]
-        );
-    }
-
-    #[test]
-    fn exec_runs_the_command_or_the_chosen_shell() {
-        let u = user();
-        let cmd = vec![OsString::from("cat"), OsString::from("/x")];
-        let base = ExecInputs {
-            user: &u,
-            shell: Some(Path::new("/bin/zsh")),
-            command: &cmd,
-            vault: Path::new("/v"),
-            mount: Path::new("/m"),
-            config: Some(Path::new("/c.toml")),
-            secrets: &[],
-            inherited: &[],
-            cwd: None,
-        };
-        let e = build_exec(&base);
-        assert_eq!(e.program, "cat");
-        assert_eq!(e.argv, cmd);
-        assert!(e
-            .env
-            .iter()
-            .any(|(k, v)| k == "TAZPOD_CONFIG" && v == "/c.toml"));
-        assert!(e.env.iter().any(|(k, v)| k == "SHELL" && v == "/bin/zsh"));
-        let e = build_exec(&ExecInputs {
-            command: &[],
-            ..base
-        });
-        assert_eq!(e.argv, vec![OsString::from("-zsh")]);
-    }
-
     #[test]
     fn a_missing_sudo_is_exit_1_not_a_wrong_passphrase() {
-        let e = exec_as_root(OsStr::new("/nonexistent/sudo"), &[], "unlock");
+        let e = exec_as_root(std::ffi::OsStr::new("/nonexistent/sudo"), &[], "unlock");
         assert_eq!(e.code, code::INVALID, "{e}");
         assert!(e.message.contains("needs root"), "{e}");
-    }
-
-    #[test]
-    fn ppid_parsing_and_ancestry() {
-        assert_eq!(parse_ppid("123 (bash) S 45 123 123 0"), Some(45));
-        assert_eq!(parse_ppid("123 (a) b (c) d) S 46 1"), Some(46));
-        assert_eq!(parse_ppid("garbage"), None);
-        let tree = |p: u32| match p {
-            10 => Some(9),
-            9 => Some(5),
-            5 => Some(1),
-            1 => Some(0),
-            _ => None,
-        };
-        assert!(is_ancestor(5, 10, tree));
-        assert!(is_ancestor(10, 10, tree));
-        assert!(!is_ancestor(7, 10, tree));
-        assert!(is_ancestor(
-            std::process::id(),
-            std::process::id(),
-            proc_ppid
-        ));
-        let parent = privs::getppid();
-        assert!(is_ancestor(parent, std::process::id(), proc_ppid));
-    }
-
-    #[test]
-    fn lock_ends_only_an_own_shell_of_this_session() {
-        use crate::kernel::mount::NsId;
-        let sys = NsId { dev: 4, ino: 1 };
-        let sess = NsId { dev: 4, ino: 2 };
-        let ok = LockFacts {
-            ancestor: true,
-            mine: Some(sess),
-            target_ns: Some(sess),
-            init_ns: Some(sys),
-            target_uid: Some(1000),
-            caller_uid: 1000,
-            pid: 77,
-        };
-        assert!(lock_target_ok(&ok).is_ok());
-        // pid 1 unreadable (an unprivileged caller): the other checks still hold
-        assert!(lock_target_ok(&LockFacts {
-            init_ns: None,
-            ..ok
-        })
-        .is_ok());
-        for (bad, why) in [
-            (
-                LockFacts {
-                    ancestor: false,
-                    ..ok
-                },
-                "not a parent",
-            ),
-            // an ancestor outside the session (the sudo, the login shell...)
-            (
-                LockFacts {
-                    target_ns: Some(sys),
-                    ..ok
-                },
-                "mount namespace",
-            ),
-            // run outside any session with a forged TAZPOD_GHOST_MODE / TAZPOD_SHELL_PID
-            (
-                LockFacts {
-                    mine: Some(sys),
-                    target_ns: Some(sys),
-                    ..ok
-                },
-                "system's mount namespace",
-            ),
-            // the session's root holder, or another user's process
-            (
-                LockFacts {
-                    target_uid: Some(0),
-                    ..ok
-                },
-                "uid 1000",
-            ),
-            (
-                LockFacts {
-                    target_uid: None,
-                    ..ok
-                },
-                "uid 1000",
-            ),
-        ] {
-            let e = lock_target_ok(&bad).unwrap_err();
-            assert!(e.message.contains(why), "{}", e.message);
-        }
-    }
-
-    #[test]
-    fn env_lines_for_values_paths_and_failures() {
-        let secrets = vec![
-            SecretEntry {
-                env: "A".into(),
-                file: "a".into(),
-                kind: SecretKind::Value,
-            },
-            SecretEntry {
-                env: "B".into(),
-                file: "dir/b".into(),
-                kind: SecretKind::Path,
-            },
-            SecretEntry {
-                env: "MISSING".into(),
-                file: "nope".into(),
-                kind: SecretKind::Value,
-            },
-            SecretEntry {
-                env: "NUL".into(),
-                file: "nul".into(),
-                kind: SecretKind::Value,
-            },
-        ];
-        let read = |p: &Path| -> io::Result<Vec<u8>> {
-            match p.to_str() {
-                Some("/m/a") => Ok(b"it's\nmulti\n\n".to_vec()),
-                Some("/m/nul") => Ok(b"a\0b".to_vec()),
-                _ => Err(io::Error::from(io::ErrorKind::NotFound)),
-            }
-        };
-        let (out, failed) = env_lines(&secrets, Path::new("/m"), read);
-        assert_eq!(failed, 2);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "export A='it'\\''s\nmulti'\nexport B='/m/dir/b'\n"
-        );
     }
 }
