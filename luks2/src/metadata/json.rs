@@ -197,6 +197,66 @@ impl JObject {
         let i = self.find(key.as_bytes())?;
         self.entries.get_mut(i).map(|e| &mut e.1)
     }
+
+    /// An object of `entries` in their order (`json_object_object_add` one after the other).
+    pub(crate) fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a str, JVal)>) -> JObject {
+        let mut o = JObject::default();
+        for (k, v) in entries {
+            o.set(k, v);
+        }
+        o
+    }
+
+    /// Sets `key` to `value`: a new key goes last, a known key keeps its place.
+    pub(crate) fn set(&mut self, key: impl AsRef<[u8]>, value: JVal) {
+        self.insert(key.as_ref().to_vec(), value);
+    }
+
+    /// Removes `key` if present.
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.retain_keys(|k| k != key.as_bytes());
+    }
+
+    /// Mutable access to every value, in order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut JVal> {
+        self.entries.iter_mut().map(|e| &mut e.1)
+    }
+}
+
+impl From<&str> for JVal {
+    fn from(s: &str) -> JVal {
+        JVal::Str(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for JVal {
+    fn from(s: String) -> JVal {
+        JVal::Str(s.into_bytes())
+    }
+}
+
+impl From<u64> for JVal {
+    fn from(n: u64) -> JVal {
+        i64::try_from(n).map_or(JVal::UInt(n), JVal::Int)
+    }
+}
+
+impl From<u32> for JVal {
+    fn from(n: u32) -> JVal {
+        JVal::Int(i64::from(n))
+    }
+}
+
+impl From<usize> for JVal {
+    fn from(n: usize) -> JVal {
+        JVal::from(n as u64)
+    }
+}
+
+impl From<JObject> for JVal {
+    fn from(o: JObject) -> JVal {
+        JVal::Object(Box::new(o))
+    }
 }
 
 /// The part of a byte string a C function sees: up to the first NUL.
@@ -231,6 +291,22 @@ impl JVal {
 
     /// The array, if this is one.
     pub fn as_array(&self) -> Option<&[JVal]> {
+        match self {
+            JVal::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The object, mutable, if this is one.
+    pub(crate) fn as_object_mut(&mut self) -> Option<&mut JObject> {
+        match self {
+            JVal::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The array, mutable, if this is one.
+    pub(crate) fn as_array_mut(&mut self) -> Option<&mut Vec<JVal>> {
         match self {
             JVal::Array(a) => Some(a),
             _ => None,
