@@ -3,7 +3,7 @@
 
 use luks2::header::{CopyProblem, Header, HeaderCopy, Luks2Header};
 use luks2::luks1::Luks1Header;
-use luks2::metadata::{KeyslotKdf, SegmentSize};
+use luks2::metadata::{JsonObject, JsonValue, KeyslotKdf, SegmentSize};
 use luks2::volume::DataSegment;
 use luks2::VolumeKey;
 use std::fmt::Write as _;
@@ -122,26 +122,14 @@ fn luks2_human(h: &Luks2Header) -> String {
     }
 
     o.push_str("Keyslots:\n");
-    // The raw JSON, for keyslot fields the typed metadata does not keep (reencrypt keyslots).
-    let raw: Option<serde_json::Value> = serde_json::from_str(&h.json_text).ok();
-    // cryptsetup's LUKS2_digest_by_segment: the first digest (JSON order) naming the segment.
-    let digest_of_segment = |seg: u32| {
-        md.digest_order
-            .iter()
-            .find(|d| md.digests.get(d).is_some_and(|x| x.segments.contains(&seg)))
-    };
     for (id, k) in &md.keyslots {
         // Bound (as cryptsetup's LUKS2_keyslot_for_segment with CRYPT_ONE_SEGMENT): the
         // keyslot's digest is the digest of a regular (non-backup) segment.
-        let ks_digest = md
-            .digest_order
-            .iter()
-            .find(|d| md.digests.get(d).is_some_and(|x| x.keyslots.contains(id)));
-        let bound = ks_digest.is_some_and(|kd| {
+        let bound = md.digest_for_keyslot(*id).is_some_and(|(kd, _)| {
             md.segments
                 .iter()
                 .filter(|(_, s)| !s.is_backup())
-                .any(|(sid, _)| digest_of_segment(*sid) == Some(kd))
+                .any(|(sid, _)| md.digest_for_segment(*sid).map(|(d, _)| d) == Some(kd))
         });
         let _ = writeln!(
             o,
@@ -191,49 +179,34 @@ fn luks2_human(h: &Luks2Header) -> String {
                 let _ = writeln!(o, "\tArea length:{} [bytes]", a.size);
             }
         } else if k.type_name == "reencrypt" {
-            let js = raw
-                .as_ref()
-                .and_then(|r| r.get("keyslots"))
-                .and_then(|ks| ks.get(id.to_string()));
-            let field = |v: Option<&serde_json::Value>| match v {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
+            // json_object_get_string of the stored fields (validation made them present).
+            let js = h.keyslot_json(*id);
+            let area = js
+                .and_then(|j| j.get("area"))
+                .and_then(JsonValue::as_object);
+            let field = |obj: Option<&JsonObject>, key: &str| {
+                obj.and_then(|j| j.get(key))
+                    .and_then(JsonValue::get_string)
+                    .map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned())
             };
-            let area = js.and_then(|j| j.get("area"));
-            let resilience = field(area.and_then(|a| a.get("type")));
-            let _ = writeln!(
-                o,
-                "\t{:<12}{}",
-                "Mode:",
-                field(js.and_then(|j| j.get("mode")))
-            );
-            let _ = writeln!(
-                o,
-                "\t{:<12}{}",
-                "Direction:",
-                field(js.and_then(|j| j.get("direction")))
-            );
+            let resilience = field(area, "type");
+            let _ = writeln!(o, "\t{:<12}{}", "Mode:", field(js, "mode"));
+            let _ = writeln!(o, "\t{:<12}{}", "Direction:", field(js, "direction"));
             let _ = writeln!(o, "\t{:<12}{}", "Resilience:", resilience);
             if resilience == "checksum" {
-                let _ = writeln!(
-                    o,
-                    "\t{:<12}{}",
-                    "Hash:",
-                    field(area.and_then(|a| a.get("hash")))
-                );
+                let _ = writeln!(o, "\t{:<12}{}", "Hash:", field(area, "hash"));
                 let _ = writeln!(
                     o,
                     "\t{:<12}{} [bytes]",
                     "Hash data:",
-                    field(area.and_then(|a| a.get("sector_size")))
+                    field(area, "sector_size")
                 );
             } else if resilience == "datashift" {
                 let _ = writeln!(
                     o,
                     "\t{:<12}{}[bytes]",
                     "Shift size:",
-                    field(area.and_then(|a| a.get("shift_size")))
+                    field(area, "shift_size")
                 );
             }
             if let Some(a) = &k.area {
@@ -252,13 +225,7 @@ fn luks2_human(h: &Luks2Header) -> String {
     for (id, t) in &md.tokens {
         let _ = writeln!(o, "  {id}: {}", t.type_name);
         if t.type_name == "luks2-keyring" {
-            if let Some(desc) = serde_json::from_str::<serde_json::Value>(&t.json)
-                .ok()
-                .and_then(|v| {
-                    v.get("key_description")
-                        .and_then(|d| d.as_str().map(String::from))
-                })
-            {
+            if let Some(desc) = &t.key_description {
                 let _ = writeln!(o, "\tKey description: {desc}");
             }
         }
@@ -325,70 +292,11 @@ fn luks1_human(h: &Luks1Header, device: &str) -> String {
     o
 }
 
-/// Re-indents compact JSON text the way json-c's `JSON_C_TO_STRING_PRETTY` prints it (two
-/// spaces, no space after a colon), keeping the stored key order and string escapes, so the
-/// output matches `cryptsetup luksDump --dump-json-metadata`.
-pub fn json_c_pretty(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 2);
-    let mut depth = 0usize;
-    let mut chars = text.chars().peekable();
-    let indent = |out: &mut String, depth: usize| {
-        out.push('\n');
-        for _ in 0..depth {
-            out.push_str("  ");
-        }
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                out.push('"');
-                while let Some(s) = chars.next() {
-                    out.push(s);
-                    if s == '\\' {
-                        if let Some(e) = chars.next() {
-                            out.push(e);
-                        }
-                    } else if s == '"' {
-                        break;
-                    }
-                }
-            }
-            '{' | '[' => {
-                out.push(c);
-                while chars.peek().is_some_and(|p| p.is_ascii_whitespace()) {
-                    chars.next();
-                }
-                if matches!(chars.peek(), Some('}') | Some(']')) {
-                    indent(&mut out, depth);
-                    if let Some(close) = chars.next() {
-                        out.push(close);
-                    }
-                } else {
-                    depth += 1;
-                    indent(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                indent(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(',');
-                indent(&mut out, depth);
-            }
-            c if c.is_ascii_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The metadata as JSON: LUKS2 as stored (json-c's pretty layout, like `cryptsetup luksDump
 /// --dump-json-metadata`); LUKS1 as an equivalent JSON object.
 pub fn json(header: &Header) -> String {
     match header {
-        Header::Luks2(h) => json_c_pretty(&h.json_text),
+        Header::Luks2(h) => String::from_utf8_lossy(&h.json.to_pretty_bytes()).into_owned(),
         Header::Luks1(h) => {
             let keyslots: serde_json::Map<String, serde_json::Value> = h
                 .keyslots
@@ -484,22 +392,6 @@ fn stated_segment(header: &Header) -> (String, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_c_pretty_matches_cryptsetup_layout() {
-        let compact =
-            r#"{"keyslots":{},"tokens":{"0":{"type":"x","keyslots":["0"],"n":1}},"a":[]}"#;
-        let want = "{\n  \"keyslots\":{\n  },\n  \"tokens\":{\n    \"0\":{\n      \"type\":\"x\",\n      \"keyslots\":[\n        \"0\"\n      ],\n      \"n\":1\n    }\n  },\n  \"a\":[\n  ]\n}";
-        assert_eq!(json_c_pretty(compact), want);
-    }
-
-    #[test]
-    fn json_c_pretty_keeps_escapes_and_structural_chars_in_strings() {
-        assert_eq!(
-            json_c_pretty(r#"{"a":"x\"{,}[]\\"}"#),
-            "{\n  \"a\":\"x\\\"{,}[]\\\\\"\n}"
-        );
-    }
 
     #[test]
     fn hex_wrap_like_crypt_log_hex() {

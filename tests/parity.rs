@@ -47,11 +47,15 @@ fn json_of(img: &[u8]) -> Value {
 
 /// Writes `v` as the JSON of the copy at `at` and fixes its checksum.
 fn put_json_at(img: &mut [u8], at: usize, v: &Value) {
-    let text = v.to_string().into_bytes();
+    put_text_at(img, at, v.to_string().as_bytes());
+}
+
+/// The copy at `at` with `text` as its JSON area (zero padded), checksum fixed.
+fn put_text_at(img: &mut [u8], at: usize, text: &[u8]) {
     let hs = hdr_size(img, at);
     let area = &mut img[at + 4096..at + hs];
     area.fill(0);
-    area[..text.len()].copy_from_slice(&text);
+    area[..text.len()].copy_from_slice(text);
     fix_checksum(img, at);
 }
 
@@ -138,6 +142,19 @@ fn cryptsetup(args: &[&str]) -> Output {
 
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
+}
+
+/// A failure line when cryptsetup (`theirs`) failed or printed other bytes than tazpod
+/// (`ours`), with both outputs.
+fn cryptsetup_differs(what: &str, ours: &Output, theirs: &Output) -> Option<String> {
+    (code(theirs) != 0 || theirs.stdout != ours.stdout).then(|| {
+        format!(
+            "{what}: stdout differs from cryptsetup (exit {}):\n{}\n---\n{}",
+            code(theirs),
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout)
+        )
+    })
 }
 
 fn p(path: &Path) -> &str {
@@ -802,14 +819,7 @@ fn dump_names_the_header_copy_used() {
         }
         if cs {
             let theirs = cryptsetup(&["luksDump", p(&env.copy(&format!("{name}-cs"), &img))]);
-            if code(&theirs) != 0 || theirs.stdout != o.stdout {
-                failures.push(format!(
-                    "{name}: stdout differs from cryptsetup luksDump (exit {}):\n{}\n---\n{}",
-                    code(&theirs),
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&theirs.stdout)
-                ));
-            }
+            failures.extend(cryptsetup_differs(name, &o, &theirs));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -973,13 +983,7 @@ fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
             // On a copy: cryptsetup may rewrite a header while reading it.
             let theirs = cryptsetup(&["luksDump", p(&env.copy(&format!("{name}-cs"), &img))]);
             // Both print the path they were given on LUKS1 only; these are LUKS2.
-            if code(&theirs) != 0 || theirs.stdout != o.stdout {
-                failures.push(format!(
-                    "{name}: differs from cryptsetup luksDump (exit {}):\n{out}\n---\n{}",
-                    code(&theirs),
-                    String::from_utf8_lossy(&theirs.stdout)
-                ));
-            }
+            failures.extend(cryptsetup_differs(name, &o, &theirs));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -991,6 +995,54 @@ fn dump_matches_cryptsetup_on_odd_kdf_and_digest_fields() {
             ""
         }
     );
+}
+
+/// `dump` and `dump --json` byte for byte as `cryptsetup luksDump` (and its
+/// `--dump-json-metadata`) on JSON text only json-c reads: a token with escapes (`\/`,
+/// `\u0041`), a comment, a key given twice (first place, last value), doubles kept as written,
+/// `NaN`, empty containers. The JSON is printed as json-c serializes what it parsed, not as
+/// the text was stored.
+#[test]
+fn dump_json_matches_cryptsetup_on_json_c_text() {
+    let env = Env::new();
+    let base = common::image_fixture("pbkdf2-sha256.img");
+    let text = json_of(&base).to_string();
+    let token = r#""tokens":{"0":{"type":"luks2-keyring","keyslots":["0"],"key_description":"a\/b\u0041\t","x":1.50,"y":[],"z":{}, /* c */ "x":2.50e0,"n":NaN}}"#;
+    let text = text.replace(r#""tokens":{}"#, token);
+    assert!(text.contains("NaN"));
+    let mut img = base.clone();
+    let hs = hdr_size(&img, 0);
+    put_text_at(&mut img, 0, text.as_bytes());
+    put_text_at(&mut img, hs, text.as_bytes());
+    let want_json = "\n      \"key_description\":\"a/bA\\t\",\n      \"x\":2.50e0,\n      \"y\":[\n      ],\n      \"z\":{\n      },\n      \"n\":NaN\n    }";
+    let want_human = "  0: luks2-keyring\n\tKey description: a/bA\t\n\tKeyslot:    0\n";
+    let mut failures = Vec::new();
+    for (args, want) in [
+        (vec!["dump"], want_human),
+        (vec!["dump", "--json"], want_json),
+    ] {
+        let path = env.copy("lenient", &img);
+        let o = tazpod(&[args.as_slice(), &[p(&path)]].concat());
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if code(&o) != 0 || !out.contains(want) {
+            failures.push(format!(
+                "{args:?}: exit {}, no {want:?} in\n{out}",
+                code(&o)
+            ));
+        }
+        if common::have_cryptsetup() {
+            let cs_args: &[&str] = if args.len() == 2 {
+                &["luksDump", "--dump-json-metadata"]
+            } else {
+                &["luksDump"]
+            };
+            // On a copy: cryptsetup may rewrite a header while reading it.
+            let copy = env.copy("lenient-cs", &img);
+            let theirs = cryptsetup(&[cs_args, &[p(&copy)]].concat());
+            failures.extend(cryptsetup_differs(&format!("{args:?}"), &o, &theirs));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// `dump --dump-volume-key` needs only keyslots and digests too: on a data segment tazpod

@@ -20,10 +20,9 @@ use crate::cipher::{CipherError, CipherSpec, SectorCipher};
 use crate::hash::HashAlg;
 use crate::header::{HeaderCopy, Luks2Header, MAGIC_PRIMARY, MAGIC_SECONDARY};
 use crate::kdf::{Argon2Variant, KdfError, KdfParams};
-use crate::metadata::Priority;
+use crate::metadata::{JsonObject, JsonValue, Priority};
 use crate::secret::SecretBuf;
 use base64::Engine;
-use serde_json::{Map, Value};
 use std::fmt;
 
 /// Size of the binary part of a header copy.
@@ -391,8 +390,8 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn num_str(n: u64) -> Value {
-    Value::String(n.to_string())
+fn num_str(n: u64) -> JsonValue {
+    JsonValue::from(n.to_string())
 }
 
 /// Size of the keyslot area for a key of `key_size` bytes: `key_size × 4000` rounded to 4 KiB.
@@ -419,7 +418,7 @@ fn build_keyslot(
     area_offset: u64,
     area_size: u64,
     rng: &mut Rng<'_>,
-) -> Result<(Value, Vec<u8>), FormatError> {
+) -> Result<(JsonValue, Vec<u8>), FormatError> {
     let key_size = volume_key.len();
     let cspec = CipherSpec::parse(&spec.encryption, key_size)?;
     let mut salt = [0u8; SALT_LEN];
@@ -457,12 +456,12 @@ fn build_keyslot(
         return Err(FormatError::NoSpace { needed: area_size });
     }
 
-    let mut kdf = Map::new();
+    let mut kdf = JsonObject::default();
     match &spec.kdf {
         KdfParams::Pbkdf2 { hash, iterations } => {
-            kdf.insert("type".into(), "pbkdf2".into());
-            kdf.insert("hash".into(), hash.name().into());
-            kdf.insert("iterations".into(), (*iterations).into());
+            kdf.set("type", "pbkdf2".into());
+            kdf.set("hash", hash.name().into());
+            kdf.set("iterations", (*iterations).into());
         }
         KdfParams::Argon2 {
             variant,
@@ -474,43 +473,42 @@ fn build_keyslot(
                 Argon2Variant::I => "argon2i",
                 Argon2Variant::Id => "argon2id",
             };
-            kdf.insert("type".into(), name.into());
-            kdf.insert("time".into(), (*time).into());
-            kdf.insert("memory".into(), (*memory_kib).into());
-            kdf.insert("cpus".into(), (*cpus).into());
+            kdf.set("type", name.into());
+            kdf.set("time", (*time).into());
+            kdf.set("memory", (*memory_kib).into());
+            kdf.set("cpus", (*cpus).into());
         }
     }
-    kdf.insert("salt".into(), b64(&salt).into());
-    let ks = serde_json::json!({
-        "type": "luks2",
-        "key_size": key_size,
-        "af": {"type": "luks1", "stripes": AF_STRIPES, "hash": spec.af_hash.name()},
-        "area": {
-            "type": "raw",
-            "offset": num_str(area_offset),
-            "size": num_str(area_size),
-            "encryption": spec.encryption,
-            "key_size": key_size,
-        },
-        "kdf": Value::Object(kdf),
-    });
-    let mut ks = ks;
+    kdf.set("salt", b64(&salt).into());
+    let af = JsonObject::from_entries([
+        ("type", "luks1".into()),
+        ("stripes", AF_STRIPES.into()),
+        ("hash", spec.af_hash.name().into()),
+    ]);
+    let area_obj = JsonObject::from_entries([
+        ("type", "raw".into()),
+        ("offset", num_str(area_offset)),
+        ("size", num_str(area_size)),
+        ("encryption", spec.encryption.as_str().into()),
+        ("key_size", key_size.into()),
+    ]);
+    let mut ks = JsonValue::from(JsonObject::from_entries([
+        ("type", "luks2".into()),
+        ("key_size", key_size.into()),
+        ("af", af.into()),
+        ("area", area_obj.into()),
+        ("kdf", kdf.into()),
+    ]));
     set_priority(&mut ks, spec.priority);
     Ok((ks, area))
 }
 
-fn set_priority(ks: &mut Value, p: Option<Priority>) {
+fn set_priority(ks: &mut JsonValue, p: Option<Priority>) {
     if let Some(obj) = ks.as_object_mut() {
         match p {
-            None | Some(Priority::Normal) => {
-                obj.remove("priority");
-            }
-            Some(Priority::Ignore) => {
-                obj.insert("priority".into(), 0.into());
-            }
-            Some(Priority::High) => {
-                obj.insert("priority".into(), 2.into());
-            }
+            None | Some(Priority::Normal) => obj.remove("priority"),
+            Some(Priority::Ignore) => obj.set("priority", 0u32.into()),
+            Some(Priority::High) => obj.set("priority", 2u32.into()),
         }
     }
 }
@@ -523,23 +521,24 @@ fn build_digest(
     keyslots: &[u32],
     segments: &[u32],
     rng: &mut Rng<'_>,
-) -> Result<Value, FormatError> {
+) -> Result<JsonValue, FormatError> {
     let mut salt = [0u8; SALT_LEN];
     fill(rng, &mut salt)?;
     let params = KdfParams::Pbkdf2 { hash, iterations };
     params.validate()?;
     let mut out = vec![0u8; hash.output_size()];
     params.derive(volume_key, &salt, &mut out)?;
-    let ids = |v: &[u32]| Value::Array(v.iter().map(|i| Value::String(i.to_string())).collect());
-    Ok(serde_json::json!({
-        "type": "pbkdf2",
-        "keyslots": ids(keyslots),
-        "segments": ids(segments),
-        "hash": hash.name(),
-        "iterations": iterations,
-        "salt": b64(&salt),
-        "digest": b64(&out),
-    }))
+    let ids = |v: &[u32]| JsonValue::Array(v.iter().map(|i| i.to_string().into()).collect());
+    Ok(JsonObject::from_entries([
+        ("type", "pbkdf2".into()),
+        ("keyslots", ids(keyslots)),
+        ("segments", ids(segments)),
+        ("hash", hash.name().into()),
+        ("iterations", iterations.into()),
+        ("salt", b64(&salt).into()),
+        ("digest", b64(&out).into()),
+    ])
+    .into())
 }
 
 /// The seqid ("Epoch" in `cryptsetup luksDump`) of a freshly formatted header. cryptsetup
@@ -683,20 +682,26 @@ fn build_formatted(
         rng,
     )?;
     let json_size = l.metadata_size - BINARY_HEADER_SIZE;
-    let meta = serde_json::json!({
-        "keyslots": {"0": ks},
-        "tokens": {},
-        "segments": {"0": {
-            "type": "crypt",
-            "offset": num_str(l.data_offset),
-            "size": "dynamic",
-            "iv_tweak": "0",
-            "encryption": p.encryption,
-            "sector_size": p.sector_size,
-        }},
-        "digests": {"0": digest},
-        "config": {"json_size": num_str(json_size), "keyslots_size": num_str(l.keyslots_size)},
-    });
+    let segment = JsonObject::from_entries([
+        ("type", "crypt".into()),
+        ("offset", num_str(l.data_offset)),
+        ("size", "dynamic".into()),
+        ("iv_tweak", "0".into()),
+        ("encryption", p.encryption.as_str().into()),
+        ("sector_size", p.sector_size.into()),
+    ]);
+    let config = JsonObject::from_entries([
+        ("json_size", num_str(json_size)),
+        ("keyslots_size", num_str(l.keyslots_size)),
+    ]);
+    let one = |v: JsonValue| JsonValue::from(JsonObject::from_entries([("0", v)]));
+    let meta = JsonObject::from_entries([
+        ("keyslots", one(ks)),
+        ("tokens", JsonObject::default().into()),
+        ("segments", one(segment.into())),
+        ("digests", one(digest)),
+        ("config", config.into()),
+    ]);
     let json = to_json_text(&meta);
 
     // The keyslots area: random bytes, the keyslot at `area_offset`.
@@ -879,7 +884,7 @@ fn put(b: &mut [u8], at: usize, src: &[u8]) {
 /// What to change in the binary header and where the new copies go.
 struct Rewrite<'a> {
     h: &'a Luks2Header,
-    meta: Value,
+    meta: JsonObject,
     label: Option<&'a str>,
 }
 
@@ -891,22 +896,17 @@ impl Rewrite<'_> {
                 h.metadata.config.requirements_mandatory.join(", ")
             )));
         }
-        let meta: Value = serde_json::from_str(&h.json_text)
-            .map_err(|e| FormatError::Unsupported(format!("its JSON does not parse: {e}")))?;
-        if !meta.is_object() {
-            return Err(FormatError::Unsupported("its JSON is not an object".into()));
-        }
         Ok(Rewrite {
             h,
-            meta,
+            meta: h.json.clone(),
             label: None,
         })
     }
 
-    fn section(&mut self, name: &str) -> Result<&mut Map<String, Value>, FormatError> {
+    fn section(&mut self, name: &str) -> Result<&mut JsonObject, FormatError> {
         self.meta
             .get_mut(name)
-            .and_then(Value::as_object_mut)
+            .and_then(JsonValue::as_object_mut)
             .ok_or_else(|| FormatError::Unsupported(format!("no '{name}' object")))
     }
 
@@ -988,14 +988,15 @@ pub fn add_keyslot(
     let off = free_area(h, size)?;
     let (ks, area) = build_keyslot(volume_key, passphrase, spec, off, size, rng)?;
     let mut rw = Rewrite::new(h)?;
-    rw.section("keyslots")?.insert(id.to_string(), ks);
+    rw.section("keyslots")?.set(id.to_string(), ks);
     let d = rw
         .section("digests")?
         .get_mut(&digest.to_string())
+        .and_then(JsonValue::as_object_mut)
         .and_then(|d| d.get_mut("keyslots"))
-        .and_then(Value::as_array_mut)
+        .and_then(JsonValue::as_array_mut)
         .ok_or_else(|| FormatError::Unsupported(format!("digest {digest} has no keyslots")))?;
-    d.push(Value::String(id.to_string()));
+    d.push(id.to_string().into());
     let mut writes = vec![PlannedWrite {
         what: format!("keyslot {id} area"),
         offset: off,
@@ -1062,7 +1063,7 @@ pub fn change_keyslot(
     let priority = h.metadata.keyslots.get(&id).map(|k| k.priority);
     set_priority(&mut ks, priority);
     let mut rw = Rewrite::new(h)?;
-    rw.section("keyslots")?.insert(id.to_string(), ks);
+    rw.section("keyslots")?.set(id.to_string(), ks);
     let mut writes = vec![PlannedWrite {
         what: format!("keyslot {id} new area"),
         offset: off,
@@ -1099,9 +1100,13 @@ pub fn remove_keyslot(h: &Luks2Header, id: u32, rng: &mut Rng<'_>) -> Result<Pla
     let key = id.to_string();
     rw.section("keyslots")?.remove(&key);
     for sec in ["digests", "tokens"] {
-        for (_, obj) in rw.section(sec)?.iter_mut() {
-            if let Some(arr) = obj.get_mut("keyslots").and_then(Value::as_array_mut) {
-                arr.retain(|v| v.as_str() != Some(key.as_str()));
+        for obj in rw.section(sec)?.values_mut() {
+            let arr = obj
+                .as_object_mut()
+                .and_then(|o| o.get_mut("keyslots"))
+                .and_then(JsonValue::as_array_mut);
+            if let Some(arr) = arr {
+                arr.retain(|v| v.as_str_bytes() != Some(key.as_bytes()));
             }
         }
     }
@@ -1227,52 +1232,34 @@ fn child_ctx(ctx: Ctx, key: &str) -> Ctx {
     }
 }
 
-/// Serializes LUKS2 metadata compactly with cryptsetup's key order (known keys in the order
-/// cryptsetup adds them, id maps numerically, other keys after them alphabetically), without
-/// escaping `/`.
-pub fn to_json_text(v: &Value) -> String {
-    let mut s = String::new();
-    write_value(v, Ctx::Root, &mut s);
-    s
+/// Serializes LUKS2 metadata compactly (json-c's plain text, `/` not escaped) with
+/// cryptsetup's key order: known keys in the order cryptsetup adds them, id maps numerically,
+/// other keys after them in byte order.
+pub fn to_json_text(v: &JsonObject) -> String {
+    String::from_utf8_lossy(&ordered_object(v, Ctx::Root).to_plain_bytes()).into_owned()
 }
 
-fn write_value(v: &Value, ctx: Ctx, out: &mut String) {
+/// `o` with its keys (and its children's) in cryptsetup's order for `ctx`.
+fn ordered_object(o: &JsonObject, ctx: Ctx) -> JsonValue {
+    let order = key_order(ctx);
+    let mut keys: Vec<(&[u8], &JsonValue)> = o.iter().collect();
+    keys.sort_by_key(|(k, _)| {
+        let name = std::str::from_utf8(k).ok();
+        let known = name.and_then(|n| order.iter().position(|o| *o == n));
+        let id = name.and_then(|n| n.parse::<u64>().ok());
+        (known.unwrap_or(usize::MAX), id.unwrap_or(u64::MAX), *k)
+    });
+    let mut out = JsonObject::default();
+    for (k, v) in keys {
+        out.set(k, ordered(v, child_ctx(ctx, &String::from_utf8_lossy(k))));
+    }
+    out.into()
+}
+
+fn ordered(v: &JsonValue, ctx: Ctx) -> JsonValue {
     match v {
-        Value::Object(m) => {
-            let order = key_order(ctx);
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_by_key(|k| {
-                let known = order.iter().position(|o| *o == k.as_str());
-                let id = k.parse::<u64>().ok();
-                (
-                    known.unwrap_or(usize::MAX),
-                    id.unwrap_or(u64::MAX),
-                    (*k).clone(),
-                )
-            });
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(child) = m.get(*k) {
-                    write_value(child, child_ctx(ctx, k), out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(x, Ctx::Other, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
+        JsonValue::Object(o) => ordered_object(o, ctx),
+        JsonValue::Array(a) => JsonValue::Array(a.iter().map(|x| ordered(x, Ctx::Other)).collect()),
+        other => other.clone(),
     }
 }

@@ -67,12 +67,26 @@ pub struct Luks2Header {
     pub metadata: Metadata,
     /// The JSON text as stored (up to the first NUL; bytes that are not UTF-8 replaced).
     pub json_text: String,
+    /// The JSON object as json-c parses it (what `cryptsetup luksDump` reads and prints).
+    pub json: crate::metadata::JsonObject,
     /// The copy in use.
     pub used_copy: HeaderCopy,
     /// Why the other copy was not used, if it was unusable or older (for warnings).
     pub other_copy_problem: Option<String>,
     /// The same, typed.
     pub other_copy: Option<CopyProblem>,
+}
+
+impl Luks2Header {
+    /// The JSON object of keyslot `id` as stored, for fields the typed metadata does not keep
+    /// (a `reencrypt` keyslot's mode, direction and resilience area).
+    pub fn keyslot_json(&self, id: u32) -> Option<&crate::metadata::JsonObject> {
+        self.json
+            .get("keyslots")?
+            .as_object()?
+            .get(&id.to_string())?
+            .as_object()
+    }
 }
 
 /// Any LUKS header.
@@ -158,6 +172,7 @@ struct GoodCopy {
     bin: BinaryHeader,
     metadata: Metadata,
     json_text: String,
+    json: crate::metadata::JsonObject,
     offset: u64,
 }
 
@@ -238,6 +253,7 @@ fn read_luks2<R: Read + Seek>(
         binary: used.bin,
         metadata: used.metadata,
         json_text: used.json_text,
+        json: used.json,
         used_copy,
         other_copy_problem: other.as_ref().map(ToString::to_string),
         other_copy: other,
@@ -280,13 +296,14 @@ fn scan_secondary<R: Read + Seek>(dev: &mut Dev<'_, R>) -> Result<CopyState, Err
 
 /// Parses the JSON area of a checksummed copy.
 fn validate_copy(raw: RawCopy, offset: u64) -> CopyState {
-    match Metadata::parse_area(&raw.area) {
-        Ok((metadata, json_len)) => {
+    match Metadata::parse_area_json(&raw.area) {
+        Ok((metadata, json, json_len)) => {
             let text = raw.area.get(..json_len).unwrap_or_default();
             CopyState::Ok(Box::new(GoodCopy {
                 bin: raw.bin,
                 metadata,
                 json_text: String::from_utf8_lossy(text).into_owned(),
+                json,
                 offset,
             }))
         }

@@ -334,3 +334,61 @@ fn add_keyslot_fills_gaps_and_refuses_used_ids() {
     .unwrap();
     assert_eq!(u.volume_key.as_bytes(), &vk[..]);
 }
+
+/// A rewrite starts from the JSON as json-c reads it: a token with a comment, escapes, a
+/// double kept as written, `NaN` and a repeated key survives adding a keyslot (serialized as
+/// json-c serializes it), and the header still loads here and in cryptsetup.
+#[test]
+fn add_keyslot_keeps_json_only_json_c_reads() {
+    let p = params();
+    let (mut image, vk) = build(&p, 31, 64);
+    let h = header(&image);
+    let token = r#""tokens":{"0":{"type":"luks2-keyring","keyslots":["0"],"key_description":"a\/b\u0041","x":1.50, /* c */ "x":2.50e0,"n":NaN}}"#;
+    assert!(h.json_text.contains(r#""tokens":{}"#));
+    let text = h.json_text.replace(r#""tokens":{}"#, token);
+    let b = &h.binary;
+    let fields = format::HeaderFields {
+        metadata_size: b.hdr_size,
+        seqid: b.seqid + 1,
+        label: &b.label,
+        subsystem: &b.subsystem,
+        uuid: &b.uuid,
+        salts: [[1; 64], [2; 64]],
+    };
+    let (primary, secondary) = format::header_copies(&text, &fields).unwrap();
+    image[..primary.len()].copy_from_slice(&primary);
+    let hs = b.hdr_size as usize;
+    image[hs..hs + secondary.len()].copy_from_slice(&secondary);
+
+    let h = header(&image);
+    assert_eq!(
+        h.metadata.tokens[&0].key_description.as_deref(),
+        Some("a/bA")
+    );
+    let mut rng = TestRng::new(32);
+    let s = spec(pbkdf2(), "aes-xts-plain64");
+    let (plan, id) = format::add_keyslot(&h, &vk, 0, b"second", &s, None, &mut |b: &mut [u8]| {
+        rng.fill(b)
+    })
+    .unwrap();
+    plan.apply_to(&mut image);
+    let h = header(&image);
+    assert_eq!(
+        h.metadata.tokens[&0].key_description.as_deref(),
+        Some("a/bA")
+    );
+    assert!(
+        h.json_text.contains(r#""key_description":"a/bA","keyslots":["0"],"n":NaN,"type":"luks2-keyring","x":2.50e0}"#),
+        "{}",
+        h.json_text
+    );
+    assert_eq!(our_unlock(&image, b"second").as_deref(), Some(&vk[..]));
+    assert_eq!(id, 1);
+    if have_cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.img");
+        std::fs::write(&file, &image).unwrap();
+        assert!(cs_dump(&file).contains("\tKey description: a/bA\n"));
+        assert!(cs_accepts(&file, None, b"second"));
+    }
+}

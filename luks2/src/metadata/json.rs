@@ -13,15 +13,16 @@
 //! (`json_object_get_int`, `json_object_get_int64`, C-string views of strings) and the length of
 //! json-c's plain serialization, which cryptsetup compares with the JSON area size.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
 /// json-c's default maximum nesting depth (`JSON_TOKENER_DEFAULT_DEPTH`).
 const MAX_DEPTH: usize = 32;
 
-/// A parsed JSON value, typed as json-c types it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum JVal {
+/// A parsed JSON value, typed as json-c types it (public as [`JsonValue`](super::JsonValue)).
+#[derive(Debug, Clone)]
+pub enum JVal {
     /// `null` (any letter case).
     Null,
     /// `true` / `false` (any letter case).
@@ -80,9 +81,10 @@ impl fmt::Display for JsonType {
 
 /// An object: entries in insertion order, keys as C strings (cut at the first NUL, as json-c's
 /// `strdup` does), a repeated key replacing the value in place. Objects with many keys get a
-/// hash index so that lookups and duplicate detection stay linear overall.
+/// hash index so that lookups and duplicate detection stay linear overall (public as
+/// [`JsonObject`](super::JsonObject)).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct JObject {
+pub struct JObject {
     entries: Vec<(Box<[u8]>, JVal)>,
     index: Option<HashMap<Box<[u8]>, usize>>,
 }
@@ -95,6 +97,30 @@ impl PartialEq for JObject {
         self.entries == other.entries
     }
 }
+
+impl Eq for JObject {}
+
+/// Values are equal when they are the same json-c value: doubles compare by their bits and
+/// text (so `NaN` equals itself and the relation is an equivalence).
+impl PartialEq for JVal {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (JVal::Null, JVal::Null) => true,
+            (JVal::Bool(a), JVal::Bool(b)) => a == b,
+            (JVal::Int(a), JVal::Int(b)) => a == b,
+            (JVal::UInt(a), JVal::UInt(b)) => a == b,
+            (JVal::Double { value: a, text: ta }, JVal::Double { value: b, text: tb }) => {
+                a.to_bits() == b.to_bits() && ta == tb
+            }
+            (JVal::Str(a), JVal::Str(b)) => a == b,
+            (JVal::Array(a), JVal::Array(b)) => a == b,
+            (JVal::Object(a), JVal::Object(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for JVal {}
 
 impl JObject {
     /// Position of `key` among the entries.
@@ -135,24 +161,29 @@ impl JObject {
     }
 
     /// The value of `key`, if present (`json_object_object_get_ex`).
-    pub(crate) fn get(&self, key: &str) -> Option<&JVal> {
+    pub fn get(&self, key: &str) -> Option<&JVal> {
         self.get_bytes(key.as_bytes())
     }
 
     /// The value of a key given as bytes (a C string: cut at the first NUL before lookup).
-    pub(crate) fn get_bytes(&self, key: &[u8]) -> Option<&JVal> {
+    pub fn get_bytes(&self, key: &[u8]) -> Option<&JVal> {
         let i = self.find(cstr(key))?;
         self.entries.get(i).map(|e| &e.1)
     }
 
     /// Entries in json-c iteration order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &JVal)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &JVal)> {
         self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Number of distinct keys.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether the object has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Removes the keys for which `keep` returns false (used by cryptsetup's keyslot repair).
@@ -166,6 +197,66 @@ impl JObject {
         let i = self.find(key.as_bytes())?;
         self.entries.get_mut(i).map(|e| &mut e.1)
     }
+
+    /// An object of `entries` in their order (`json_object_object_add` one after the other).
+    pub(crate) fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a str, JVal)>) -> JObject {
+        let mut o = JObject::default();
+        for (k, v) in entries {
+            o.set(k, v);
+        }
+        o
+    }
+
+    /// Sets `key` to `value`: a new key goes last, a known key keeps its place.
+    pub(crate) fn set(&mut self, key: impl AsRef<[u8]>, value: JVal) {
+        self.insert(key.as_ref().to_vec(), value);
+    }
+
+    /// Removes `key` if present.
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.retain_keys(|k| k != key.as_bytes());
+    }
+
+    /// Mutable access to every value, in order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut JVal> {
+        self.entries.iter_mut().map(|e| &mut e.1)
+    }
+}
+
+impl From<&str> for JVal {
+    fn from(s: &str) -> JVal {
+        JVal::Str(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for JVal {
+    fn from(s: String) -> JVal {
+        JVal::Str(s.into_bytes())
+    }
+}
+
+impl From<u64> for JVal {
+    fn from(n: u64) -> JVal {
+        i64::try_from(n).map_or(JVal::UInt(n), JVal::Int)
+    }
+}
+
+impl From<u32> for JVal {
+    fn from(n: u32) -> JVal {
+        JVal::Int(i64::from(n))
+    }
+}
+
+impl From<usize> for JVal {
+    fn from(n: usize) -> JVal {
+        JVal::from(n as u64)
+    }
+}
+
+impl From<JObject> for JVal {
+    fn from(o: JObject) -> JVal {
+        JVal::Object(Box::new(o))
+    }
 }
 
 /// The part of a byte string a C function sees: up to the first NUL.
@@ -178,7 +269,7 @@ pub(crate) fn cstr(s: &[u8]) -> &[u8] {
 
 impl JVal {
     /// Its json-c type.
-    pub(crate) fn json_type(&self) -> JsonType {
+    pub fn json_type(&self) -> JsonType {
         match self {
             JVal::Null => JsonType::Null,
             JVal::Bool(_) => JsonType::Boolean,
@@ -191,7 +282,7 @@ impl JVal {
     }
 
     /// The object, if this is one.
-    pub(crate) fn as_object(&self) -> Option<&JObject> {
+    pub fn as_object(&self) -> Option<&JObject> {
         match self {
             JVal::Object(o) => Some(o),
             _ => None,
@@ -199,7 +290,23 @@ impl JVal {
     }
 
     /// The array, if this is one.
-    pub(crate) fn as_array(&self) -> Option<&[JVal]> {
+    pub fn as_array(&self) -> Option<&[JVal]> {
+        match self {
+            JVal::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The object, mutable, if this is one.
+    pub(crate) fn as_object_mut(&mut self) -> Option<&mut JObject> {
+        match self {
+            JVal::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The array, mutable, if this is one.
+    pub(crate) fn as_array_mut(&mut self) -> Option<&mut Vec<JVal>> {
         match self {
             JVal::Array(a) => Some(a),
             _ => None,
@@ -207,7 +314,7 @@ impl JVal {
     }
 
     /// The full string bytes, if this is a string.
-    pub(crate) fn as_str_bytes(&self) -> Option<&[u8]> {
+    pub fn as_str_bytes(&self) -> Option<&[u8]> {
         match self {
             JVal::Str(s) => Some(s),
             _ => None,
@@ -216,13 +323,13 @@ impl JVal {
 
     /// The string as C code sees it (`json_object_get_string` then `strcmp`): up to the first
     /// NUL. `None` if this is not a string.
-    pub(crate) fn as_cstr(&self) -> Option<&[u8]> {
+    pub fn as_cstr(&self) -> Option<&[u8]> {
         self.as_str_bytes().map(cstr)
     }
 
     /// `json_object_get_int64`: integers as they are (uint64 above `i64::MAX` clamps), doubles
     /// truncated and clamped, booleans 0/1, strings parsed by `strtoll`, anything else 0.
-    pub(crate) fn get_int64(&self) -> i64 {
+    pub fn get_int64(&self) -> i64 {
         match self {
             JVal::Int(i) => *i,
             JVal::UInt(_) => i64::MAX,
@@ -235,7 +342,7 @@ impl JVal {
 
     /// `json_object_get_int`: like [`JVal::get_int64`] but clamped to the `i32` range (a string
     /// that does not parse gives 0).
-    pub(crate) fn get_int(&self) -> i32 {
+    pub fn get_int(&self) -> i32 {
         match self {
             JVal::Double { value, .. } => {
                 let v = *value;
@@ -274,18 +381,30 @@ impl JVal {
     #[cfg(test)]
     pub(crate) fn plain_len(&self) -> u64 {
         let mut n = 0u64;
-        self.serialize(&mut |b: &[u8]| n = n.saturating_add(b.len() as u64));
+        self.serialize(Layout::Plain, &mut |b: &[u8]| {
+            n = n.saturating_add(b.len() as u64)
+        });
         n
     }
 
     /// json-c's plain serialization, as bytes.
-    pub(crate) fn to_plain_bytes(&self) -> Vec<u8> {
+    pub fn to_plain_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.serialize(&mut |b: &[u8]| out.extend_from_slice(b));
+        self.serialize(Layout::Plain, &mut |b: &[u8]| out.extend_from_slice(b));
         out
     }
 
-    fn serialize(&self, out: &mut dyn FnMut(&[u8])) {
+    /// `json_object_get_string`: a string as C code sees it (up to the first NUL), any other
+    /// value as its plain serialization; `None` for `null` (json-c's NULL object).
+    pub fn get_string(&self) -> Option<Cow<'_, [u8]>> {
+        match self {
+            JVal::Null => None,
+            JVal::Str(s) => Some(Cow::Borrowed(cstr(s))),
+            other => Some(Cow::Owned(other.to_plain_bytes())),
+        }
+    }
+
+    fn serialize(&self, layout: Layout, out: &mut dyn FnMut(&[u8])) {
         match self {
             JVal::Null => out(b"null"),
             JVal::Bool(true) => out(b"true"),
@@ -304,40 +423,94 @@ impl JVal {
                 out(b"\"");
             }
             JVal::Array(a) => {
-                out(b"[");
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        out(b",");
-                    }
-                    v.serialize(out);
-                }
-                out(b"]");
+                serialize_container(*b"[]", a.iter().map(|v| (None, v)), layout, out);
             }
-            JVal::Object(o) => o.serialize(out),
+            JVal::Object(o) => o.serialize(layout, out),
         }
     }
+}
+
+/// How json-c lays a value out: `JSON_C_TO_STRING_PLAIN`, or `JSON_C_TO_STRING_PRETTY` at a
+/// nesting level (both with `JSON_C_TO_STRING_NOSLASHESCAPE`).
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Plain,
+    Pretty(usize),
+}
+
+/// An array's or object's members between `brackets`, as json-c's `json_object_array_to_
+/// json_string` and `json_object_object_to_json_string` write them: plain, `[1,2]`; pretty, a
+/// line break after the opening bracket, each member on its own line two spaces deeper, and
+/// the closing bracket on a line at the container's own depth (also when it is empty).
+fn serialize_container<'a>(
+    brackets: [u8; 2],
+    members: impl Iterator<Item = (Option<&'a [u8]>, &'a JVal)>,
+    layout: Layout,
+    out: &mut dyn FnMut(&[u8]),
+) {
+    let [open, close] = brackets;
+    let indent = |out: &mut dyn FnMut(&[u8]), level: usize| {
+        for _ in 0..level {
+            out(b"  ");
+        }
+    };
+    out(&[open]);
+    let inner = match layout {
+        Layout::Plain => Layout::Plain,
+        Layout::Pretty(level) => {
+            out(b"\n");
+            Layout::Pretty(level.saturating_add(1))
+        }
+    };
+    let mut had_children = false;
+    for (key, v) in members {
+        if had_children {
+            out(b",");
+            if let Layout::Pretty(_) = layout {
+                out(b"\n");
+            }
+        }
+        had_children = true;
+        if let Layout::Pretty(level) = inner {
+            indent(out, level);
+        }
+        if let Some(k) = key {
+            out(b"\"");
+            escape(k, out);
+            out(b"\":");
+        }
+        v.serialize(inner, out);
+    }
+    if let Layout::Pretty(level) = layout {
+        if had_children {
+            out(b"\n");
+        }
+        indent(out, level);
+    }
+    out(&[close]);
 }
 
 impl JObject {
     /// The length of json-c's plain serialization of this object.
     pub(crate) fn plain_len(&self) -> u64 {
         let mut n = 0u64;
-        self.serialize(&mut |b: &[u8]| n = n.saturating_add(b.len() as u64));
+        self.serialize(Layout::Plain, &mut |b: &[u8]| {
+            n = n.saturating_add(b.len() as u64)
+        });
         n
     }
 
-    fn serialize(&self, out: &mut dyn FnMut(&[u8])) {
-        out(b"{");
-        for (i, (k, v)) in self.iter().enumerate() {
-            if i > 0 {
-                out(b",");
-            }
-            out(b"\"");
-            escape(k, out);
-            out(b"\":");
-            v.serialize(out);
-        }
-        out(b"}");
+    /// json-c's `JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE` text of this object
+    /// (two spaces a level, no space after a colon, no final line break): what `cryptsetup
+    /// luksDump --dump-json-metadata` prints.
+    pub fn to_pretty_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.serialize(Layout::Pretty(0), &mut |b: &[u8]| out.extend_from_slice(b));
+        out
+    }
+
+    fn serialize(&self, layout: Layout, out: &mut dyn FnMut(&[u8])) {
+        serialize_container(*b"{}", self.iter().map(|(k, v)| (Some(k), v)), layout, out);
     }
 }
 
@@ -1108,6 +1281,39 @@ mod tests {
         let o = v.as_object().unwrap();
         assert_eq!(o.get("a"), Some(&JVal::Int(1)));
         assert_eq!(o.get("b"), Some(&JVal::Str(b"x".to_vec())));
+    }
+
+    #[test]
+    fn pretty_layout_is_json_c_s() {
+        let o = obj(r#"{"keyslots":{},"tokens":{"0":{"type":"x","keyslots":["0"],"n":1}},"a":[]}"#);
+        let want = "{\n  \"keyslots\":{\n  },\n  \"tokens\":{\n    \"0\":{\n      \"type\":\"x\",\n      \"keyslots\":[\n        \"0\"\n      ],\n      \"n\":1\n    }\n  },\n  \"a\":[\n  ]\n}";
+        assert_eq!(String::from_utf8(o.to_pretty_bytes()).unwrap(), want);
+        assert_eq!(obj("{}").to_pretty_bytes(), b"{\n}");
+    }
+
+    #[test]
+    fn pretty_and_plain_escape_as_json_c() {
+        // Structural characters in strings stay, `/` is not escaped, `\u0041` is written back
+        // as the byte it stands for, doubles keep their text.
+        let o = obj(r#"{"a":"x\"{,}[]\\/\u0041","d":1.50}"#);
+        assert_eq!(
+            String::from_utf8(o.to_pretty_bytes()).unwrap(),
+            "{\n  \"a\":\"x\\\"{,}[]\\\\/A\",\n  \"d\":1.50\n}"
+        );
+        assert_eq!(
+            JVal::Object(Box::new(o)).to_plain_bytes(),
+            br#"{"a":"x\"{,}[]\\/A","d":1.50}"#
+        );
+    }
+
+    #[test]
+    fn get_string_as_json_c() {
+        let o = obj(r#"{"s":"ab\u0000c","n":4096,"z":null,"a":[1, 2]}"#);
+        let g = |k: &str| o.get(k).and_then(JVal::get_string).map(|c| c.into_owned());
+        assert_eq!(g("s"), Some(b"ab".to_vec()));
+        assert_eq!(g("n"), Some(b"4096".to_vec()));
+        assert_eq!(g("z"), None);
+        assert_eq!(g("a"), Some(b"[1,2]".to_vec()));
     }
 
     #[test]

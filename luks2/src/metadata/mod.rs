@@ -23,5 +23,5 @@ mod model;
 mod validate;
 
 pub use error::{Location, MetadataError, Section};
-pub use json::{JsonErrorKind, JsonType};
+pub use json::{JObject as JsonObject, JVal as JsonValue, JsonErrorKind, JsonType};
 pub use model::*;

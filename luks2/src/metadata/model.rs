@@ -250,6 +250,9 @@ pub struct Token {
     pub type_name: String,
     /// Keyslot ids it refers to.
     pub keyslots: Vec<u32>,
+    /// `key_description` when it is a string (what `luksDump` prints for a `luks2-keyring`
+    /// token).
+    pub key_description: Option<String>,
     /// The whole token object as JSON text (json-c's plain serialization).
     pub json: String,
 }

@@ -35,6 +35,12 @@ impl Metadata {
     /// followed by at least one NUL byte and nothing but NUL bytes. Returns the metadata and
     /// the length of the JSON text.
     pub fn parse_area(area: &[u8]) -> Result<(Metadata, usize), MetadataError> {
+        Metadata::parse_area_json(area).map(|(m, _, len)| (m, len))
+    }
+
+    /// [`Metadata::parse_area`], also returning the parsed JSON object as json-c holds it
+    /// (after cryptsetup's keyslot repair), which is what `cryptsetup luksDump` reads.
+    pub fn parse_area_json(area: &[u8]) -> Result<(Metadata, JObject, usize), MetadataError> {
         let area_size = area.len() as u64;
         let hdr_size = area_size.saturating_add(BINARY_HEADER_SIZE);
         // cryptsetup's parse_and_validate_json: hdr_size in (4096, 4 MiB].
@@ -64,7 +70,7 @@ impl Metadata {
         };
         repair(&mut root);
         let m = validate(&root, area_size)?;
-        Ok((m, json_len))
+        Ok((m, *root, json_len))
     }
 }
 
@@ -587,6 +593,7 @@ pub(super) fn validate(root: &JObject, json_area_size: u64) -> R<Metadata> {
             Token {
                 type_name: lossy(t.get("type").and_then(JVal::as_cstr).unwrap_or_default()),
                 keyslots: refs,
+                key_description: t.get("key_description").and_then(JVal::as_cstr).map(lossy),
                 json: lossy(&v.to_plain_bytes()),
             },
         );
