@@ -6,8 +6,8 @@
 //! autoclear and released to the mapping, and the node is made in the private tmpfs.
 
 use super::host::{
-    DirMode, DirRef, Fork, FormatRequest, Host, HostError, HostResult, Identity, ImageRequest,
-    MapRequest, MappingHandle, NewImage, VolumeInfo,
+    Child, DirMode, DirRef, Fork, FormatRequest, HostError, HostResult, Identity, Image,
+    ImageRequest, Lock, MapRequest, Mapper, MappingHandle, Mounts, NewImage, VolumeInfo,
 };
 use super::lock::{self, Acquired, Record, SessionLock, RUNTIME_DIR};
 use super::session::{should_forward, VaultKey};
@@ -319,7 +319,7 @@ fn control(name: &str) -> HostResult<dm::Control> {
     dm::Control::open().map_err(|e| dm_os_error("open device-mapper control for", name, e))
 }
 
-impl Host for RealHost {
+impl Image for RealHost {
     fn create_image(&mut self, req: &ImageRequest) -> HostResult<NewImage> {
         let shown_path = shown(&req.path);
         let fail = |e: io::Error| HostError::new("create", shown_path.clone(), e);
@@ -610,52 +610,9 @@ impl Host for RealHost {
         }
         result
     }
+}
 
-    fn block_signals(&mut self) -> HostResult<()> {
-        let mut all = TERMINATING.to_vec();
-        all.push(libc::SIGCHLD);
-        privs::block_signals(&SigSet::of(&all))
-            .map(|_| ())
-            .map_err(|e| HostError::new("block signals", "", e))
-    }
-
-    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
-        privs::wait_signal(&SigSet::of(&TERMINATING), 0)
-            .map(|s| s.map(|i| i.signo))
-            .map_err(|e| HostError::new("check pending signals", "", e))
-    }
-
-    fn unshare_mount_ns(&mut self) -> HostResult<()> {
-        self.ns_before = Some(
-            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?,
-        );
-        mount::unshare_mount_ns().map_err(|e| HostError::new("unshare mount namespace", "", e))
-    }
-
-    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
-        mount::make_rprivate(path).map_err(|e| HostError::new("make private", shown(path), e))
-    }
-
-    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
-        // An empty /dev/mapper left in the shared /dev is harmless; its content is private.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(target)
-            .map_err(|e| HostError::new("create directory", shown(target), e))?;
-        mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NOEXEC)
-            .map_err(|e| HostError::new("mount tmpfs on", shown(target), e))?;
-        self.private_dir = Some(target.to_path_buf());
-        Ok(())
-    }
-
-    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
-        std::fs::DirBuilder::new()
-            .mode(mode)
-            .create(path)
-            .map_err(|e| HostError::new("create directory", shown(path), e))
-    }
-
+impl Mapper for RealHost {
     fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
         // The vault as the caller opened it, or the image being created: by descriptor.
         let data = match (&self.vault_file, &self.image) {
@@ -720,6 +677,65 @@ impl Host for RealHost {
         }
     }
 
+    fn release_mapping(&mut self, _m: &MappingHandle) -> HostResult<()> {
+        self.hold = None;
+        Ok(())
+    }
+
+    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        let ctl = control(&m.name)?;
+        // Only our own mapping: the name could have been reused after a deferred removal.
+        match ctl.info(&m.name) {
+            Ok(info) if info.dev.to_raw() == m.dev => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(dm_os_error("look up mapping", &m.name, e)),
+        }
+        match ctl.remove(&m.name, false) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            // Still open (a lazily detached mount): leave it to the deferred removal.
+            Err(e) if e.is_busy() => ctl
+                .remove(&m.name, true)
+                .map(|_| ())
+                .map_err(|e| dm_os_error("remove mapping", &m.name, e)),
+            Err(e) => Err(dm_os_error("remove mapping", &m.name, e)),
+        }
+    }
+}
+
+impl Mounts for RealHost {
+    fn unshare_mount_ns(&mut self) -> HostResult<()> {
+        self.ns_before = Some(
+            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?,
+        );
+        mount::unshare_mount_ns().map_err(|e| HostError::new("unshare mount namespace", "", e))
+    }
+
+    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
+        mount::make_rprivate(path).map_err(|e| HostError::new("make private", shown(path), e))
+    }
+
+    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
+        // An empty /dev/mapper left in the shared /dev is harmless; its content is private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(target)
+            .map_err(|e| HostError::new("create directory", shown(target), e))?;
+        mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NOEXEC)
+            .map_err(|e| HostError::new("mount tmpfs on", shown(target), e))?;
+        self.private_dir = Some(target.to_path_buf());
+        Ok(())
+    }
+
+    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(|e| HostError::new("create directory", shown(path), e))
+    }
+
     fn mount_ext4(&mut self, device: &Path, target: &Path, readonly: bool) -> HostResult<()> {
         let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
         if readonly {
@@ -732,11 +748,6 @@ impl Host for RealHost {
                 e,
             )
         })
-    }
-
-    fn release_mapping(&mut self, _m: &MappingHandle) -> HostResult<()> {
-        self.hold = None;
-        Ok(())
     }
 
     fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> HostResult<()> {
@@ -871,17 +882,6 @@ impl Host for RealHost {
         Ok(())
     }
 
-    fn session_ready(&mut self) -> HostResult<()> {
-        let (Some(lock), Some(rec)) = (self.lock.as_mut(), self.record.as_mut()) else {
-            return Ok(());
-        };
-        rec.pid = privs::getpid();
-        rec.ns =
-            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?;
-        lock.publish(rec)
-            .map_err(|e| HostError::new("write session lock", shown(lock.path()), e))
-    }
-
     fn join_namespace(&mut self, pid: u32, ns_dev: u64, ns_ino: u64) -> HostResult<()> {
         let ns = NsId {
             dev: ns_dev,
@@ -891,33 +891,6 @@ impl Host for RealHost {
         let f = mount::open_mount_ns(pid, ns)
             .map_err(|e| HostError::new("open mount namespace", target.clone(), e))?;
         mount::setns_mount(&f).map_err(|e| HostError::new("enter mount namespace", target, e))
-    }
-
-    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
-        let Some(lock) = self.lock.as_mut() else {
-            return Ok(true);
-        };
-        let set = SigSet::of(&TERMINATING);
-        let mut told = false;
-        loop {
-            match lock.try_exclusive() {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(e) => return Err(HostError::new("lock", shown(lock.path()), e)),
-            }
-            if !told {
-                eprintln!(
-                    "tazpod: other shells of this session are still open; the vault stays \
-                     unlocked until they exit (Ctrl-C leaves it to them)"
-                );
-                told = true;
-            }
-            match privs::wait_signal(&set, 300) {
-                Ok(Some(_)) => return Ok(false),
-                Ok(None) => {}
-                Err(e) => return Err(HostError::new("wait for signals", "", e)),
-            }
-        }
     }
 
     fn kill_namespace_stragglers(&mut self) -> HostResult<usize> {
@@ -956,26 +929,61 @@ impl Host for RealHost {
     fn umount(&mut self, target: &Path) -> HostResult<()> {
         mount::umount(target).map_err(|e| HostError::new("unmount", shown(target), e))
     }
+}
 
-    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
-        let ctl = control(&m.name)?;
-        // Only our own mapping: the name could have been reused after a deferred removal.
-        match ctl.info(&m.name) {
-            Ok(info) if info.dev.to_raw() == m.dev => {}
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(dm_os_error("look up mapping", &m.name, e)),
+impl Lock for RealHost {
+    fn session_ready(&mut self) -> HostResult<()> {
+        let (Some(lock), Some(rec)) = (self.lock.as_mut(), self.record.as_mut()) else {
+            return Ok(());
+        };
+        rec.pid = privs::getpid();
+        rec.ns =
+            mount::mount_ns_of(None).map_err(|e| HostError::new("read mount namespace", "", e))?;
+        lock.publish(rec)
+            .map_err(|e| HostError::new("write session lock", shown(lock.path()), e))
+    }
+
+    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
+        let Some(lock) = self.lock.as_mut() else {
+            return Ok(true);
+        };
+        let set = SigSet::of(&TERMINATING);
+        let mut told = false;
+        loop {
+            match lock.try_exclusive() {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => return Err(HostError::new("lock", shown(lock.path()), e)),
+            }
+            if !told {
+                eprintln!(
+                    "tazpod: other shells of this session are still open; the vault stays \
+                     unlocked until they exit (Ctrl-C leaves it to them)"
+                );
+                told = true;
+            }
+            match privs::wait_signal(&set, 300) {
+                Ok(Some(_)) => return Ok(false),
+                Ok(None) => {}
+                Err(e) => return Err(HostError::new("wait for signals", "", e)),
+            }
         }
-        match ctl.remove(&m.name, false) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            // Still open (a lazily detached mount): leave it to the deferred removal.
-            Err(e) if e.is_busy() => ctl
-                .remove(&m.name, true)
-                .map(|_| ())
-                .map_err(|e| dm_os_error("remove mapping", &m.name, e)),
-            Err(e) => Err(dm_os_error("remove mapping", &m.name, e)),
-        }
+    }
+}
+
+impl Child for RealHost {
+    fn block_signals(&mut self) -> HostResult<()> {
+        let mut all = TERMINATING.to_vec();
+        all.push(libc::SIGCHLD);
+        privs::block_signals(&SigSet::of(&all))
+            .map(|_| ())
+            .map_err(|e| HostError::new("block signals", "", e))
+    }
+
+    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
+        privs::wait_signal(&SigSet::of(&TERMINATING), 0)
+            .map(|s| s.map(|i| i.signo))
+            .map_err(|e| HostError::new("check pending signals", "", e))
     }
 
     fn getpid(&mut self) -> u32 {
@@ -1129,7 +1137,9 @@ mod tests {
     use super::*;
     use crate::error::code;
     use crate::ghost::host::{ExecSpec, VolumeInfo};
-    use crate::ghost::session::{run_holder, Bind, SessionEnd, SessionPlan, ShellPlan, VaultKey};
+    use crate::ghost::session::{
+        run_holder, Bind, Mkfs, SessionEnd, SessionPlan, ShellPlan, VaultKey,
+    };
 
     /// A busy device is exit 5 in ghost mode as in `open`: the failure keeps its cause
     /// through the host layer (the mapping's exit code, the ioctl's errno).
@@ -1178,58 +1188,74 @@ mod tests {
     /// The real host with the dm operations replaced: `mount_ext4` mounts a tmpfs.
     struct NoDm(RealHost);
 
+    /// `impl $trait for NoDm`: the listed methods forwarded to the real host, then the
+    /// methods written out.
     macro_rules! delegate {
-        ($($name:ident($($a:ident: $t:ty),*) -> $r:ty;)*) => {
-            $(fn $name(&mut self, $($a: $t),*) -> $r { self.0.$name($($a),*) })*
+        ($tr:ident { $($name:ident($($a:ident: $t:ty),*) -> $r:ty;)* } $($own:tt)*) => {
+            impl $tr for NoDm {
+                $(fn $name(&mut self, $($a: $t),*) -> $r { self.0.$name($($a),*) })*
+                $($own)*
+            }
         };
     }
 
-    impl Host for NoDm {
-        delegate! {
-            block_signals() -> HostResult<()>;
-            pending_signal() -> HostResult<Option<i32>>;
-            unshare_mount_ns() -> HostResult<()>;
-            make_rprivate(p: &Path) -> HostResult<()>;
-            mount_tmpfs(p: &Path) -> HostResult<()>;
-            make_dir(p: &Path, m: u32) -> HostResult<()>;
-            chown(p: &Path, u: u32, g: u32) -> HostResult<()>;
-            open_user_dir(p: &Path, u: &Identity, m: DirMode) -> HostResult<DirRef>;
-            open_vault_dir(r: &Path, p: &Path, u: &Identity, c: bool) -> HostResult<DirRef>;
-            move_mount(f: &Path, t: &DirRef) -> HostResult<()>;
-            bind_mount(f: &DirRef, t: &DirRef, r: bool) -> HostResult<()>;
-            session_ready() -> HostResult<()>;
-            join_namespace(p: u32, d: u64, i: u64) -> HostResult<()>;
-            wait_for_joined_shells() -> HostResult<bool>;
-            kill_namespace_stragglers() -> HostResult<usize>;
-            umount(p: &Path) -> HostResult<()>;
-            getpid() -> u32;
-            fork() -> HostResult<Fork>;
-            set_groups(g: &[u32]) -> HostResult<()>;
-            set_resgid(g: u32) -> HostResult<()>;
-            clear_ambient_caps() -> HostResult<()>;
-            drop_bounding_set() -> HostResult<()>;
-            set_resuid(u: u32) -> HostResult<()>;
-            clear_caps() -> HostResult<()>;
-            set_no_new_privs() -> HostResult<()>;
-            die_with_parent(p: u32) -> HostResult<()>;
-            close_stray_fds() -> HostResult<()>;
-            chdir(d: &Path) -> HostResult<()>;
-            read_secret(p: &Path) -> HostResult<Vec<u8>>;
-            reset_signals() -> HostResult<()>;
-            exec(p: &Path, a: &[OsString], e: &[(OsString, OsString)]) -> HostError;
-            child_exit(c: i32, e: &HostError) -> ();
-            wait_child(p: u32) -> HostResult<WaitStatus>;
-            create_image(r: &ImageRequest) -> HostResult<NewImage>;
-            format_image(i: &NewImage, r: &FormatRequest<'_>) -> HostResult<VaultKey>;
-            make_filesystem(
-                how: &crate::ghost::session::Mkfs,
-                d: &Path,
-                s: u32,
-                o: (u32, u32)
-            ) -> HostResult<()>;
-            publish_image(i: &NewImage) -> HostResult<()>;
-            remove_image(i: &NewImage) -> HostResult<()>;
+    delegate!(Image {
+        create_image(r: &ImageRequest) -> HostResult<NewImage>;
+        format_image(i: &NewImage, r: &FormatRequest<'_>) -> HostResult<VaultKey>;
+        make_filesystem(how: &Mkfs, d: &Path, s: u32, o: (u32, u32)) -> HostResult<()>;
+        publish_image(i: &NewImage) -> HostResult<()>;
+        remove_image(i: &NewImage) -> HostResult<()>;
+    });
+
+    delegate!(Mounts {
+        unshare_mount_ns() -> HostResult<()>;
+        make_rprivate(p: &Path) -> HostResult<()>;
+        mount_tmpfs(p: &Path) -> HostResult<()>;
+        make_dir(p: &Path, m: u32) -> HostResult<()>;
+        chown(p: &Path, u: u32, g: u32) -> HostResult<()>;
+        open_user_dir(p: &Path, u: &Identity, m: DirMode) -> HostResult<DirRef>;
+        open_vault_dir(r: &Path, p: &Path, u: &Identity, c: bool) -> HostResult<DirRef>;
+        move_mount(f: &Path, t: &DirRef) -> HostResult<()>;
+        bind_mount(f: &DirRef, t: &DirRef, r: bool) -> HostResult<()>;
+        join_namespace(p: u32, d: u64, i: u64) -> HostResult<()>;
+        kill_namespace_stragglers() -> HostResult<usize>;
+        umount(p: &Path) -> HostResult<()>;
+    }
+        fn mount_ext4(&mut self, _: &Path, target: &Path, _: bool) -> HostResult<()> {
+            mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NODEV)
+                .map_err(|e| HostError::new("mount", shown(target), e))
         }
+    );
+
+    delegate!(Lock {
+        session_ready() -> HostResult<()>;
+        wait_for_joined_shells() -> HostResult<bool>;
+    });
+
+    delegate!(Child {
+        block_signals() -> HostResult<()>;
+        pending_signal() -> HostResult<Option<i32>>;
+        getpid() -> u32;
+        fork() -> HostResult<Fork>;
+        set_groups(g: &[u32]) -> HostResult<()>;
+        set_resgid(g: u32) -> HostResult<()>;
+        clear_ambient_caps() -> HostResult<()>;
+        drop_bounding_set() -> HostResult<()>;
+        set_resuid(u: u32) -> HostResult<()>;
+        clear_caps() -> HostResult<()>;
+        set_no_new_privs() -> HostResult<()>;
+        die_with_parent(p: u32) -> HostResult<()>;
+        close_stray_fds() -> HostResult<()>;
+        chdir(d: &Path) -> HostResult<()>;
+        read_secret(p: &Path) -> HostResult<Vec<u8>>;
+        reset_signals() -> HostResult<()>;
+        exec(p: &Path, a: &[OsString], e: &[(OsString, OsString)]) -> HostError;
+        child_exit(c: i32, e: &HostError) -> ();
+        wait_child(p: u32) -> HostResult<WaitStatus>;
+    });
+
+    /// No device-mapper: the mapping exists only as its handle.
+    impl Mapper for NoDm {
         fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
             Ok(MappingHandle {
                 name: req.name.into(),
@@ -1242,10 +1268,6 @@ mod tests {
         }
         fn defer_remove(&mut self, _: &MappingHandle) -> HostResult<()> {
             Ok(())
-        }
-        fn mount_ext4(&mut self, _: &Path, target: &Path, _: bool) -> HostResult<()> {
-            mount::mount_tmpfs(target, libc::MS_NOSUID | libc::MS_NODEV)
-                .map_err(|e| HostError::new("mount", shown(target), e))
         }
         fn release_mapping(&mut self, _: &MappingHandle) -> HostResult<()> {
             Ok(())
