@@ -107,8 +107,13 @@ impl Image for RecordingHost {
                 req.replace
             ),
         )?;
+        // As the real host names it: `.NAME.tazpod-new-XXXXXXXX` next to the vault, and the
+        // `<dev>-<ino>` in hex of the new file.
+        let mut temp = std::ffi::OsString::from(".");
+        temp.push(req.path.file_name().unwrap_or_default());
+        temp.push(".tazpod-new-0000002a");
         Ok(NewImage {
-            temp: req.path.with_file_name(".new"),
+            temp: req.path.with_file_name(temp),
             path: req.path.clone(),
             id: "801-2a".into(),
         })
@@ -119,16 +124,20 @@ impl Image for RecordingHost {
             "format_image",
             format!("{} pbkdf={}", p(&image.temp), req.spec.kdf.pbkdf),
         )?;
+        // What the real host reads back from the header it wrote with this spec: the spec's
+        // UUID (else a random one), cipher, key length, sector size and data offset, digest 0
+        // of keyslot 0, no persistent flags.
+        let uuid = req.spec.uuid.clone();
         Ok(VaultKey {
             volume: VolumeInfo {
                 version: 2,
-                uuid: "new-uuid".into(),
+                uuid: uuid.unwrap_or_else(|| "0b8c2a4e-6f1d-4c3a-9e57-2d4f6a8b1c3e".into()),
                 persistent_flags: vec![],
                 segment: DataSegment {
-                    offset: 16 << 20,
+                    offset: req.spec.layout.data_offset,
                     size: None,
-                    encryption: "aes-xts-plain64".into(),
-                    key_size: 64,
+                    encryption: req.spec.cipher.clone(),
+                    key_size: req.spec.key_len,
                     sector_size: req.spec.sector_size,
                     iv_tweak: 0,
                 },
