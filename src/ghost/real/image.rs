@@ -479,6 +479,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::tests::{nobody, NOBODY};
     use super::*;
+    use crate::ghost::recording::RecordingHost;
     use crate::kernel::privs;
     use std::os::unix::fs::PermissionsExt;
 
@@ -607,6 +608,41 @@ mod tests {
         assert_eq!(key.volume.segment.sector_size, 4096);
         assert_eq!(key.volume.segment.offset, 16 << 20);
         assert_eq!(key.key.len(), 64);
+        // The recording double of the session tests answers with the same shapes: the same
+        // temporary name but for its random part, the same volume but for its random UUID.
+        let mut fake = RecordingHost::default();
+        let fake_img = fake.create_image(&req).unwrap();
+        let (real_name, fake_name) = (
+            img.temp.file_name().unwrap().to_string_lossy(),
+            fake_img.temp.file_name().unwrap().to_string_lossy(),
+        );
+        assert_eq!(fake_img.temp.parent(), img.temp.parent());
+        assert_eq!(fake_name.len(), real_name.len());
+        assert_eq!(
+            fake_name[..real_name.len() - 8],
+            real_name[..real_name.len() - 8]
+        );
+        let fake_key = fake
+            .format_image(
+                &fake_img,
+                &FormatRequest {
+                    spec: &spec,
+                    passphrase: &pass,
+                    verbose: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(fake_key.volume.segment, key.volume.segment);
+        assert_eq!(
+            (fake_key.volume.version, fake_key.volume.digest),
+            (key.volume.version, key.volume.digest)
+        );
+        assert_eq!(
+            fake_key.volume.persistent_flags,
+            key.volume.persistent_flags
+        );
+        assert_eq!(fake_key.volume.uuid.len(), key.volume.uuid.len());
+        assert_eq!(fake_key.key.len(), key.key.len());
         let mut f = std::fs::File::open(&img.temp).unwrap();
         let header = luks2::read_header(&mut f).unwrap();
         let opts = luks2::unlock::UnlockOptions {
