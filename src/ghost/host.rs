@@ -102,7 +102,7 @@ pub struct VaultKey {
 pub enum Mkfs {
     /// tazpod's own formatter (the `ext4fmt` crate): no external tool.
     Builtin,
-    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`] (`--mkfs-ext4`).
+    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`](super::session::mkfs_args) (`--mkfs-ext4`).
     Tool(PathBuf),
 }
 

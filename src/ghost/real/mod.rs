@@ -1,4 +1,4 @@
-//! The [`Host`] that really does it, through `crate::kernel::{mount, privs}`.
+//! The [`Host`](super::host::Host) that really does it, through `crate::kernel::{mount, privs}`.
 //!
 //! The device-mapper side goes through the mapping layer (`crate::mapping::activate`, the
 //! same all-or-nothing activation as `tazpod open`, without its `/dev/mapper` node): the key
