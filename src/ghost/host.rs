@@ -1,6 +1,6 @@
-//! The operations a ghost session needs from the system, behind one trait (youki's `Syscall`
-//! pattern): [`RealHost`](super::real::RealHost) performs them, the recording double of the
-//! tests only writes them down. The orchestration in [`session`](super::session) calls
+//! The operations a ghost session needs from the system, behind a few small traits (youki's
+//! `Syscall` pattern) that [`Host`] gathers: [`RealHost`](super::real::RealHost) performs
+//! them, the recording double of the tests only writes them down. The orchestration in [`session`](super::session) calls
 //! nothing else, so its order and its unwinding are tested without root.
 
 use crate::error::code;
@@ -102,7 +102,7 @@ pub struct VaultKey {
 pub enum Mkfs {
     /// tazpod's own formatter (the `ext4fmt` crate): no external tool.
     Builtin,
-    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`] (`--mkfs-ext4`).
+    /// The system's `mkfs.ext4` at this path, with [`mkfs_args`](super::session::mkfs_args) (`--mkfs-ext4`).
     Tool(PathBuf),
 }
 
@@ -153,7 +153,7 @@ pub struct ImageRequest {
     pub replace: bool,
 }
 
-/// An image being created, as [`Host::create_image`] returns it.
+/// An image being created, as [`Image::create_image`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewImage {
     /// The temporary file it is built in (`.NAME.tazpod-new-XXXXXXXX`, next to the vault).
@@ -164,7 +164,7 @@ pub struct NewImage {
     pub id: String,
 }
 
-/// How [`Host::format_image`] writes the LUKS2 header: the writer's options, the passphrase.
+/// How [`Image::format_image`] writes the LUKS2 header: the writer's options, the passphrase.
 pub struct FormatRequest<'a> {
     /// Cipher, sector size, layout, KDF options (`tazpod format`'s defaults).
     pub spec: &'a HeaderSpec,
@@ -251,30 +251,30 @@ pub struct SecretVar {
     pub as_value: bool,
 }
 
-/// The system operations of a ghost session.
+/// The system operations of a ghost session, by concern: [`Image`] (a new vault's image
+/// file), [`Mapper`] (its dm-crypt mapping), [`Mounts`] (the private mount namespace and what
+/// is mounted in it), [`Lock`] (the session lock others join through) and [`Child`] (the
+/// session process's signals and the inner shell). The session engine takes any `Host`.
 ///
-/// Setup runs as root in this order: [`block_signals`](Host::block_signals),
-/// [`unshare_mount_ns`](Host::unshare_mount_ns), [`make_rprivate`](Host::make_rprivate),
-/// [`mount_tmpfs`](Host::mount_tmpfs), [`make_dir`](Host::make_dir),
-/// [`map_vault`](Host::map_vault), [`hold_mapping`](Host::hold_mapping),
-/// [`defer_remove`](Host::defer_remove), [`mount_ext4`](Host::mount_ext4),
-/// [`release_mapping`](Host::release_mapping), [`chown`](Host::chown),
-/// [`open_user_dir`](Host::open_user_dir), [`move_mount`](Host::move_mount),
-/// [`bind_mount`](Host::bind_mount), [`session_ready`](Host::session_ready); the
+/// Setup runs as root in this order: [`block_signals`](Child::block_signals),
+/// [`unshare_mount_ns`](Mounts::unshare_mount_ns), [`make_rprivate`](Mounts::make_rprivate),
+/// [`mount_tmpfs`](Mounts::mount_tmpfs), [`make_dir`](Mounts::make_dir),
+/// [`map_vault`](Mapper::map_vault), [`hold_mapping`](Mapper::hold_mapping),
+/// [`defer_remove`](Mapper::defer_remove), [`mount_ext4`](Mounts::mount_ext4),
+/// [`release_mapping`](Mapper::release_mapping), [`chown`](Mounts::chown),
+/// [`open_user_dir`](Mounts::open_user_dir), [`move_mount`](Mounts::move_mount),
+/// [`bind_mount`](Mounts::bind_mount), [`session_ready`](Lock::session_ready); the
 /// exact sequence is [`super::session::setup`]. Creating a vault adds
-/// [`create_image`](Host::create_image) and [`format_image`](Host::format_image) first, and
-/// [`make_filesystem`](Host::make_filesystem) and [`publish_image`](Host::publish_image)
+/// [`create_image`](Image::create_image) and [`format_image`](Image::format_image) first, and
+/// [`make_filesystem`](Image::make_filesystem) and [`publish_image`](Image::publish_image)
 /// between the deferred removal and the mount ([`super::session::create_vault`] for
 /// `tazpod init`).
-pub trait Host {
-    // ---- signals -------------------------------------------------------------------------
-    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGCHLD so they queue: during setup
-    /// they are looked at when it is safe, and during the session they are forwarded.
-    fn block_signals(&mut self) -> HostResult<()>;
-    /// A termination signal that arrived while blocked, if any (consumes it).
-    fn pending_signal(&mut self) -> HostResult<Option<i32>>;
+pub trait Host: Image + Mapper + Mounts + Lock + Child {}
 
-    // ---- creating a vault, as root --------------------------------------------------------
+impl<T: Image + Mapper + Mounts + Lock + Child> Host for T {}
+
+/// Creating a vault's image, as root.
+pub trait Image {
     /// Creates the image as a new sparse file of `req.size` bytes, mode 0600, under a
     /// temporary name next to `req.path` (parent directories created as needed), and takes
     /// the session lock of the new file. All or nothing.
@@ -296,18 +296,12 @@ pub trait Host {
     /// there only when the request said so).
     fn publish_image(&mut self, image: &NewImage) -> HostResult<()>;
     /// Removes the image (under its temporary name or at its path, only if it is still the
-    /// file created) and releases its lock: the undo of [`create_image`](Host::create_image).
+    /// file created) and releases its lock: the undo of [`create_image`](Image::create_image).
     fn remove_image(&mut self, image: &NewImage) -> HostResult<()>;
+}
 
-    // ---- setup, as root ------------------------------------------------------------------
-    /// `unshare(CLONE_NEWNS)`.
-    fn unshare_mount_ns(&mut self) -> HostResult<()>;
-    /// Makes every mount under `path` private (`MS_REC | MS_PRIVATE`).
-    fn make_rprivate(&mut self, path: &Path) -> HostResult<()>;
-    /// Mounts a private tmpfs on `target` (created if missing), nosuid, noexec.
-    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()>;
-    /// Creates a root-owned directory (on a path only root controls).
-    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()>;
+/// The vault's dm-crypt mapping, as root.
+pub trait Mapper {
     /// Maps the vault: loop device (autoclear), key in the keyring, dm-crypt table, node in
     /// `req.node_dir`. All or nothing: on error nothing of it is left.
     fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle>;
@@ -316,11 +310,25 @@ pub trait Host {
     /// Marks the mapping for deferred removal: the kernel removes it when its last opener
     /// (the mount) goes, even if tazpod is killed.
     fn defer_remove(&mut self, mapping: &MappingHandle) -> HostResult<()>;
+    /// Closes the descriptor of [`hold_mapping`](Mapper::hold_mapping).
+    fn release_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
+    /// Removes the dm device (already gone after a deferred removal counts as done).
+    fn remove_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
+}
+
+/// The session's private mount namespace and what is mounted in it.
+pub trait Mounts {
+    /// `unshare(CLONE_NEWNS)`.
+    fn unshare_mount_ns(&mut self) -> HostResult<()>;
+    /// Makes every mount under `path` private (`MS_REC | MS_PRIVATE`).
+    fn make_rprivate(&mut self, path: &Path) -> HostResult<()>;
+    /// Mounts a private tmpfs on `target` (created if missing), nosuid, noexec.
+    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()>;
+    /// Creates a root-owned directory (on a path only root controls).
+    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()>;
     /// Mounts the ext4 filesystem on `device` at `target`, `MS_NOSUID | MS_NODEV`
     /// (and `MS_RDONLY` when `readonly`).
     fn mount_ext4(&mut self, device: &Path, target: &Path, readonly: bool) -> HostResult<()>;
-    /// Closes the descriptor of [`hold_mapping`](Host::hold_mapping).
-    fn release_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
     /// Changes the owner of `path` (root-controlled path).
     fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> HostResult<()>;
     /// Opens (and creates, as the user) a directory the user names, resolving the path
@@ -341,28 +349,34 @@ pub trait Host {
     fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()>;
     /// Bind-mounts `from` on `to` (nosuid, nodev; read-only when asked).
     fn bind_mount(&mut self, from: &DirRef, to: &DirRef, readonly: bool) -> HostResult<()>;
-    /// Setup is complete: record the session in its lock file so others can join it.
-    fn session_ready(&mut self) -> HostResult<()>;
-
-    // ---- joining -------------------------------------------------------------------------
     /// Enters the mount namespace of a live session (`setns` on `/proc/<pid>/ns/mnt`,
     /// checking it is still the namespace `ns_ino`).
     fn join_namespace(&mut self, pid: u32, ns_dev: u64, ns_ino: u64) -> HostResult<()>;
-
-    // ---- teardown ------------------------------------------------------------------------
-    /// Waits until no other shell of the session (joined from another terminal) is open.
-    /// `Ok(false)` when the wait was interrupted (SIGINT, SIGTERM...) while other shells
-    /// still use the vault: teardown is then left to them.
-    fn wait_for_joined_shells(&mut self) -> HostResult<bool>;
     /// Kills the processes still in the session's namespace (background jobs left by the
     /// shells), never this process; returns how many.
     fn kill_namespace_stragglers(&mut self) -> HostResult<usize>;
     /// Unmounts `target` (lazily if busy).
     fn umount(&mut self, target: &Path) -> HostResult<()>;
-    /// Removes the dm device (already gone after a deferred removal counts as done).
-    fn remove_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
+}
 
-    // ---- the inner shell -----------------------------------------------------------------
+/// The session lock, through which a second `unlock` joins the live session.
+pub trait Lock {
+    /// Setup is complete: record the session in its lock file so others can join it.
+    fn session_ready(&mut self) -> HostResult<()>;
+    /// Waits until no other shell of the session (joined from another terminal) is open.
+    /// `Ok(false)` when the wait was interrupted (SIGINT, SIGTERM...) while other shells
+    /// still use the vault: teardown is then left to them.
+    fn wait_for_joined_shells(&mut self) -> HostResult<bool>;
+}
+
+/// The session process's signals and the inner shell: fork, the child's privilege drop and
+/// exec, the parent's wait.
+pub trait Child {
+    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGCHLD so they queue: during setup
+    /// they are looked at when it is safe, and during the session they are forwarded.
+    fn block_signals(&mut self) -> HostResult<()>;
+    /// A termination signal that arrived while blocked, if any (consumes it).
+    fn pending_signal(&mut self) -> HostResult<Option<i32>>;
     /// This process's id.
     fn getpid(&mut self) -> u32;
     /// `fork()`.

@@ -20,7 +20,8 @@
 //! `tazpod unlock`): image, LUKS2 header, mapping, `mkfs.ext4`, all undone on failure.
 //!
 //! A second `unlock` of the same vault joins the live session ([`lock`],
-//! [`session::run_joiner`]). All system calls go through the [`host::Host`] trait:
+//! [`session::run_joiner`]). All system calls go through [`host::Host`], the supertrait of
+//! [`host::Image`], [`host::Mapper`], [`host::Mounts`], [`host::Lock`] and [`host::Child`]:
 //! [`real::RealHost`] performs them, the recording double of the tests writes them down.
 
 pub mod caller;

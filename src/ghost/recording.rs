@@ -1,9 +1,9 @@
-//! A [`Host`] that performs nothing and records every call, with injectable failures: the
+//! A [`Host`](super::host::Host) that performs nothing and records every call, with injectable failures: the
 //! test double of the session orchestration.
 
 use super::host::{
-    DirMode, DirRef, Fork, FormatRequest, Host, HostError, HostResult, Identity, ImageRequest,
-    MapRequest, MappingHandle, NewImage, VolumeInfo,
+    Child, DirMode, DirRef, Fork, FormatRequest, HostError, HostResult, Identity, Image,
+    ImageRequest, Lock, MapRequest, Mapper, MappingHandle, Mounts, NewImage, VolumeInfo,
 };
 use super::session::VaultKey;
 use crate::kernel::privs::WaitStatus;
@@ -95,7 +95,7 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-impl Host for RecordingHost {
+impl Image for RecordingHost {
     fn create_image(&mut self, req: &ImageRequest) -> HostResult<NewImage> {
         self.call(
             "create_image",
@@ -107,27 +107,37 @@ impl Host for RecordingHost {
                 req.replace
             ),
         )?;
+        // As the real host names it: `.NAME.tazpod-new-XXXXXXXX` next to the vault, and the
+        // `<dev>-<ino>` in hex of the new file.
+        let mut temp = std::ffi::OsString::from(".");
+        temp.push(req.path.file_name().unwrap_or_default());
+        temp.push(".tazpod-new-0000002a");
         Ok(NewImage {
-            temp: req.path.with_file_name(".new"),
+            temp: req.path.with_file_name(temp),
             path: req.path.clone(),
             id: "801-2a".into(),
         })
     }
+
     fn format_image(&mut self, image: &NewImage, req: &FormatRequest<'_>) -> HostResult<VaultKey> {
         self.call(
             "format_image",
             format!("{} pbkdf={}", p(&image.temp), req.spec.kdf.pbkdf),
         )?;
+        // What the real host reads back from the header it wrote with this spec: the spec's
+        // UUID (else a random one), cipher, key length, sector size and data offset, digest 0
+        // of keyslot 0, no persistent flags.
+        let uuid = req.spec.uuid.clone();
         Ok(VaultKey {
             volume: VolumeInfo {
                 version: 2,
-                uuid: "new-uuid".into(),
+                uuid: uuid.unwrap_or_else(|| "0b8c2a4e-6f1d-4c3a-9e57-2d4f6a8b1c3e".into()),
                 persistent_flags: vec![],
                 segment: DataSegment {
-                    offset: 16 << 20,
+                    offset: req.spec.layout.data_offset,
                     size: None,
-                    encryption: "aes-xts-plain64".into(),
-                    key_size: 64,
+                    encryption: req.spec.cipher.clone(),
+                    key_size: req.spec.key_len,
                     sector_size: req.spec.sector_size,
                     iv_tweak: 0,
                 },
@@ -136,6 +146,7 @@ impl Host for RecordingHost {
             key: VolumeKey::from_vec(vec![0x22; req.spec.key_len]),
         })
     }
+
     fn make_filesystem(
         &mut self,
         how: &super::session::Mkfs,
@@ -155,34 +166,20 @@ impl Host for RecordingHost {
         };
         self.call("make_filesystem", what)
     }
+
     fn publish_image(&mut self, image: &NewImage) -> HostResult<()> {
         self.call(
             "publish_image",
             format!("{} {}", p(&image.temp), p(&image.path)),
         )
     }
+
     fn remove_image(&mut self, image: &NewImage) -> HostResult<()> {
         self.call("remove_image", p(&image.temp))
     }
-    fn block_signals(&mut self) -> HostResult<()> {
-        self.call("block_signals", "")
-    }
-    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
-        self.call("pending_signal", "")?;
-        Ok(self.pending)
-    }
-    fn unshare_mount_ns(&mut self) -> HostResult<()> {
-        self.call("unshare_mount_ns", "")
-    }
-    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
-        self.call("make_rprivate", p(path))
-    }
-    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
-        self.call("mount_tmpfs", p(target))
-    }
-    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
-        self.call("make_dir", format!("{} {mode:o}", p(path)))
-    }
+}
+
+impl Mapper for RecordingHost {
     fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
         self.call(
             "map_vault",
@@ -200,24 +197,52 @@ impl Host for RecordingHost {
             dev: (253 << 8) | 7,
         })
     }
+
     fn hold_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
         self.call("hold_mapping", &m.name)
     }
+
     fn defer_remove(&mut self, m: &MappingHandle) -> HostResult<()> {
         self.call("defer_remove", &m.name)
     }
+
+    fn release_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("release_mapping", &m.name)
+    }
+
+    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        self.call("remove_mapping", &m.name)
+    }
+}
+
+impl Mounts for RecordingHost {
+    fn unshare_mount_ns(&mut self) -> HostResult<()> {
+        self.call("unshare_mount_ns", "")
+    }
+
+    fn make_rprivate(&mut self, path: &Path) -> HostResult<()> {
+        self.call("make_rprivate", p(path))
+    }
+
+    fn mount_tmpfs(&mut self, target: &Path) -> HostResult<()> {
+        self.call("mount_tmpfs", p(target))
+    }
+
+    fn make_dir(&mut self, path: &Path, mode: u32) -> HostResult<()> {
+        self.call("make_dir", format!("{} {mode:o}", p(path)))
+    }
+
     fn mount_ext4(&mut self, device: &Path, target: &Path, readonly: bool) -> HostResult<()> {
         self.call(
             "mount_ext4",
             format!("{} {} ro={readonly}", p(device), p(target)),
         )
     }
-    fn release_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
-        self.call("release_mapping", &m.name)
-    }
+
     fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> HostResult<()> {
         self.call("chown", format!("{} {uid}:{gid}", p(path)))
     }
+
     fn open_user_dir(&mut self, path: &Path, user: &Identity, mode: DirMode) -> HostResult<DirRef> {
         self.call(
             "open_user_dir",
@@ -231,6 +256,7 @@ impl Host for RecordingHost {
         )?;
         Ok(DirRef::by_path(path))
     }
+
     fn open_vault_dir(
         &mut self,
         root: &Path,
@@ -249,81 +275,113 @@ impl Host for RecordingHost {
         )?;
         Ok(DirRef::by_path(&root.join(rel)))
     }
+
     fn move_mount(&mut self, from: &Path, to: &DirRef) -> HostResult<()> {
         self.call("move_mount", format!("{} {}", p(from), p(&to.path)))
     }
+
     fn bind_mount(&mut self, from: &DirRef, to: &DirRef, readonly: bool) -> HostResult<()> {
         self.call(
             "bind_mount",
             format!("{} {} ro={readonly}", p(&from.path), p(&to.path)),
         )
     }
-    fn session_ready(&mut self) -> HostResult<()> {
-        self.call("session_ready", "")
-    }
+
     fn join_namespace(&mut self, pid: u32, ns_dev: u64, ns_ino: u64) -> HostResult<()> {
         self.call("join_namespace", format!("{pid} {ns_dev}:{ns_ino}"))
     }
-    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
-        self.call("wait_for_joined_shells", "")?;
-        Ok(self.alone)
-    }
+
     fn kill_namespace_stragglers(&mut self) -> HostResult<usize> {
         self.call("kill_namespace_stragglers", "")?;
         Ok(0)
     }
+
     fn umount(&mut self, target: &Path) -> HostResult<()> {
         self.call("umount", p(target))
     }
-    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
-        self.call("remove_mapping", &m.name)
+}
+
+impl Lock for RecordingHost {
+    fn session_ready(&mut self) -> HostResult<()> {
+        self.call("session_ready", "")
     }
+
+    fn wait_for_joined_shells(&mut self) -> HostResult<bool> {
+        self.call("wait_for_joined_shells", "")?;
+        Ok(self.alone)
+    }
+}
+
+impl Child for RecordingHost {
+    fn block_signals(&mut self) -> HostResult<()> {
+        self.call("block_signals", "")
+    }
+
+    fn pending_signal(&mut self) -> HostResult<Option<i32>> {
+        self.call("pending_signal", "")?;
+        Ok(self.pending)
+    }
+
     fn getpid(&mut self) -> u32 {
         1000
     }
+
     fn fork(&mut self) -> HostResult<Fork> {
         self.call("fork", "")?;
         Ok(self.fork_as)
     }
+
     fn set_groups(&mut self, groups: &[u32]) -> HostResult<()> {
         self.call("set_groups", format!("{groups:?}"))
     }
+
     fn set_resgid(&mut self, gid: u32) -> HostResult<()> {
         self.call("set_resgid", gid.to_string())
     }
+
     fn clear_ambient_caps(&mut self) -> HostResult<()> {
         self.call("clear_ambient_caps", "")
     }
+
     fn drop_bounding_set(&mut self) -> HostResult<()> {
         self.call("drop_bounding_set", "")
     }
+
     fn set_resuid(&mut self, uid: u32) -> HostResult<()> {
         self.call("set_resuid", uid.to_string())
     }
+
     fn clear_caps(&mut self) -> HostResult<()> {
         self.call("clear_caps", "")
     }
+
     fn set_no_new_privs(&mut self) -> HostResult<()> {
         self.call("set_no_new_privs", "")
     }
+
     fn die_with_parent(&mut self, parent: u32) -> HostResult<()> {
         self.call("die_with_parent", parent.to_string())
     }
+
     fn close_stray_fds(&mut self) -> HostResult<()> {
         self.call("close_stray_fds", "")
     }
+
     fn chdir(&mut self, dir: &Path) -> HostResult<()> {
         self.call("chdir", p(dir))
     }
+
     fn read_secret(&mut self, path: &Path) -> HostResult<Vec<u8>> {
         self.call("read_secret", p(path))?;
         self.files.get(path).cloned().ok_or_else(|| {
             HostError::new("read", p(path), io::Error::from(io::ErrorKind::NotFound))
         })
     }
+
     fn reset_signals(&mut self) -> HostResult<()> {
         self.call("reset_signals", "")
     }
+
     fn exec(
         &mut self,
         program: &Path,
@@ -343,9 +401,11 @@ impl Host for RecordingHost {
         };
         HostError::new("exec", p(program), io::Error::from(kind))
     }
+
     fn child_exit(&mut self, code: i32, _err: &HostError) {
         self.calls.push(format!("child_exit {code}"));
     }
+
     fn wait_child(&mut self, pid: u32) -> HostResult<WaitStatus> {
         self.call("wait_child", pid.to_string())?;
         Ok(self.wait_status)

@@ -533,7 +533,7 @@ use crate::write::HeaderSpec;
 use luks2::Passphrase;
 use std::path::Path;
 
-const NEW_TEMP: &str = "/workspace/.tazpod-vault/.new";
+const NEW_TEMP: &str = "/workspace/.tazpod-vault/.vault.img.tazpod-new-0000002a";
 const NEW_NAME: &str = "tazpod-801-2a";
 
 fn spec() -> HeaderSpec {

@@ -1,0 +1,176 @@
+//! The vault's dm-crypt mapping, through the mapping layer and the device-mapper ioctls.
+
+use super::{shown, RealHost};
+use crate::ghost::host::{HostError, HostResult, MapRequest, Mapper, MappingHandle};
+use crate::kernel::dm::{self, DmError};
+use crate::mapping;
+use crate::table::CryptFlags;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+
+fn dm_error(op: &'static str, name: &str, e: impl std::fmt::Display) -> HostError {
+    HostError::new(op, name, io::Error::other(e.to_string()))
+}
+
+/// A failed ioctl as a host error that keeps its cause: the errno's kind with the
+/// device-mapper message (so a busy device stays exit 5).
+fn dm_os_error(op: &'static str, name: &str, e: DmError) -> HostError {
+    let kind = match e.errno() {
+        Some(libc::EBUSY | libc::EEXIST) => io::ErrorKind::ResourceBusy,
+        Some(libc::ENOENT | libc::ENXIO | libc::ENODEV) => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    HostError::new(op, name, io::Error::new(kind, e.to_string()))
+}
+
+/// A mapping failure as a host error that keeps its meaning as an error kind (busy, missing)
+/// and its errno where it came from the kernel, and its message and hint as text.
+fn mapping_error(op: &'static str, name: &str, e: mapping::MapError) -> HostError {
+    let kind = match e.kind() {
+        mapping::Kind::Busy => io::ErrorKind::ResourceBusy,
+        mapping::Kind::Device => io::ErrorKind::NotFound,
+        mapping::Kind::Invalid => io::ErrorKind::Other,
+    };
+    HostError::new(op, name, io::Error::new(kind, e.to_string()))
+}
+
+fn control(name: &str) -> HostResult<dm::Control> {
+    dm::Control::open().map_err(|e| dm_os_error("open device-mapper control for", name, e))
+}
+
+impl Mapper for RealHost {
+    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+        // The vault as the caller opened it, or the image being created: by descriptor.
+        let data = match (&self.vault_file, &self.image) {
+            (Some(f), _) => f,
+            (None, Some(c)) => &c.file,
+            (None, None) => {
+                return Err(dm_error(
+                    "map the vault as",
+                    req.name,
+                    "no open vault to map",
+                ))
+            }
+        };
+        let m = mapping::activate_fd(
+            &mapping::MapRequest {
+                name: req.name,
+                data: req.vault,
+                volume: req.volume,
+                key: req.key,
+                readonly: req.readonly,
+                flags: CryptFlags::default(),
+                key_mode: mapping::KeyMode::KeyringOrHex,
+                make_node: false,
+            },
+            data,
+        )
+        .map_err(|e| mapping_error("map the vault as", req.name, e))?;
+        let node = req.node_dir.join(req.name);
+        if let Err(e) = crate::kernel::ensure_device_node(&node, libc::S_IFBLK, m.dev) {
+            if let Ok(ctl) = dm::Control::open() {
+                let _ = ctl.remove(req.name, false);
+            }
+            return Err(dm_error("create node", &shown(&node), e));
+        }
+        Ok(MappingHandle {
+            name: req.name.to_string(),
+            node,
+            dev: m.dev.to_raw(),
+        })
+    }
+
+    fn hold_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&m.node)
+            .map_err(|e| HostError::new("open", shown(&m.node), e))?;
+        self.hold = Some(f);
+        Ok(())
+    }
+
+    fn defer_remove(&mut self, m: &MappingHandle) -> HostResult<()> {
+        match control(&m.name)?.remove(&m.name, true) {
+            Ok(dm::RemoveOutcome::Deferred) => Ok(()),
+            // Not held open: it is gone already, and nothing can be mounted from it.
+            Ok(dm::RemoveOutcome::Removed) => Err(HostError::new(
+                "deferred removal of",
+                &m.name,
+                io::Error::other("the mapping was removed at once: it was not held open"),
+            )),
+            Err(e) => Err(dm_os_error("deferred removal of", &m.name, e)),
+        }
+    }
+
+    fn release_mapping(&mut self, _m: &MappingHandle) -> HostResult<()> {
+        self.hold = None;
+        Ok(())
+    }
+
+    fn remove_mapping(&mut self, m: &MappingHandle) -> HostResult<()> {
+        let ctl = control(&m.name)?;
+        // Only our own mapping: the name could have been reused after a deferred removal.
+        match ctl.info(&m.name) {
+            Ok(info) if info.dev.to_raw() == m.dev => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(dm_os_error("look up mapping", &m.name, e)),
+        }
+        match ctl.remove(&m.name, false) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            // Still open (a lazily detached mount): leave it to the deferred removal.
+            Err(e) if e.is_busy() => ctl
+                .remove(&m.name, true)
+                .map(|_| ())
+                .map_err(|e| dm_os_error("remove mapping", &m.name, e)),
+            Err(e) => Err(dm_os_error("remove mapping", &m.name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::error::code;
+
+    /// A busy device is exit 5 in ghost mode as in `open`: the failure keeps its cause
+    /// through the host layer (the mapping's exit code, the ioctl's errno).
+    #[test]
+    fn host_errors_keep_their_exit_code() {
+        let failed = |kind, hint: Option<&str>| mapping::MapError::Failed {
+            kind,
+            message: "device tazpod-x is busy".into(),
+            hint: hint.map(String::from),
+            errno: Some(libc::EBUSY),
+        };
+        let e = mapping_error(
+            "map the vault as",
+            "tazpod-x",
+            failed(mapping::Kind::Busy, Some("close it")),
+        );
+        assert_eq!(e.exit_code(), code::BUSY);
+        assert!(e.to_string().contains("is busy (close it)"), "{e}");
+        for (k, want) in [
+            (mapping::Kind::Device, code::DEVICE),
+            (mapping::Kind::Invalid, code::INVALID),
+        ] {
+            let e = mapping_error("map the vault as", "v", failed(k, None));
+            assert_eq!(e.exit_code(), want, "{k:?}");
+        }
+        let dm = |errno| DmError {
+            op: "DEV_CREATE",
+            name: "tazpod-x".into(),
+            kind: dm::DmErrorKind::Os(crate::kernel::Errno(errno)),
+        };
+        let e = dm_os_error("remove mapping", "tazpod-x", dm(libc::EBUSY));
+        assert_eq!(e.exit_code(), code::BUSY);
+        assert!(e.to_string().contains("DEV_CREATE"), "{e}");
+        let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::ENXIO));
+        assert_eq!(e.exit_code(), code::DEVICE);
+        let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::EINVAL));
+        assert_eq!(e.exit_code(), code::INVALID);
+    }
+}
