@@ -16,44 +16,30 @@
 //!   its wall time: a fixed-work measurement to compare with `cryptsetup open --test-passphrase`.
 
 use crate::kdfcal;
-use clap::Args;
 use luks2::cipher::{CipherError, CipherSpec, SectorCipher};
 use luks2::hash::HashAlg;
 use luks2::kdf::{Argon2Variant, KdfError, KdfParams};
 use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
-/// Options of `tazpod benchmark` (a subset of cryptsetup's, same names).
-#[derive(Args, Debug, Clone, Default)]
-pub struct BenchmarkArgs {
+/// What `tazpod benchmark` measures (cryptsetup's options, same meanings).
+#[derive(Debug, Clone, Default)]
+pub struct BenchmarkOptions {
     /// Benchmark only this KDF: pbkdf2, argon2i or argon2id
-    #[arg(long, value_name = "KDF")]
     pub pbkdf: Option<String>,
     /// Benchmark PBKDF2 only with this hash (sha1, sha256, sha512, …)
-    #[arg(long, value_name = "HASH")]
     pub hash: Option<String>,
     /// Benchmark only this cipher (aes-xts, aes-cbc, or a full spec like aes-xts-plain64)
-    #[arg(short = 'c', long, value_name = "CIPHER")]
     pub cipher: Option<String>,
     /// Key size in bits [default: 256; the cipher table has its own sizes]
-    #[arg(short = 's', long = "key-size", value_name = "BITS")]
     pub key_size: Option<usize>,
     /// Target time of the Argon2 search, in milliseconds
-    #[arg(
-        short = 'i',
-        long = "iter-time",
-        value_name = "MS",
-        default_value_t = 2000
-    )]
     pub iter_time: u32,
     /// Largest Argon2 memory cost, in KiB
-    #[arg(long = "pbkdf-memory", value_name = "KiB", default_value_t = 1_048_576)]
     pub pbkdf_memory: u32,
     /// Argon2 parallel lanes (cryptsetup's default is 4)
-    #[arg(long = "pbkdf-parallel", value_name = "N", default_value_t = 4)]
     pub pbkdf_parallel: u32,
     /// Run the KDF once with exactly this cost and print its wall time (tazpod extension)
-    #[arg(long = "pbkdf-force-iterations", value_name = "N")]
     pub pbkdf_force_iterations: Option<u32>,
 }
 
@@ -125,7 +111,7 @@ impl fmt::Display for BenchmarkError {
 impl std::error::Error for BenchmarkError {}
 
 /// Runs the benchmark the options ask for and returns the report (cryptsetup's layout).
-pub fn run(args: &BenchmarkArgs) -> Result<String, BenchmarkError> {
+pub fn run(args: &BenchmarkOptions) -> Result<String, BenchmarkError> {
     let mut out = String::from("# Tests are approximate using memory only (no storage IO).\n");
     let key_bytes = args.key_size.unwrap_or(256) / 8;
     if args.key_size.is_some_and(|b| b == 0 || b % 8 != 0) {
@@ -221,7 +207,7 @@ fn kdf_line(
     out: &mut String,
     kdf: &str,
     hash: &str,
-    args: &BenchmarkArgs,
+    args: &BenchmarkOptions,
     key_bytes: usize,
 ) -> Result<(), BenchmarkError> {
     if kdf == "pbkdf2" {
@@ -276,7 +262,7 @@ fn unknown_kdf(kdf: &str) -> BenchmarkError {
 fn forced(
     out: &mut String,
     kdf: &str,
-    args: &BenchmarkArgs,
+    args: &BenchmarkOptions,
     key_bytes: usize,
     n: u32,
 ) -> Result<(), BenchmarkError> {
@@ -367,20 +353,20 @@ mod tests {
 
     #[test]
     fn forced_pbkdf2_reports_wall_time() {
-        let args = BenchmarkArgs {
+        let args = BenchmarkOptions {
             pbkdf: Some("pbkdf2".into()),
             hash: Some("sha256".into()),
             pbkdf_force_iterations: Some(1000),
-            ..BenchmarkArgs::default()
+            ..BenchmarkOptions::default()
         };
         let s = run(&args).unwrap();
         assert!(
             s.contains("PBKDF2-sha256, 1000 iterations for 256-bit key: "),
             "{s}"
         );
-        let bad = BenchmarkArgs {
+        let bad = BenchmarkOptions {
             pbkdf: Some("scrypt".into()),
-            ..BenchmarkArgs::default()
+            ..BenchmarkOptions::default()
         };
         assert!(run(&bad).is_err());
     }

@@ -4,19 +4,21 @@
 //!
 //! - [`luks`]: `dump`, `open`, `close`, `status`, `decrypt`;
 //! - [`write`]: `format`, `add-key`, `change-key`, `remove-key`, `kill-slot`, `config`;
+//! - `benchmark`: `benchmark`;
 //! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
 //! - [`args`]: option groups several verb families share.
 //!
-//! `init` (`crate::ghost::create`), the rootless verbs (`ls`, `cat`, `run`) and `benchmark`
-//! keep their options beside their services for now.
+//! `init` (`crate::ghost::create`) and the rootless verbs (`ls`, `cat`, `run`) keep their
+//! options beside their services for now.
 
 pub mod args;
+mod benchmark;
 mod ghost;
 mod luks;
 pub mod write;
 
 use crate::error::{code, CliError};
-use crate::{alloc, benchmark, kernel, mapping, rootless};
+use crate::{alloc, kernel, mapping, rootless};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -92,7 +94,7 @@ enum Command {
     /// Set the label or a keyslot priority (like cryptsetup config)
     Config(self::write::ConfigArgs),
     /// Measure KDF and cipher speeds on this machine (like cryptsetup benchmark)
-    Benchmark(benchmark::BenchmarkArgs),
+    Benchmark(self::benchmark::BenchmarkArgs),
 }
 
 pub fn run(cli: Cli) -> Result<u8, CliError> {
@@ -130,7 +132,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::RemoveKey(a) => self::write::cmd_remove_key(a, verbose).map(|()| code::OK),
         Command::KillSlot(a) => self::write::cmd_kill_slot(a, verbose).map(|()| code::OK),
         Command::Config(a) => self::write::cmd_config(a, verbose).map(|()| code::OK),
-        Command::Benchmark(a) => print_out(&benchmark::run(&a)?).map(|()| code::OK),
+        Command::Benchmark(a) => self::benchmark::cmd_benchmark(&a).map(|()| code::OK),
     }
 }
 
