@@ -4,18 +4,19 @@
 //!
 //! - [`luks`]: `dump`, `open`, `close`, `status`, `decrypt`;
 //! - [`write`]: `format`, `add-key`, `change-key`, `remove-key`, `kill-slot`, `config`;
+//! - [`rootless`]: `ls`, `cat`, `run`;
 //! - [`args`]: option groups several verb families share.
 //!
-//! Ghost mode (`unlock`, `init`, `lock`, `env`, `shell-init`), the rootless verbs (`ls`,
-//! `cat`, `run`) and `benchmark` keep their options beside their
-//! services for now (`ghost::cli`, `rootless`, `benchmark`).
+//! Ghost mode (`unlock`, `init`, `lock`, `env`, `shell-init`) and `benchmark` keep their
+//! options beside their services for now (`ghost::cli`, `benchmark`).
 
 pub mod args;
 mod luks;
+mod rootless;
 pub mod write;
 
 use crate::error::{code, CliError};
-use crate::{alloc, benchmark, ghost, kernel, mapping, rootless};
+use crate::{alloc, benchmark, ghost, kernel, mapping};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -70,7 +71,7 @@ enum Command {
     Env,
     /// Print the shell functions for ~/.bashrc or ~/.zshrc
     ShellInit(ghost::cli::ShellInitArgs),
-    // --- rootless access (src/rootless) ---
+    // --- rootless access (cli/rootless.rs over src/rootless) ---
     /// List a directory of the vault (rootless: decrypts and reads it in memory)
     Ls(rootless::LsArgs),
     /// Write files of the vault to standard output (rootless)
@@ -118,7 +119,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Lock => ghost::cli::cmd_lock(),
         Command::Env => ghost::cli::cmd_env(),
         Command::ShellInit(a) => ghost::cli::cmd_shell_init(a),
-        // Rootless access (src/rootless).
+        // Rootless access (cli/rootless.rs).
         Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
         Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
         Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
@@ -143,9 +144,11 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
         Command::Open(a) => (a.header.limits.limits().max_memory_kib, true),
         Command::Decrypt(a) => (a.header.limits.limits().max_memory_kib, true),
         Command::Dump(a) if a.dump_volume_key => (a.header.limits.limits().max_memory_kib, true),
-        Command::Ls(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
-        Command::Cat(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
-        Command::Run(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
+        Command::Ls(rootless::LsArgs { vault, .. })
+        | Command::Cat(rootless::CatArgs { vault, .. })
+        | Command::Run(rootless::RunArgs { vault, .. }) => {
+            (vault.limits.limits().max_memory_kib, false)
+        }
         _ => return,
     };
     let p = kernel::secmem::protect_process(max_kdf_memory);
