@@ -4,6 +4,9 @@ use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
+use crate::rootless::error::RootlessError;
+use crate::rootless::tree::TreeError;
+use ext4_view::Ext4Error;
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
 use std::fmt;
 use std::sync::OnceLock;
@@ -26,6 +29,10 @@ pub mod code {
     pub const DEVICE: u8 = 4;
     /// Device already exists or is busy.
     pub const BUSY: u8 = 5;
+    /// `tazpod run`: the command cannot be executed (as in shells).
+    pub const NOT_EXECUTABLE: u8 = 126;
+    /// `tazpod run`: the command cannot be found (as in shells).
+    pub const NOT_FOUND: u8 = 127;
 }
 
 /// An error the CLI reports and exits with.
@@ -219,6 +226,115 @@ impl From<BenchmarkError> for CliError {
             code,
             message: e.to_string(),
             hint: hint.map(String::from),
+        }
+    }
+}
+
+/// The hint for a corrupt filesystem in a vault.
+const CORRUPT_HINT: &str =
+    "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage (remove fs.img after)";
+
+/// A walk of a vault's filesystem that failed: exit 4 for a read that failed, else 1, and
+/// what to try next. A closed output is exit 0: the verbs stop quietly on it before it gets
+/// here.
+impl From<TreeError> for CliError {
+    fn from(e: TreeError) -> Self {
+        let (code, hint) = match &e {
+            TreeError::Fs { error, .. } => match error {
+                Ext4Error::Io(_) => (code::DEVICE, None),
+                Ext4Error::NotFound => (
+                    code::INVALID,
+                    Some("list a directory with `tazpod ls [PATH]`"),
+                ),
+                Ext4Error::IsADirectory => (code::INVALID, Some("list it with `tazpod ls`")),
+                Ext4Error::Incompatible(_) => (
+                    code::INVALID,
+                    Some(
+                        "open the vault with `tazpod open` or ghost mode instead (they need root)",
+                    ),
+                ),
+                Ext4Error::Corrupt(_) => (code::INVALID, Some(CORRUPT_HINT)),
+                _ => (code::INVALID, None),
+            },
+            TreeError::Geometry { .. } | TreeError::TooDeep { .. } | TreeError::DirLoop { .. } => {
+                (code::INVALID, Some(CORRUPT_HINT))
+            }
+            TreeError::Write(_) => (code::INVALID, None),
+            TreeError::Closed => (code::OK, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+}
+
+/// A rootless verb that failed: the walk's and the device's exit codes; 2 or 3 as the
+/// library says for a header; 3 for an in-memory file that cannot be made; 127 for a command
+/// not found and 126 for one that cannot be executed (as in shells); else 1.
+impl From<RootlessError> for CliError {
+    fn from(e: RootlessError) -> Self {
+        let (code, hint) = match e {
+            RootlessError::Tree(e) => return e.into(),
+            RootlessError::Vault { error, given } => {
+                let mut e = CliError::from(error);
+                if !given {
+                    e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
+                }
+                return e;
+            }
+            RootlessError::Header {
+                device,
+                error,
+                detached,
+            } => {
+                let mut e = CliError::luks(&device, error);
+                if !detached {
+                    e.hint = Some(
+                        "check that this is the vault; if its header is kept apart, give it \
+                         with --header FILE"
+                            .into(),
+                    );
+                }
+                return e;
+            }
+            RootlessError::Luks { device, error } => return CliError::luks(&device, error),
+            RootlessError::Panic { .. } => (
+                code::INVALID,
+                Some(format!(
+                    "{CORRUPT_HINT}; if e2fsck finds nothing wrong, this is a bug in tazpod's \
+                     ext4 reader: please report it with this message"
+                )),
+            ),
+            RootlessError::NoSecrets => (
+                code::INVALID,
+                Some(
+                    "give --env NAME=PATH or --env-file NAME=PATH (paths inside the vault), or \
+                     [[secret]] entries in the config"
+                        .into(),
+                ),
+            ),
+            RootlessError::ValueTooLarge { ref name, .. }
+            | RootlessError::ValueHasNul { ref name, .. } => (
+                code::INVALID,
+                Some(format!("serve it as a file: --env-file {name}=PATH")),
+            ),
+            RootlessError::Memfd { .. } => (code::NOMEM, None),
+            RootlessError::Exec { ref error, .. } => (
+                match error.kind() {
+                    std::io::ErrorKind::NotFound => code::NOT_FOUND,
+                    std::io::ErrorKind::PermissionDenied => code::NOT_EXECUTABLE,
+                    _ => code::INVALID,
+                },
+                None,
+            ),
+            RootlessError::RepeatedVariable(_) | RootlessError::NoCommand => (code::INVALID, None),
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            hint,
         }
     }
 }

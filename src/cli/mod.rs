@@ -4,21 +4,22 @@
 //!
 //! - [`luks`]: `dump`, `open`, `close`, `status`, `decrypt`;
 //! - [`write`]: `format`, `add-key`, `change-key`, `remove-key`, `kill-slot`, `config`;
+//! - [`rootless`]: `ls`, `cat`, `run`;
 //! - `benchmark`: `benchmark`;
 //! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
 //! - [`args`]: option groups several verb families share.
 //!
-//! `init` (`crate::ghost::create`) and the rootless verbs (`ls`, `cat`, `run`) keep their
-//! options beside their services for now.
+//! `init` (`crate::ghost::create`) keeps its options beside its service for now.
 
 pub mod args;
 mod benchmark;
 mod ghost;
 mod luks;
+mod rootless;
 pub mod write;
 
 use crate::error::{code, CliError};
-use crate::{alloc, kernel, mapping, rootless};
+use crate::{alloc, kernel, mapping};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -73,7 +74,7 @@ enum Command {
     Env,
     /// Print the shell functions for ~/.bashrc or ~/.zshrc
     ShellInit(self::ghost::ShellInitArgs),
-    // --- rootless access (src/rootless) ---
+    // --- rootless access (cli/rootless.rs over src/rootless) ---
     /// List a directory of the vault (rootless: decrypts and reads it in memory)
     Ls(rootless::LsArgs),
     /// Write files of the vault to standard output (rootless)
@@ -121,7 +122,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Lock => self::ghost::cmd_lock(),
         Command::Env => self::ghost::cmd_env(),
         Command::ShellInit(a) => self::ghost::cmd_shell_init(a),
-        // Rootless access (src/rootless).
+        // Rootless access (cli/rootless.rs).
         Command::Ls(a) => rootless::ls(a, verbose).map(|()| code::OK),
         Command::Cat(a) => rootless::cat(a, verbose).map(|()| code::OK),
         Command::Run(a) => rootless::run(a, verbose).map(|()| code::OK),
@@ -146,9 +147,11 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
         Command::Open(a) => (a.header.limits.limits().max_memory_kib, true),
         Command::Decrypt(a) => (a.header.limits.limits().max_memory_kib, true),
         Command::Dump(a) if a.dump_volume_key => (a.header.limits.limits().max_memory_kib, true),
-        Command::Ls(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
-        Command::Cat(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
-        Command::Run(a) => (rootless::max_kdf_memory_kib(&a.vault), false),
+        Command::Ls(rootless::LsArgs { vault, .. })
+        | Command::Cat(rootless::CatArgs { vault, .. })
+        | Command::Run(rootless::RunArgs { vault, .. }) => {
+            (vault.limits.limits().max_memory_kib, false)
+        }
         _ => return,
     };
     let p = kernel::secmem::protect_process(max_kdf_memory);

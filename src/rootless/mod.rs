@@ -13,48 +13,39 @@
 //! error too, never a crash report. This is defence in depth: the tests and the `ext4` fuzz
 //! target treat any panic as a bug.
 
+pub mod error;
 pub mod reader;
-mod run;
+pub mod run;
 pub mod tree;
-mod walk;
+pub mod walk;
 
-pub use run::{run, RunArgs};
-pub use tree::{fs_error, shown};
-pub use walk::{cat, ls, CatArgs, LsArgs};
+pub use error::RootlessError;
 
-use crate::cli::args::LimitArgs;
 use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
-use crate::error::{code, CliError};
+use crate::error::CliError;
 use crate::passphrase::KeyArgs;
-use crate::unlock::KeyRequest;
+use crate::unlock::{HeaderRead, KeyRequest};
 use ext4_view::Ext4;
+use luks2::kdf::KdfLimits;
 use luks2::volume::Decryptor;
 use reader::{Stats, VaultReader};
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Once;
 
-/// The options that say which vault to open and how.
-#[derive(clap::Args, Debug, Clone)]
-pub struct VaultArgs {
-    /// The vault image, a LUKS file holding ext4 [default: the config's, else /workspace/.tazpod-vault/vault.img]
-    #[arg(long, value_name = "FILE")]
-    pub vault: Option<PathBuf>,
-    /// Read FILE instead of ~/.config/tazpod/config.toml (after /etc/tazpod/config.toml)
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Read the LUKS header (and keyslots) from FILE; the vault file holds only the encrypted
-    /// data (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    /// Try only this keyslot
-    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+/// Which vault to open and how.
+pub struct VaultSpec<'a> {
+    /// The vault file as the caller gave it (`None`: the config's, else the default).
+    pub vault: Option<&'a Path>,
+    /// The detached header file, if the vault file holds only the encrypted data.
+    pub header: Option<&'a Path>,
+    /// Try only this keyslot.
     pub key_slot: Option<u32>,
-    #[command(flatten)]
-    pub limits: LimitArgs,
+    /// The KDF limits of the unlock.
+    pub limits: KdfLimits,
 }
 
 /// An unlocked vault whose filesystem is ready to read.
@@ -69,32 +60,19 @@ pub struct Vault {
     pub len: u64,
 }
 
-/// The largest Argon2 memory (KiB) an unlock with these options accepts.
-pub fn max_kdf_memory_kib(v: &VaultArgs) -> u64 {
-    v.limits.limits().max_memory_kib
+/// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `explicit` or
+/// `~/.config/tazpod/config.toml`).
+pub fn load_config(explicit: Option<&Path>) -> Result<ConfigFile, CliError> {
+    crate::ghost::caller::load_config(explicit, &crate::ghost::caller::Caller::root())
 }
 
-/// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `--config FILE` or
-/// `~/.config/tazpod/config.toml`), read when `always` or when it decides something: the
-/// vault when `--vault` is absent, or an explicit `--config`.
-pub fn load_config(v: &VaultArgs, always: bool) -> Result<ConfigFile, CliError> {
-    if always || v.vault.is_none() || v.config.is_some() {
-        crate::ghost::caller::load_config(
-            v.config.as_deref(),
-            &crate::ghost::caller::Caller::root(),
-        )
-    } else {
-        Ok(ConfigFile::default())
-    }
-}
-
-/// The vault path: `--vault`, else the config's `vault` (`~` is `$HOME`), else the default.
-pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
-    if let Some(p) = &v.vault {
-        return p.clone();
+/// The vault path: `given`, else the config's `vault` (`~` is `$HOME`), else the default.
+pub fn vault_file(given: Option<&Path>, config: &ConfigFile) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
     }
     match (&config.vault, std::env::var_os("HOME")) {
-        (Some(p), Some(home)) => crate::config::expand_home(p, std::path::Path::new(&home)),
+        (Some(p), Some(home)) => crate::config::expand_home(p, Path::new(&home)),
         (Some(p), None) => p.clone(),
         (None, _) => PathBuf::from(DEFAULT_VAULT),
     }
@@ -104,54 +82,54 @@ pub fn vault_file(v: &VaultArgs, config: &ConfigFile) -> PathBuf {
 /// recovers the volume key and loads the ext4 superblock and group descriptors. The volume key
 /// itself is wiped before this returns: only the expanded cipher key schedule lives on, inside
 /// the reader (wiped on drop).
+///
+/// The unlock pipeline's own errors (the data segment, the passphrase tries) come as it gives
+/// them; the rest are [`RootlessError`]s.
 pub fn open_vault(
-    v: &VaultArgs,
+    v: &VaultSpec,
     config: &ConfigFile,
     key: &KeyArgs,
     verbose: bool,
 ) -> Result<Vault, CliError> {
-    let path = vault_file(v, config);
-    let mut f = device::ReadOnly::open_as(&path, "vault").map_err(|e| {
-        let mut e = CliError::from(e);
-        if v.vault.is_none() {
-            e.hint = Some("pass --vault FILE, or set `vault` in the config".into());
-        }
-        e
-    })?;
+    let path = vault_file(v.vault, config);
+    let mut f =
+        device::ReadOnly::open_as(&path, "vault").map_err(|error| RootlessError::Vault {
+            error,
+            given: v.vault.is_some(),
+        })?;
     let name = f.name.clone();
     // With a detached header, the header and keyslots come from that file; the vault file is
     // only the data segment's device.
-    let mut detached = match &v.header {
+    let mut detached = match v.header {
         Some(h) => Some(device::ReadOnly::open_as(h, "header file")?),
         None => None,
     };
     let hdr_name = detached
         .as_ref()
         .map_or_else(|| name.clone(), |h| h.name.clone());
-    detached.as_mut().unwrap_or(&mut f).lock_shared()?;
-    let mut read = crate::unlock::read_header(detached.as_mut().unwrap_or(&mut f), &hdr_name)
-        .map_err(|mut e| {
-            if v.header.is_none() {
-                e.hint = Some(
-                    "check that this is the vault; if its header is kept apart, give it \
-                         with --header FILE"
-                        .into(),
-                );
-            }
-            e
-        })?;
+    let src = detached.as_mut().unwrap_or(&mut f);
+    src.lock_shared()?;
+    let header = luks2::read_header(src).map_err(|error| RootlessError::Header {
+        device: hdr_name.clone(),
+        error,
+        detached: v.header.is_some(),
+    })?;
+    let mut read = HeaderRead::of(header, &hdr_name);
     let seg = read.need_segment()?.clone();
     let size = f.size()?;
-    let len = seg.length_on(size).map_err(|e| CliError::luks(&name, e))?;
+    let luks = |device: &str| {
+        let device = device.to_string();
+        move |error| RootlessError::Luks { device, error }
+    };
+    let len = seg.length_on(size).map_err(luks(&name))?;
     let req = KeyRequest {
         key,
         keyslot: v.key_slot,
-        limits: v.limits.limits(),
+        limits: v.limits,
         verbose,
     };
     let unlocked = read.unlock(detached.as_mut().unwrap_or(&mut f), &req)?;
-    let dec =
-        Decryptor::new(seg, &unlocked.volume_key).map_err(|e| CliError::luks(&hdr_name, e))?;
+    let dec = Decryptor::new(seg, &unlocked.volume_key).map_err(luks(&hdr_name))?;
     drop(unlocked);
     detached.as_mut().unwrap_or(&mut f).release_lock();
     drop(detached);
@@ -204,48 +182,25 @@ fn install_panic_hook() {
     });
 }
 
-/// Runs `f`, turning any panic inside it (in the ext4 reader, on data nobody foresaw) into an
-/// error that names the vault and where the panic happened, without the default panic report:
-/// exit code 1 ([`code::INVALID`]), as for a corrupt filesystem, with a hint to check the
-/// filesystem and to report a bug if it is sound. Defence in depth: no panic is known.
-pub fn guarded<T>(vault: &str, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+/// Runs `f`, turning any panic inside it (in the ext4 reader, on data nobody foresaw) into
+/// [`RootlessError::Panic`], which names the vault and where the panic happened, without the
+/// default panic report. Defence in depth: no panic is known.
+pub fn guarded<T, E>(vault: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, RootlessError>
+where
+    RootlessError: From<E>,
+{
     install_panic_hook();
     GUARDS.with(|g| g.set(g.get() + 1));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     GUARDS.with(|g| g.set(g.get().saturating_sub(1)));
-    r.unwrap_or_else(|_| {
-        let note = PANIC_NOTE
-            .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| "no detail".into());
-        Err(CliError::new(
-            code::INVALID,
-            format!(
-                "{vault}: {PANIC_STOP} (a panic: {note}); the filesystem in the vault is \
-                 probably corrupt"
-            ),
-        )
-        .hint(format!(
-            "{}; if e2fsck finds nothing wrong, this is a bug in tazpod's ext4 reader: \
-             please report it with this message",
-            tree::corrupt_hint()
-        )))
-    })
-}
-
-/// How [`guarded`]'s error starts (after the vault's name); the tests look for it to make sure
-/// that no walk panicked.
-pub const PANIC_STOP: &str = "the ext4 reader stopped on data it did not expect";
-
-/// For `--verbose`, once the vault (and with it the ext4 reader and its caches) is dropped:
-/// how much freed memory was zeroed.
-pub fn report_wiped() {
-    if crate::alloc::ALLOC.wiping() {
-        eprintln!(
-            "Zeroed {} bytes of freed memory (the ext4 reader's caches and buffers among them).",
-            crate::alloc::ALLOC.wiped_bytes()
-        );
-    } else {
-        eprintln!("Freed memory is not being zeroed.");
+    match r {
+        Ok(r) => r.map_err(RootlessError::from),
+        Err(_) => Err(RootlessError::Panic {
+            vault: vault.to_string(),
+            note: PANIC_NOTE
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| "no detail".into()),
+        }),
     }
 }
 
@@ -265,7 +220,9 @@ pub fn vault_path(p: &std::ffi::OsStr) -> Vec<u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::error::PANIC_STOP;
     use super::*;
+    use crate::error::code;
 
     #[test]
     fn paths_are_made_absolute() {
@@ -276,8 +233,9 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_an_error() {
-        let r: Result<(), CliError> = guarded("v.img", || panic!("boom"));
-        let e = r.unwrap_err();
+        let r: Result<(), RootlessError> =
+            guarded("v.img", || -> Result<(), RootlessError> { panic!("boom") });
+        let e = CliError::from(r.unwrap_err());
         assert_eq!(e.code, code::INVALID);
         assert!(
             e.message
@@ -291,15 +249,15 @@ mod tests {
         assert!(hint.contains("e2fsck -fn"), "{hint}");
         assert!(hint.contains("please report it"), "{hint}");
         // Any panic, wherever it happens, the same way.
-        let r: Result<(), CliError> = guarded("v.img", || {
+        let r: Result<(), RootlessError> = guarded("v.img", || {
             let v: Vec<u8> = Vec::new();
             let i = v.len() + 3;
-            Err(CliError::new(code::OK, format!("{}", v[i])))
+            Err(RootlessError::RepeatedVariable(format!("{}", v[i])))
         });
-        let e = r.unwrap_err();
+        let e = CliError::from(r.unwrap_err());
         assert_eq!(e.code, code::INVALID);
         assert!(e.message.contains("index out of bounds"), "{}", e.message);
         // The previous hook is back, and a normal result passes through.
-        assert_eq!(guarded("v", || Ok(3)).unwrap(), 3);
+        assert_eq!(guarded("v", || Ok::<_, RootlessError>(3)).unwrap(), 3);
     }
 }

@@ -15,12 +15,10 @@
 //! tazpod wipes the reader and `exec`s the command in its own place: no tazpod process stays
 //! around holding plaintext, and the command's exit status is the one the caller sees.
 
-use super::tree::stream;
-use super::{fs_error, guarded, load_config, open_vault, shown, vault_path, VaultArgs};
+use super::tree::{fs_error, stream};
+use super::{guarded, vault_path, RootlessError, Vault};
 use crate::config::{ConfigFile, SecretKind};
-use crate::error::{code, CliError};
 use crate::kernel::memfd::Memfd;
-use crate::passphrase::KeyArgs;
 use ext4_view::Ext4;
 use luks2::SecretBuf;
 use std::collections::BTreeSet;
@@ -32,31 +30,6 @@ use std::process::Command;
 /// Largest value of one `--env` variable: the kernel's limit on one environment string
 /// (`MAX_ARG_STRLEN`, 128 KiB, counting `NAME=` and the final NUL) leaves this much at most.
 pub const ENV_VALUE_MAX: usize = 128 * 1024 - 2;
-
-/// Exit code when the command cannot be found (as in shells).
-const NOT_FOUND: u8 = 127;
-/// Exit code when the command cannot be executed (as in shells).
-const NOT_EXECUTABLE: u8 = 126;
-
-/// `tazpod run`.
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub vault: VaultArgs,
-    /// Set variable NAME to the content of the vault file PATH (trailing newlines removed);
-    /// adds to the config's `[[secret]]` map, or replaces its entry for NAME
-    #[arg(long = "env", value_name = "NAME=PATH", value_parser = parse_assignment)]
-    env: Vec<(String, OsString)>,
-    /// Serve the vault file PATH through an in-memory file; NAME is set to its /proc/self/fd
-    /// path (the config's `as = "path"`)
-    #[arg(long = "env-file", value_name = "NAME=PATH", value_parser = parse_assignment)]
-    env_file: Vec<(String, OsString)>,
-    #[command(flatten)]
-    key: KeyArgs,
-    /// The command to run and its arguments (after --)
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
-}
 
 /// How one secret reaches the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,32 +51,14 @@ pub struct Secret {
     pub serve: Serve,
 }
 
-/// Parses `NAME=PATH`; NAME must be a portable variable name (`[A-Za-z_][A-Za-z0-9_]*`).
-fn parse_assignment(s: &str) -> Result<(String, OsString), String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}' is not NAME=PATH"))?;
-    check_name(name)?;
-    if path.is_empty() {
-        return Err(format!("no vault path after '{name}='"));
-    }
-    Ok((name.to_string(), OsString::from(path)))
-}
-
-/// Checks an environment variable name (the rule of ghost mode's secrets map).
-pub fn check_name(name: &str) -> Result<(), String> {
-    if crate::shell::valid_env_name(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' is not a variable name (letters, digits and _, not starting with a digit)"
-        ))
-    }
-}
-
-/// The secrets map: the config's entries, then the command line's, which replace a config
-/// entry of the same variable; a variable given twice on the command line is refused.
-fn secrets_of(a: &RunArgs, config: &ConfigFile) -> Result<Vec<Secret>, CliError> {
+/// The secrets map: the config's entries, then the given ones (`values` served as values,
+/// `files` as files), which replace a config entry of the same variable; a variable given
+/// twice among `values` and `files` is refused.
+pub fn secrets_of(
+    config: &ConfigFile,
+    values: &[(String, OsString)],
+    files: &[(String, OsString)],
+) -> Result<Vec<Secret>, RootlessError> {
     let mut out: Vec<Secret> = config
         .secret
         .iter()
@@ -117,14 +72,11 @@ fn secrets_of(a: &RunArgs, config: &ConfigFile) -> Result<Vec<Secret>, CliError>
         })
         .collect();
     let mut seen = BTreeSet::new();
-    let values = a.env.iter().map(|(n, p)| (n, p, Serve::Value));
-    let files = a.env_file.iter().map(|(n, p)| (n, p, Serve::File));
+    let values = values.iter().map(|(n, p)| (n, p, Serve::Value));
+    let files = files.iter().map(|(n, p)| (n, p, Serve::File));
     for (name, path, serve) in values.chain(files) {
         if !seen.insert(name.clone()) {
-            return Err(CliError::new(
-                code::INVALID,
-                format!("variable {name} is given more than once"),
-            ));
+            return Err(RootlessError::RepeatedVariable(name.clone()));
         }
         let s = Secret {
             name: name.clone(),
@@ -137,24 +89,27 @@ fn secrets_of(a: &RunArgs, config: &ConfigFile) -> Result<Vec<Secret>, CliError>
         }
     }
     if out.is_empty() {
-        return Err(CliError::new(code::INVALID, "no secrets to serve").hint(
-            "give --env NAME=PATH or --env-file NAME=PATH (paths inside the vault), \
-             or [[secret]] entries in the config",
-        ));
+        return Err(RootlessError::NoSecrets);
     }
     Ok(out)
 }
 
 /// What the command gets for one secret.
-enum Served {
+pub enum Served {
     /// A variable value (wiped when dropped if exec fails).
     Value(String, SecretBuf),
     /// A variable pointing at a memfd that must stay open until exec.
     File(String, Memfd),
 }
 
-/// Reads every secret of the map out of the vault.
-fn collect(fs: &Ext4, vault: &str, secrets: &[Secret]) -> Result<Vec<Served>, CliError> {
+/// Reads every secret of the map out of the vault (under [`guarded`]).
+pub fn collect(vault: &Vault, secrets: &[Secret]) -> Result<Vec<Served>, RootlessError> {
+    guarded(&vault.name, || {
+        collect_from(&vault.fs, &vault.name, secrets)
+    })
+}
+
+fn collect_from(fs: &Ext4, vault: &str, secrets: &[Secret]) -> Result<Vec<Served>, RootlessError> {
     let mut served = Vec::with_capacity(secrets.len());
     for s in secrets {
         let path = vault_path(&s.path);
@@ -167,19 +122,15 @@ fn collect(fs: &Ext4, vault: &str, secrets: &[Secret]) -> Result<Vec<Served>, Cl
 }
 
 /// The content of `path` as a variable value.
-fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretBuf, CliError> {
+fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretBuf, RootlessError> {
     let meta = fs
         .metadata(path)
         .map_err(|e| fs_error(vault, Some(path), e))?;
-    let too_big = || {
-        CliError::new(
-            code::INVALID,
-            format!(
-                "{vault}: {} is too large for variable {name} (over {ENV_VALUE_MAX} bytes)",
-                shown(path)
-            ),
-        )
-        .hint(format!("serve it as a file: --env-file {name}=PATH"))
+    let too_big = || RootlessError::ValueTooLarge {
+        vault: vault.to_string(),
+        path: path.to_vec(),
+        name: name.to_string(),
+        max: ENV_VALUE_MAX,
     };
     let len = usize::try_from(meta.len()).map_err(|_| too_big())?;
     if len > ENV_VALUE_MAX {
@@ -198,14 +149,11 @@ fn read_value(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<SecretB
     }
     buf.truncate(n);
     if buf.as_bytes().contains(&0) {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "{vault}: {} holds a NUL byte, which a variable cannot carry",
-                shown(path)
-            ),
-        )
-        .hint(format!("serve it as a file: --env-file {name}=PATH")));
+        return Err(RootlessError::ValueHasNul {
+            vault: vault.to_string(),
+            path: path.to_vec(),
+            name: name.to_string(),
+        });
     }
     Ok(buf)
 }
@@ -235,12 +183,10 @@ impl std::io::Write for SliceWriter<'_> {
 }
 
 /// Copies `path` into a sealed memfd.
-fn serve_file(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<Memfd, CliError> {
-    let memfd_error = |e: crate::kernel::Errno| {
-        CliError::new(
-            code::NOMEM,
-            format!("cannot create an in-memory file for {name}: {e}"),
-        )
+fn serve_file(fs: &Ext4, vault: &str, name: &str, path: &[u8]) -> Result<Memfd, RootlessError> {
+    let memfd_error = |error| RootlessError::Memfd {
+        name: name.to_string(),
+        error,
     };
     let mut m = Memfd::create(&format!("tazpod:{name}")).map_err(memfd_error)?;
     let mut sink = MemfdWriter(&mut m);
@@ -265,22 +211,13 @@ impl std::io::Write for MemfdWriter<'_> {
     }
 }
 
-/// Runs the command with the secrets map applied. Returns only on failure.
-pub fn run(a: RunArgs, verbose: bool) -> Result<(), CliError> {
-    let config = load_config(&a.vault, true)?;
-    let secrets = secrets_of(&a, &config)?;
-    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
-    let name = vault.name.clone();
-    let served = guarded(&name, || collect(&vault.fs, &name, &secrets))?;
-    // Wipe the cache and the key schedule before the command starts.
-    drop(vault);
-    let (program, args) = match a.command.split_first() {
-        Some(p) => p,
-        None => return Err(CliError::new(code::INVALID, "no command given")),
-    };
+/// The command `command` (program and arguments) with the secrets `served` in its
+/// environment; the memfds stay open as long as `served` lives.
+pub fn command(command: &[OsString], served: &[Served]) -> Result<Command, RootlessError> {
+    let (program, args) = command.split_first().ok_or(RootlessError::NoCommand)?;
     let mut cmd = Command::new(program);
     cmd.args(args);
-    for s in &served {
+    for s in served {
         match s {
             Served::Value(n, v) => {
                 cmd.env(n, OsString::from_vec(v.as_bytes().to_vec()));
@@ -290,48 +227,14 @@ pub fn run(a: RunArgs, verbose: bool) -> Result<(), CliError> {
             }
         }
     }
-    if verbose {
-        super::report_wiped();
-        eprintln!(
-            "Running {} with {} secret(s) from the vault.",
-            program.to_string_lossy(),
-            served.len()
-        );
-    }
-    let e = cmd.exec();
-    let shown_program = program.to_string_lossy();
-    Err(match e.kind() {
-        std::io::ErrorKind::NotFound => CliError::new(
-            NOT_FOUND,
-            format!("cannot run {shown_program}: command not found"),
-        ),
-        std::io::ErrorKind::PermissionDenied => CliError::new(
-            NOT_EXECUTABLE,
-            format!("cannot run {shown_program}: permission denied"),
-        ),
-        _ => CliError::new(code::INVALID, format!("cannot run {shown_program}: {e}")),
-    })
+    Ok(cmd)
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn assignments_parse() {
-        assert_eq!(
-            parse_assignment("TOKEN=env/token").unwrap(),
-            ("TOKEN".to_string(), OsString::from("env/token"))
-        );
-        assert_eq!(
-            parse_assignment("_a1=/x=y").unwrap(),
-            ("_a1".to_string(), OsString::from("/x=y"))
-        );
-        assert!(parse_assignment("TOKEN").is_err());
-        assert!(parse_assignment("1A=x").is_err());
-        assert!(parse_assignment("A-B=x").is_err());
-        assert!(parse_assignment("=x").is_err());
-        assert!(parse_assignment("A=").is_err());
+/// Runs `cmd` in this process's place; returns only on failure.
+pub fn exec(mut cmd: Command) -> RootlessError {
+    let error = cmd.exec();
+    RootlessError::Exec {
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        error,
     }
 }

@@ -1,6 +1,6 @@
 //! The filesystem side of `ls`, `cat` and `run`: listing directories, streaming files and
-//! turning `ext4-view` errors into CLI errors, over any [`Ext4`] (no vault, no passphrase, no
-//! terminal). The verbs give it the decrypting reader of a vault; the fuzz crate compiles this
+//! saying what an `ext4-view` error means and where it happened ([`TreeError`]), over any
+//! [`Ext4`] (no vault, no passphrase, no terminal). The verbs give it the decrypting reader of a vault; the fuzz crate compiles this
 //! file too (`fuzz/src/lib.rs`, `#[path]`) and its `ext4` target walks whole fuzzed images
 //! with [`walk_all`], through the same code.
 //!
@@ -8,10 +8,102 @@
 //! stops at [`MAX_DEPTH`] levels and after [`max_dirs`] directories (a directory loop in a
 //! corrupt image would otherwise be walked again and again).
 
-use crate::error::{code, CliError};
 use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata};
 use luks2::SecretBuf;
+use std::fmt;
 use std::io::{self, Write};
+
+/// What stopped a walk of the filesystem. Each message starts with the vault's name (the
+/// writes to the output excepted). The file imports nothing of the crate: the fuzz crate
+/// compiles it alone.
+#[derive(Debug)]
+pub enum TreeError {
+    /// `ext4-view` failed on `path` (`None`: on the filesystem as a whole).
+    Fs {
+        vault: String,
+        path: Option<Vec<u8>>,
+        error: Ext4Error,
+    },
+    /// [`check_geometry`] refused the superblock (`what`: its words).
+    Geometry { vault: String, what: String },
+    /// A directory nested more than [`MAX_DEPTH`] directories deep.
+    TooDeep { vault: String, path: Vec<u8> },
+    /// A recursive listing visited more directories than [`max_dirs`] allows.
+    DirLoop { vault: String, path: Vec<u8> },
+    /// A write to the output failed.
+    Write(io::Error),
+    /// The output's reader went away (a closed pipe, `tazpod cat f | head`): not an error, the
+    /// verbs stop quietly.
+    Closed,
+}
+
+impl fmt::Display for TreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TreeError::Fs { vault, path, error } => {
+                let at = path
+                    .as_deref()
+                    .map_or_else(|| "the vault's filesystem".to_string(), shown);
+                match error {
+                    Ext4Error::NotFound => write!(f, "{vault}: {at} does not exist in the vault"),
+                    Ext4Error::NotADirectory => write!(
+                        f,
+                        "{vault}: {at} is not a directory (or a part of it is not)"
+                    ),
+                    Ext4Error::IsADirectory => {
+                        write!(f, "{vault}: {at} is a directory, not a file")
+                    }
+                    Ext4Error::IsASpecialFile => write!(
+                        f,
+                        "{vault}: {at} is not a regular file (a device, FIFO or socket)"
+                    ),
+                    Ext4Error::TooManySymlinks => write!(
+                        f,
+                        "{vault}: {at}: too many levels of symbolic links (a symlink loop?)"
+                    ),
+                    Ext4Error::Encrypted => write!(
+                        f,
+                        "{vault}: {at} uses ext4 file encryption (fscrypt), which tazpod cannot \
+                         read"
+                    ),
+                    Ext4Error::NotAbsolute | Ext4Error::MalformedPath | Ext4Error::PathTooLong => {
+                        write!(f, "{vault}: {at} is not a valid path in the vault: {error}")
+                    }
+                    Ext4Error::Io(inner) => write!(f, "{vault}: reading {at} failed: {inner}"),
+                    Ext4Error::Incompatible(i) => write!(
+                        f,
+                        "{vault}: the filesystem uses a feature tazpod cannot read: {i}"
+                    ),
+                    Ext4Error::Corrupt(c) => match path {
+                        Some(p) => write!(
+                            f,
+                            "{vault}: the filesystem in the vault is corrupt (reading {}): {c}",
+                            shown(p)
+                        ),
+                        None => write!(f, "{vault}: the filesystem in the vault is corrupt: {c}"),
+                    },
+                    other => write!(f, "{vault}: {at}: {other}"),
+                }
+            }
+            TreeError::Geometry { vault, what } => {
+                write!(f, "{vault}: the filesystem in the vault is corrupt: {what}")
+            }
+            TreeError::TooDeep { vault, path } => write!(
+                f,
+                "{vault}: {} is nested more than {MAX_DEPTH} directories deep (a directory loop?)",
+                shown(path)
+            ),
+            TreeError::DirLoop { vault, path } => write!(
+                f,
+                "{vault}: listing {} visits more directories than the filesystem can hold (a \
+                 directory loop: the filesystem in the vault is corrupt)",
+                shown(path)
+            ),
+            TreeError::Write(e) => write!(f, "cannot write to standard output: {e}"),
+            TreeError::Closed => write!(f, "the reader of the output went away"),
+        }
+    }
+}
 
 /// Bytes of plaintext moved per write by `cat` (the file is never loaded whole).
 pub const CAT_CHUNK: usize = 64 * 1024;
@@ -34,17 +126,14 @@ pub fn max_dirs(fs_len: u64) -> u64 {
 /// Loads the ext4 filesystem of `len` bytes that `reader` reads (the vault's data segment),
 /// after [`check_geometry`] on its superblock. `ext4-view` checks the rest of the superblock
 /// itself (tazpod builds the vendored copy in `third_party/ext4-view/`, see its `PATCHES.md`).
-pub fn load(mut reader: Box<dyn Ext4Read>, vault: &str, len: u64) -> Result<Ext4, CliError> {
+pub fn load(mut reader: Box<dyn Ext4Read>, vault: &str, len: u64) -> Result<Ext4, TreeError> {
     let mut sb = [0u8; 1024];
     reader
         .read(1024, &mut sb)
         .map_err(|e| fs_error(vault, None, Ext4Error::Io(e)))?;
-    check_geometry(&sb, len).map_err(|what| {
-        CliError::new(
-            code::INVALID,
-            format!("{vault}: the filesystem in the vault is corrupt: {what}"),
-        )
-        .hint(corrupt_hint())
+    check_geometry(&sb, len).map_err(|what| TreeError::Geometry {
+        vault: vault.to_string(),
+        what,
     })?;
     Ext4::load(reader).map_err(|e| fs_error(vault, None, e))
 }
@@ -110,92 +199,22 @@ pub fn shown(path: &[u8]) -> String {
     format!("'{}'", String::from_utf8_lossy(path).escape_debug())
 }
 
-/// The hint for a corrupt filesystem.
-pub fn corrupt_hint() -> String {
-    "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage (remove fs.img after)"
-        .into()
-}
-
-/// Turns an `ext4-view` error met on `path` (or on the filesystem as a whole) into a CLI error
-/// that says what is wrong and where.
-pub fn fs_error(vault: &str, path: Option<&[u8]>, e: Ext4Error) -> CliError {
-    let at = path.map_or_else(|| "the vault's filesystem".to_string(), shown);
-    match e {
-        Ext4Error::NotFound => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} does not exist in the vault"),
-        )
-        .hint("list a directory with `tazpod ls [PATH]`"),
-        Ext4Error::NotADirectory => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is not a directory (or a part of it is not)"),
-        ),
-        Ext4Error::IsADirectory => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is a directory, not a file"),
-        )
-        .hint("list it with `tazpod ls`"),
-        Ext4Error::IsASpecialFile => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} is not a regular file (a device, FIFO or socket)"),
-        ),
-        Ext4Error::TooManySymlinks => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at}: too many levels of symbolic links (a symlink loop?)"),
-        ),
-        Ext4Error::Encrypted => CliError::new(
-            code::INVALID,
-            format!("{vault}: {at} uses ext4 file encryption (fscrypt), which tazpod cannot read"),
-        ),
-        Ext4Error::NotAbsolute | Ext4Error::MalformedPath | Ext4Error::PathTooLong => {
-            CliError::new(
-                code::INVALID,
-                format!("{vault}: {at} is not a valid path in the vault: {e}"),
-            )
-        }
-        Ext4Error::Io(inner) => CliError::new(
-            code::DEVICE,
-            format!("{vault}: reading {at} failed: {inner}"),
-        ),
-        Ext4Error::Incompatible(i) => CliError::new(
-            code::INVALID,
-            format!("{vault}: the filesystem uses a feature tazpod cannot read: {i}"),
-        )
-        .hint("open the vault with `tazpod open` or ghost mode instead (they need root)"),
-        Ext4Error::Corrupt(c) => CliError::new(
-            code::INVALID,
-            match path {
-                Some(p) => format!(
-                    "{vault}: the filesystem in the vault is corrupt (reading {}): {c}",
-                    shown(p)
-                ),
-                None => format!("{vault}: the filesystem in the vault is corrupt: {c}"),
-            },
-        )
-        .hint(corrupt_hint()),
-        other => CliError::new(code::INVALID, format!("{vault}: {at}: {other}")),
+/// The error of `ext4-view` met on `path` (or on the filesystem as a whole) of `vault`.
+pub fn fs_error(vault: &str, path: Option<&[u8]>, error: Ext4Error) -> TreeError {
+    TreeError::Fs {
+        vault: vault.to_string(),
+        path: path.map(<[u8]>::to_vec),
+        error,
     }
 }
 
-/// Marks a failed write to standard output (never an exit code: the verbs replace it by
-/// [`code::INVALID`] before the error leaves).
-pub const WRITE_FAILED: u8 = 255;
-
-/// A failed write to standard output. A closed pipe (`tazpod cat f | head`) is not an error:
-/// it gives the quiet marker (code 0, see [`is_quiet`]).
-pub fn write_error(e: io::Error) -> CliError {
+/// A failed write to the output; a closed pipe is [`TreeError::Closed`].
+pub fn write_error(e: io::Error) -> TreeError {
     if e.kind() == io::ErrorKind::BrokenPipe {
-        return CliError::new(code::OK, String::new());
+        TreeError::Closed
+    } else {
+        TreeError::Write(e)
     }
-    CliError::new(
-        WRITE_FAILED,
-        format!("cannot write to standard output: {e}"),
-    )
-}
-
-/// Whether `e` stands for "the reader went away": stop quietly.
-pub fn is_quiet(e: &CliError) -> bool {
-    e.code == code::OK
 }
 
 /// What `ls` prints for each entry.
@@ -231,30 +250,20 @@ impl<W: Write> Lister<'_, W> {
         prefix: &[u8],
         recursive: bool,
         depth: usize,
-    ) -> Result<(), CliError> {
+    ) -> Result<(), TreeError> {
         if depth > MAX_DEPTH {
-            return Err(CliError::new(
-                code::INVALID,
-                format!(
-                    "{}: {} is nested more than {MAX_DEPTH} directories deep (a directory loop?)",
-                    self.vault,
-                    shown(path)
-                ),
-            )
-            .hint(corrupt_hint()));
+            return Err(TreeError::TooDeep {
+                vault: self.vault.to_string(),
+                path: path.to_vec(),
+            });
         }
-        self.dirs_left = self.dirs_left.checked_sub(1).ok_or_else(|| {
-            CliError::new(
-                code::INVALID,
-                format!(
-                    "{}: listing {} visits more directories than the filesystem can hold \
-                     (a directory loop: the filesystem in the vault is corrupt)",
-                    self.vault,
-                    shown(path)
-                ),
-            )
-            .hint(corrupt_hint())
-        })?;
+        self.dirs_left = self
+            .dirs_left
+            .checked_sub(1)
+            .ok_or_else(|| TreeError::DirLoop {
+                vault: self.vault.to_string(),
+                path: path.to_vec(),
+            })?;
         let mut entries = Vec::new();
         let dir = self
             .fs
@@ -297,7 +306,7 @@ impl<W: Write> Lister<'_, W> {
     }
 
     /// One entry in the chosen format.
-    pub fn entry(&mut self, full: &[u8], rel: &[u8], meta: &Metadata) -> Result<(), CliError> {
+    pub fn entry(&mut self, full: &[u8], rel: &[u8], meta: &Metadata) -> Result<(), TreeError> {
         if !self.fmt.long {
             return self.line(rel);
         }
@@ -321,7 +330,7 @@ impl<W: Write> Lister<'_, W> {
         self.line(&text)
     }
 
-    fn line(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+    fn line(&mut self, bytes: &[u8]) -> Result<(), TreeError> {
         self.out
             .write_all(bytes)
             .and_then(|()| self.out.write_all(&[self.fmt.end]))
@@ -404,7 +413,7 @@ pub fn stream(
     buf: &mut SecretBuf,
     out: &mut impl Write,
     max: u64,
-) -> Result<u64, CliError> {
+) -> Result<u64, TreeError> {
     let mut file = fs.open(path).map_err(|e| fs_error(vault, Some(path), e))?;
     let mut total = 0u64;
     loop {
@@ -454,7 +463,7 @@ pub fn walk_all(
     vault: &str,
     max_dirs: u64,
     max_file_bytes: u64,
-) -> Result<WalkSummary, CliError> {
+) -> Result<WalkSummary, TreeError> {
     let mut found = Vec::new();
     Lister {
         fs,

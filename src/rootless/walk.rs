@@ -1,175 +1,69 @@
-//! `tazpod ls` and `tazpod cat`: listing and streaming files of the vault's filesystem (the
-//! filesystem work itself is in [`super::tree`]).
+//! `tazpod ls` and `tazpod cat` over an open vault: listing a path and streaming a file, each
+//! under [`guarded`] (the filesystem work itself is in [`super::tree`]).
 
-use super::tree::{
-    is_quiet, max_dirs, stream, write_error, Format, Lister, CAT_CHUNK, WRITE_FAILED,
-};
-use super::{fs_error, guarded, load_config, open_vault, vault_path, VaultArgs};
-use crate::error::{code, CliError};
-use crate::passphrase::KeyArgs;
+use super::tree::{fs_error, max_dirs, stream, Format, Lister};
+use super::{guarded, vault_path, RootlessError, Vault};
 use luks2::SecretBuf;
-use std::ffi::OsString;
-use std::io::{self, Write};
+use std::ffi::OsStr;
+use std::io::Write;
 
-/// `tazpod ls`.
-#[derive(clap::Args, Debug)]
-pub struct LsArgs {
-    #[command(flatten)]
-    pub vault: VaultArgs,
-    /// Show type and permissions, owner, group, size, and symlink targets
-    #[arg(long)]
-    long: bool,
-    /// List subdirectories too, as paths relative to PATH (symlinks are not followed)
-    #[arg(short = 'R', long)]
+/// Lists `path` of the vault to `out` in format `fmt` (a directory's entries, `recursive`ly
+/// or not; a file as given, as ls does).
+pub fn list(
+    vault: &Vault,
+    path: &OsStr,
+    fmt: Format,
     recursive: bool,
-    /// End each entry with a NUL byte instead of a newline (for names with newlines)
-    #[arg(short = 'z', long)]
-    zero: bool,
-    #[command(flatten)]
-    key: KeyArgs,
-    /// The directory (or file) of the vault to list; relative paths start at its root
-    #[arg(default_value = "/")]
-    path: OsString,
-}
-
-/// `tazpod cat`.
-#[derive(clap::Args, Debug)]
-pub struct CatArgs {
-    #[command(flatten)]
-    pub vault: VaultArgs,
-    #[command(flatten)]
-    key: KeyArgs,
-    /// Files of the vault to write to standard output, in order (symlinks are followed)
-    #[arg(required = true)]
-    paths: Vec<OsString>,
-}
-
-/// Lists `a.path` of the vault.
-pub fn ls(a: LsArgs, verbose: bool) -> Result<(), CliError> {
-    let path = vault_path(&a.path);
-    let config = load_config(&a.vault, false)?;
-    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
-    let fmt = Format {
-        long: a.long,
-        end: if a.zero { 0 } else { b'\n' },
-    };
-    let name = vault.name.clone();
-    let out = io::stdout();
-    let mut out = io::BufWriter::new(out.lock());
-    let r = guarded(&name, || {
+    out: &mut impl Write,
+) -> Result<(), RootlessError> {
+    let name = vault.name.as_str();
+    let full = vault_path(path);
+    guarded(name, || {
         let meta = vault
             .fs
-            .metadata(path.as_slice())
-            .map_err(|e| fs_error(&name, Some(&path), e))?;
+            .metadata(full.as_slice())
+            .map_err(|e| fs_error(name, Some(&full), e))?;
+        let mut lister = Lister {
+            fs: &vault.fs,
+            vault: name,
+            fmt,
+            out,
+            dirs_left: 0,
+            found: None,
+        };
         if meta.is_dir() {
-            let mut lister = Lister {
-                fs: &vault.fs,
-                vault: &name,
-                fmt,
-                out: &mut out,
-                dirs_left: max_dirs(vault.len),
-                found: None,
-            };
-            lister.dir(&path, b"", a.recursive, 0)
+            lister.dirs_left = max_dirs(vault.len);
+            lister.dir(&full, b"", recursive, 0)
         } else {
-            // A file: print it as given, as ls does.
-            let shown_name = a.path.as_encoded_bytes().to_vec();
             let lmeta = vault
                 .fs
-                .symlink_metadata(path.as_slice())
-                .map_err(|e| fs_error(&name, Some(&path), e))?;
-            let mut lister = Lister {
-                fs: &vault.fs,
-                vault: &name,
-                fmt,
-                out: &mut out,
-                dirs_left: 0,
-                found: None,
-            };
-            lister.entry(&path, &shown_name, &lmeta)
+                .symlink_metadata(full.as_slice())
+                .map_err(|e| fs_error(name, Some(&full), e))?;
+            lister.entry(&full, path.as_encoded_bytes(), &lmeta)
         }
-    });
-    let flushed = out.flush().map_err(write_error);
-    if verbose {
-        report(&vault);
-    }
-    drop(vault);
-    if verbose {
-        super::report_wiped();
-    }
-    match (r, flushed) {
-        (Err(mut e), _) | (Ok(()), Err(mut e)) if !is_quiet(&e) => {
-            if e.code == WRITE_FAILED {
-                e.code = code::INVALID;
-            }
-            Err(e)
-        }
-        _ => Ok(()),
-    }
+    })
 }
 
-/// Streams the files `a.paths` of the vault to standard output. As cat does, a file that
-/// cannot be read is reported and the next one is tried; the last failure is returned (and
-/// sets the exit code). A write error stops at once; a closed pipe stops quietly.
-pub fn cat(a: CatArgs, verbose: bool) -> Result<(), CliError> {
-    let config = load_config(&a.vault, false)?;
-    let vault = open_vault(&a.vault, &config, &a.key, verbose)?;
-    let name = vault.name.clone();
-    let out = io::stdout();
-    let mut out = out.lock();
-    let mut buf = SecretBuf::zeroed(CAT_CHUNK);
-    let mut last: Option<CliError> = None;
-    for p in &a.paths {
-        let path = vault_path(p);
-        match guarded(&name, || {
-            stream(&vault.fs, &name, &path, &mut buf, &mut out, u64::MAX)
-        }) {
-            Ok(_) => {}
-            Err(e) if is_quiet(&e) => break,
-            Err(e) => {
-                let fatal = e.code == WRITE_FAILED;
-                if let Some(prev) = last.replace(e) {
-                    eprintln!("{prev}");
-                }
-                if fatal {
-                    break;
-                }
-            }
-        }
-    }
-    if verbose {
-        report(&vault);
-    }
-    drop(vault);
-    if verbose {
-        super::report_wiped();
-    }
-    match last {
-        None => Ok(()),
-        Some(mut e) => {
-            if e.code == WRITE_FAILED {
-                e.code = code::INVALID;
-            }
-            Err(e)
-        }
-    }
-}
-
-/// The reader's counters, for `--verbose`.
-fn report(vault: &super::Vault) {
-    let s = vault.stats.get();
-    eprintln!(
-        "Read {} bytes of plaintext in {} reads: {} sectors decrypted, {} from the cache.",
-        s.bytes, s.reads, s.sectors_decrypted, s.cache_hits
-    );
+/// Streams the file `path` of the vault to `out` through `buf`; returns the bytes copied.
+pub fn cat_file(
+    vault: &Vault,
+    path: &OsStr,
+    buf: &mut SecretBuf,
+    out: &mut impl Write,
+) -> Result<u64, RootlessError> {
+    let full = vault_path(path);
+    guarded(&vault.name, || {
+        stream(&vault.fs, &vault.name, &full, buf, out, u64::MAX)
+    })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
-    use super::super::tree::{load, walk_all, MAX_GROUPS};
-    use super::super::PANIC_STOP;
+    use super::super::error::PANIC_STOP;
+    use super::super::tree::{load, walk_all, TreeError, MAX_GROUPS};
     use super::*;
+    use crate::error::{code, CliError};
     use ext4_view::{Ext4, Ext4Error, Ext4Read};
     use luks2::unlock::{unlock, UnlockOptions};
     use luks2::volume::{DataSegment, Decryptor};
@@ -190,7 +84,7 @@ mod tests {
 
     /// Everything `ls -R --long`, `cat` and `run` do, on an in-memory image: Ok(entries
     /// listed) or the first error (files that fail to stream are counted, not fatal).
-    fn walk_everything(img: Vec<u8>) -> Result<usize, CliError> {
+    fn walk_everything(img: Vec<u8>) -> Result<usize, TreeError> {
         let len = img.len() as u64;
         let fs = load(Box::new(img), "v", len)?;
         let dirs = max_dirs(len);
@@ -252,7 +146,7 @@ mod tests {
                 }
                 .dir(b"/many", b"", false, 0)
             });
-            let e = r.expect_err("a corrupt /many lists without error");
+            let e = CliError::from(r.expect_err("a corrupt /many lists without error"));
             assert!(e.message.starts_with("v: "), "{}", e.message);
             assert_no_panic(&e.message);
             assert!(e.message.contains("corrupt"), "{}", e.message);
@@ -299,9 +193,8 @@ mod tests {
                         Ok(Err(e)) => {
                             outcomes[1] += 1;
                             assert!(
-                                !e.message.contains(PANIC_STOP),
-                                "{vault} block {block} pattern {pattern}: {}",
-                                e.message
+                                !e.to_string().contains(PANIC_STOP),
+                                "{vault} block {block} pattern {pattern}: {e}"
                             );
                         }
                         Err(_) => panic!("{vault} block {block}: a panic escaped the guard"),
@@ -382,7 +275,7 @@ mod tests {
         let e = fs.metadata("/many/x").unwrap_err();
         assert!(e.to_string().contains("counts 65535 entries"), "{e}");
         // Through tazpod: a clear error, no panic.
-        let e = super::super::guarded("v", || walk_everything(img)).unwrap_err();
+        let e = CliError::from(super::super::guarded("v", || walk_everything(img)).unwrap_err());
         assert_no_panic(&e.message);
         assert_eq!(e.code, code::INVALID);
         assert!(
@@ -416,7 +309,7 @@ mod tests {
             text.contains("counts 65520 entries of 8 bytes, more than its 4080 bytes"),
             "{text}"
         );
-        let e = super::super::guarded("v", || walk_everything(img)).unwrap_err();
+        let e = CliError::from(super::super::guarded("v", || walk_everything(img)).unwrap_err());
         assert_no_panic(&e.message);
         assert!(e.message.contains("corrupt"), "{}", e.message);
     }
@@ -470,7 +363,7 @@ mod tests {
             "{text}"
         );
         // tazpod leaves it to ext4-view and passes its message on.
-        let e = load(Box::new(huge), "v", len).err().unwrap();
+        let e = CliError::from(load(Box::new(huge), "v", len).err().unwrap());
         assert_eq!(e.code, code::INVALID);
         assert!(
             e.message
@@ -580,7 +473,7 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(text.contains("block group descriptor"), "{text}");
-        let e = load(Box::new(Sparse(img)), "v", 1 << 46).err().unwrap();
+        let e = CliError::from(load(Box::new(Sparse(img)), "v", 1 << 46).err().unwrap());
         assert!(
             e.message.contains(&format!(
                 "536870912 block groups (4294967295 blocks, 8 per group); tazpod reads \
