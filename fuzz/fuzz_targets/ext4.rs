@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     if *VERBOSE.get_or_init(|| std::env::var_os("TAZPOD_FUZZ_VERBOSE").is_some()) {
         match r {
             Ok(s) => eprintln!("walk: {s:?}"),
-            Err(e) => eprintln!("walk failed: {}", e.message),
+            Err(e) => eprintln!("walk failed: {e}"),
         }
     }
 });

@@ -84,8 +84,7 @@ fn run(data: &[u8]) -> Result<()> {
     let dirs = tree::max_dirs(img.written()).max(2);
     let fs = tree::load(Box::new(img), "fuzz", len).unwrap_or_else(|e| {
         panic!(
-            "{size} bytes: the new filesystem does not load: {}",
-            e.message
+            "{size} bytes: the new filesystem does not load: {e}"
         )
     });
     let label = fs.label().to_str().map(|s| s.as_bytes().to_vec());
@@ -111,8 +110,7 @@ fn run(data: &[u8]) -> Result<()> {
     assert_eq!(names, [&b"."[..], b"..", b"lost+found"]);
     tree::walk_all(&fs, "fuzz", dirs, 1 << 20).unwrap_or_else(|e| {
         panic!(
-            "{size} bytes: the new filesystem does not walk: {}",
-            e.message
+            "{size} bytes: the new filesystem does not walk: {e}"
         )
     });
     drop(fs);

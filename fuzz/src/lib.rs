@@ -5,9 +5,9 @@
 //!   reaches the JSON parser and the validator.
 //! - `kernel` and `table`: the binary crate's pure encoders and decoders (a fuzz target cannot
 //!   depend on a bin crate), compiled here from the same source files.
-//! - `error` and `tree`: the binary crate's CLI error type and the filesystem walk of the
-//!   rootless verbs (`ls`, `cat`, `run`), for the `ext4` target, with [`Ext4Image`] (a fuzzed
-//!   image padded with zeros, superblock checksum fixed up).
+//! - `tree`: the binary crate's filesystem walk of the rootless verbs (`ls`, `cat`, `run`),
+//!   with its own error type, for the `ext4` target, with [`Ext4Image`] (a fuzzed image padded
+//!   with zeros, superblock checksum fixed up).
 #![allow(clippy::all)]
 
 /// The binary crate's kernel modules (only the pure dm encode/decode functions are fuzzed;
@@ -20,11 +20,6 @@ pub mod kernel;
 #[allow(dead_code)]
 #[path = "../../src/table.rs"]
 pub mod table;
-
-/// The binary crate's CLI error type (what the rootless walk returns).
-#[allow(dead_code)]
-#[path = "../../src/error.rs"]
-pub mod error;
 
 /// The binary crate's filesystem walk of `ls`, `cat` and `run`.
 #[allow(dead_code)]
