@@ -1005,3 +1005,279 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::testing::{assert_converts, denied as io_err};
+    use crate::error::{code, CliError};
+    use luks2::error::{CipherError, KdfError, UnlockError};
+
+    #[test]
+    fn each_error_has_its_message_hint_and_exit_code() {
+        let denied = io_err().to_string();
+        let d = || PathBuf::from("d");
+        let in_use =
+            "unmount it, close its mapping (`tazpod close NAME`) or stop the program that \
+                      holds it; /sys/class/block/<device>/holders lists device-mapper users";
+        let oom = || KdfError::OutOfMemory { required_kib: 1024 };
+        let unsupported = || CipherError::UnsupportedCipher("foo-xts-plain64".into());
+        let table: Vec<(WriteError, u8, String, Option<&str>)> = vec![
+            (
+                WriteError::OpenForWrite {
+                    path: d(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("cannot open d for writing: {denied}"),
+                None,
+            ),
+            (
+                WriteError::InUseWithSignature { path: d() },
+                code::INVALID,
+                "cannot exclusively open d, device in use".into(),
+                Some(in_use),
+            ),
+            (
+                WriteError::InUse { path: d() },
+                code::BUSY,
+                "cannot use device d which is in use (already mapped or mounted)".into(),
+                Some(in_use),
+            ),
+            (
+                WriteError::Size {
+                    path: d(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("cannot get the size of d: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Write {
+                    shown: "d".into(),
+                    what: "primary header".into(),
+                    offset: 4096,
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("d: writing the primary header at offset 4096 failed: {denied}"),
+                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
+            ),
+            (
+                WriteError::NoTerminal {
+                    question: "Q".into(),
+                },
+                code::INVALID,
+                "Q: refused without a terminal to confirm".into(),
+                Some("add --batch-mode to confirm"),
+            ),
+            (
+                WriteError::Answer(io_err()),
+                code::INVALID,
+                format!("cannot read the answer: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Aborted,
+                code::PERMISSION,
+                "operation aborted".into(),
+                None,
+            ),
+            (
+                WriteError::LastKeyslotKept,
+                code::PERMISSION,
+                "operation aborted, the keyslot was NOT wiped".into(),
+                None,
+            ),
+            (
+                WriteError::Passphrase(PassphraseError::TooLong),
+                code::INVALID,
+                PassphraseError::TooLong.to_string(),
+                Some("use --key-file for longer keys"),
+            ),
+            (
+                WriteError::EmptyNewKeyFile { file: "k".into() },
+                code::INVALID,
+                "the new key file 'k' is empty: nothing to read; nothing was written".into(),
+                Some("a new key needs at least one byte; check the file"),
+            ),
+            (
+                WriteError::NewPassphraseStdin(io_err()),
+                code::INVALID,
+                format!("cannot read the new passphrase from standard input: {denied}"),
+                None,
+            ),
+            (
+                WriteError::NewPassphraseTooLong,
+                code::INVALID,
+                "the new passphrase is too long".into(),
+                None,
+            ),
+            (
+                WriteError::Prompt(io_err()),
+                code::INVALID,
+                format!("cannot read passphrase: {denied}"),
+                None,
+            ),
+            (
+                WriteError::PromptTooLong,
+                code::INVALID,
+                "the passphrase is too long".into(),
+                None,
+            ),
+            (
+                WriteError::Mismatch,
+                code::PERMISSION,
+                "passphrases do not match".into(),
+                None,
+            ),
+            (
+                WriteError::Pbkdf2Benchmark { hash: "sha256" },
+                code::INVALID,
+                "cannot measure PBKDF2-sha256 on this machine".into(),
+                None,
+            ),
+            (
+                WriteError::Argon2Benchmark(oom()),
+                code::NOMEM,
+                format!("argon2 benchmark: {}", oom()),
+                None,
+            ),
+            (
+                WriteError::Argon2Benchmark(KdfError::Failed("x".into())),
+                code::INVALID,
+                format!("argon2 benchmark: {}", KdfError::Failed("x".into())),
+                None,
+            ),
+            (
+                WriteError::UnknownHash { hash: "md4".into() },
+                code::INVALID,
+                "unknown hash 'md4'".into(),
+                None,
+            ),
+            (
+                WriteError::UnknownPbkdf {
+                    pbkdf: "scrypt".into(),
+                },
+                code::INVALID,
+                "unknown PBKDF 'scrypt' (argon2id, argon2i or pbkdf2)".into(),
+                None,
+            ),
+            (
+                WriteError::Type {
+                    luks_type: "luks1".into(),
+                },
+                code::INVALID,
+                "--type luks1: tazpod writes only luks2".into(),
+                None,
+            ),
+            (
+                WriteError::KeySize { bits: 12 },
+                code::INVALID,
+                "--key-size 12 is not a whole number of bytes".into(),
+                None,
+            ),
+            (
+                WriteError::Cipher {
+                    cipher: "foo-xts-plain64".into(),
+                    bits: 512,
+                    error: unsupported(),
+                },
+                code::INVALID,
+                format!(
+                    "cipher foo-xts-plain64 with a 512-bit key: {}",
+                    unsupported()
+                ),
+                None,
+            ),
+            (
+                WriteError::EssivWhirlpool {
+                    cipher: "aes-cbc-essiv:wp256".into(),
+                    bits: 256,
+                },
+                code::INVALID,
+                "cipher aes-cbc-essiv:wp256: cryptsetup cannot use the ESSIV hash wp256 for \
+                 LUKS2 keyslot encryption, so the volume would not open there"
+                    .into(),
+                Some("use another ESSIV hash (essiv:sha256) or plain64"),
+            ),
+            (
+                WriteError::Random("/dev/urandom: gone".into()),
+                code::INVALID,
+                "/dev/urandom: gone".into(),
+                None,
+            ),
+            (
+                fmt_err("layout", FormatError::BadMetadataSize(5)),
+                code::INVALID,
+                format!("layout: {}", FormatError::BadMetadataSize(5)),
+                None,
+            ),
+            (
+                fmt_err("d", FormatError::Kdf(oom())),
+                code::NOMEM,
+                format!("d: {}", FormatError::Kdf(oom())),
+                None,
+            ),
+            (
+                WriteError::Device(DeviceError::Size {
+                    name: "d".into(),
+                    error: io_err(),
+                }),
+                code::DEVICE,
+                format!("cannot get the size of d: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Luks {
+                    shown: "d".into(),
+                    error: luks2::Error::Unlock(UnlockError::WrongPassphrase),
+                },
+                code::PERMISSION,
+                format!("d: {}", luks2::Error::Unlock(UnlockError::WrongPassphrase)),
+                None,
+            ),
+            (
+                WriteError::Luks1 { shown: "d".into() },
+                code::INVALID,
+                "d: LUKS1 headers are read-only in tazpod".into(),
+                None,
+            ),
+            (
+                WriteError::SlotNotInUse {
+                    shown: "d".into(),
+                    slot: 3,
+                },
+                code::INVALID,
+                "d: keyslot 3 is not in use".into(),
+                None,
+            ),
+            (
+                WriteError::Unlock(Box::new(CliError::new(code::NOMEM, "u").hint("h"))),
+                code::NOMEM,
+                "u".into(),
+                Some("h"),
+            ),
+        ];
+        assert_converts(table);
+    }
+
+    /// A library error of a passphrase attempt keeps the device it was met on.
+    #[test]
+    fn a_failed_attempt_names_its_device() {
+        let e = WriteError::from(TryError::Library {
+            device: "d".into(),
+            error: luks2::Error::Unlock(UnlockError::WrongPassphrase),
+        });
+        assert!(
+            matches!(&e, WriteError::Luks { shown, .. } if shown == "d"),
+            "{e:?}"
+        );
+        let e = WriteError::from(TryError::Passphrase(PassphraseError::NothingToRead));
+        assert!(matches!(
+            e,
+            WriteError::Passphrase(PassphraseError::NothingToRead)
+        ));
+    }
+}
