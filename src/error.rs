@@ -4,9 +4,7 @@ use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
-use crate::write::WriteError;
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
-use luks2::format::FormatError;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -55,6 +53,15 @@ impl CliError {
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// A typed error's message (its `Display`) with the exit code and hint the CLI gives it.
+    pub fn typed(code: u8, e: &impl fmt::Display, hint: Option<&str>) -> Self {
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
     }
 
     /// Wraps a library error met while working on `device`.
@@ -132,11 +139,7 @@ impl From<PassphraseError> for CliError {
             PassphraseError::TooLong => Some("use --key-file for longer keys"),
             _ => None,
         };
-        CliError {
-            code: code::INVALID,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code::INVALID, &e, hint)
     }
 }
 
@@ -182,11 +185,7 @@ impl From<DeviceError> for CliError {
             | DeviceError::StdoutWrite(_)
             | DeviceError::OutputWrite { .. } => (code::INVALID, None),
         };
-        CliError {
-            code,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code, &e, hint)
     }
 }
 
@@ -217,73 +216,7 @@ impl From<BenchmarkError> for CliError {
             | BenchmarkError::CipherUnavailable { .. }
             | BenchmarkError::Cipher { .. } => (code::INVALID, None),
         };
-        CliError {
-            code,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
-    }
-}
-
-/// A header that could not be written: exit 4 for a device that cannot be opened, sized or
-/// written, 5 for a busy one, 2 for a refused confirmation or a passphrase mismatch, 3 for a
-/// KDF out of memory, else 1; the errors passed through keep their own.
-impl From<WriteError> for CliError {
-    fn from(e: WriteError) -> Self {
-        const IN_USE: &str = "unmount it, close its mapping (`tazpod close NAME`) or stop the \
-                              program that holds it; /sys/class/block/<device>/holders lists \
-                              device-mapper users";
-        let (code, hint) = match e {
-            WriteError::Passphrase(e) => return e.into(),
-            WriteError::Device(e) => return e.into(),
-            WriteError::Luks { shown, error } => return CliError::luks(&shown, error),
-            WriteError::Unlock(e) => return *e,
-            WriteError::OpenForWrite { .. } | WriteError::Size { .. } => (code::DEVICE, None),
-            WriteError::Write { .. } => (
-                code::DEVICE,
-                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
-            ),
-            WriteError::InUseWithSignature { .. } => (code::INVALID, Some(IN_USE)),
-            WriteError::InUse { .. } => (code::BUSY, Some(IN_USE)),
-            WriteError::NoTerminal { .. } => (code::INVALID, Some("add --batch-mode to confirm")),
-            WriteError::Aborted | WriteError::LastKeyslotKept | WriteError::Mismatch => {
-                (code::PERMISSION, None)
-            }
-            WriteError::EmptyNewKeyFile { .. } => (
-                code::INVALID,
-                Some("a new key needs at least one byte; check the file"),
-            ),
-            WriteError::EssivWhirlpool { .. } => (
-                code::INVALID,
-                Some("use another ESSIV hash (essiv:sha256) or plain64"),
-            ),
-            WriteError::Argon2Benchmark(KdfError::OutOfMemory { .. })
-            | WriteError::Format {
-                error: FormatError::Kdf(KdfError::OutOfMemory { .. }),
-                ..
-            } => (code::NOMEM, None),
-            WriteError::Answer(_)
-            | WriteError::NewPassphraseStdin(_)
-            | WriteError::NewPassphraseTooLong
-            | WriteError::Prompt(_)
-            | WriteError::PromptTooLong
-            | WriteError::Pbkdf2Benchmark { .. }
-            | WriteError::Argon2Benchmark(_)
-            | WriteError::UnknownHash { .. }
-            | WriteError::UnknownPbkdf { .. }
-            | WriteError::Type { .. }
-            | WriteError::KeySize { .. }
-            | WriteError::Cipher { .. }
-            | WriteError::Random(_)
-            | WriteError::Format { .. }
-            | WriteError::Luks1 { .. }
-            | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
-        };
-        CliError {
-            code,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code, &e, hint)
     }
 }
 
