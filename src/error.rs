@@ -62,6 +62,15 @@ impl CliError {
         self
     }
 
+    /// A typed error's message (its `Display`) with the exit code and hint the CLI gives it.
+    pub fn typed(code: u8, e: &impl fmt::Display, hint: Option<&str>) -> Self {
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(String::from),
+        }
+    }
+
     /// Wraps a library error met while working on `device`.
     pub fn luks(device: &str, e: Error) -> Self {
         let code = exit_code(&e);
@@ -137,11 +146,7 @@ impl From<PassphraseError> for CliError {
             PassphraseError::TooLong => Some("use --key-file for longer keys"),
             _ => None,
         };
-        CliError {
-            code: code::INVALID,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code::INVALID, &e, hint)
     }
 }
 
@@ -187,11 +192,7 @@ impl From<DeviceError> for CliError {
             | DeviceError::StdoutWrite(_)
             | DeviceError::OutputWrite { .. } => (code::INVALID, None),
         };
-        CliError {
-            code,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code, &e, hint)
     }
 }
 
@@ -222,11 +223,7 @@ impl From<BenchmarkError> for CliError {
             | BenchmarkError::CipherUnavailable { .. }
             | BenchmarkError::Cipher { .. } => (code::INVALID, None),
         };
-        CliError {
-            code,
-            message: e.to_string(),
-            hint: hint.map(String::from),
-        }
+        CliError::typed(code, &e, hint)
     }
 }
 

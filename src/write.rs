@@ -7,22 +7,275 @@
 //! with an `fsync` after every write, so that an interruption leaves a header that opens with the
 //! old or the new keyslots (`luks2/tests/format_crash.rs` checks every interruption point).
 
-use crate::device::{self, metadata_lock};
+use crate::device::{self, metadata_lock, DeviceError};
 use crate::error::{code, CliError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
-use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, PASSPHRASE_MAX};
+use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, TryError, PASSPHRASE_MAX};
 use crate::unlock::{HeaderRead, KeyRequest};
+use luks2::error::KdfError;
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
 use luks2::header::Luks2Header;
 use luks2::kdf::{Argon2Variant, KdfParams};
 use luks2::unlock::{unlock, UnlockOptions};
 use luks2::{Passphrase, SecretBuf};
+use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// Why a header could not be written. [`fmt::Display`] gives the message; the CLI adds the
+/// hint and exit code (`From<WriteError> for CliError`).
+#[derive(Debug)]
+pub enum WriteError {
+    /// The header device (or file) cannot be opened read-write.
+    OpenForWrite { path: PathBuf, error: io::Error },
+    /// A block device that another user holds, with a signature tazpod knows on it
+    /// (cryptsetup's wipe refuses it with exit 1).
+    InUseWithSignature { path: PathBuf },
+    /// A block device that another user holds, without a known signature (exit 5).
+    InUse { path: PathBuf },
+    /// The size of the device cannot be read.
+    Size { path: PathBuf, error: io::Error },
+    /// A write (or its sync) of the plan failed.
+    Write {
+        shown: String,
+        what: String,
+        offset: u64,
+        error: io::Error,
+    },
+    /// A confirmation was asked for with no terminal to answer it.
+    NoTerminal { question: String },
+    /// The answer to a confirmation could not be read.
+    Answer(io::Error),
+    /// The answer to a confirmation was not "YES".
+    Aborted,
+    /// The answer to the last keyslot's confirmation was not "YES".
+    LastKeyslotKept,
+    /// A passphrase could not be read.
+    Passphrase(PassphraseError),
+    /// A new key file holds nothing.
+    EmptyNewKeyFile { file: String },
+    /// The new passphrase could not be read from standard input.
+    NewPassphraseStdin(io::Error),
+    /// The new passphrase on standard input is over the limit.
+    NewPassphraseTooLong,
+    /// The new passphrase could not be read from the terminal.
+    Prompt(io::Error),
+    /// The new passphrase typed on the terminal is over the limit.
+    PromptTooLong,
+    /// The two typed passphrases differ.
+    Mismatch,
+    /// PBKDF2 could not be benchmarked with `hash`.
+    Pbkdf2Benchmark { hash: &'static str },
+    /// Argon2 could not be benchmarked.
+    Argon2Benchmark(luks2::error::KdfError),
+    /// `--hash` names no hash tazpod knows.
+    UnknownHash { hash: String },
+    /// `--pbkdf` names no PBKDF tazpod knows.
+    UnknownPbkdf { pbkdf: String },
+    /// `--type` is not luks2.
+    Type { luks_type: String },
+    /// `--key-size` is not a whole number of bytes.
+    KeySize { bits: usize },
+    /// The cipher cannot be used with a key of `bits`.
+    Cipher {
+        cipher: String,
+        bits: usize,
+        error: luks2::error::CipherError,
+    },
+    /// The cipher's ESSIV hash is a truncated Whirlpool, which cryptsetup's LUKS2 keyslots
+    /// cannot use.
+    EssivWhirlpool { cipher: String, bits: u16 },
+    /// The OS random source failed.
+    Random(String),
+    /// The writer refused the change (`what` is the device, or "layout").
+    Format { what: String, error: FormatError },
+    /// The writers' lock could not be taken.
+    Device(DeviceError),
+    /// The header of `shown` could not be read.
+    Luks { shown: String, error: luks2::Error },
+    /// The header is LUKS1, which tazpod only reads.
+    Luks1 { shown: String },
+    /// The keyslot to wipe is not in use.
+    SlotNotInUse { shown: String, slot: u32 },
+    /// The unlock pipeline's error (it reports in the CLI's terms already).
+    Unlock(Box<CliError>),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::OpenForWrite { path, error } => {
+                write!(f, "cannot open {} for writing: {error}", path.display())
+            }
+            WriteError::InUseWithSignature { path } => {
+                write!(
+                    f,
+                    "cannot exclusively open {}, device in use",
+                    path.display()
+                )
+            }
+            WriteError::InUse { path } => write!(
+                f,
+                "cannot use device {} which is in use (already mapped or mounted)",
+                path.display()
+            ),
+            WriteError::Size { path, error } => {
+                write!(f, "cannot get the size of {}: {error}", path.display())
+            }
+            WriteError::Write {
+                shown,
+                what,
+                offset,
+                error,
+            } => write!(
+                f,
+                "{shown}: writing the {what} at offset {offset} failed: {error}"
+            ),
+            WriteError::NoTerminal { question } => {
+                write!(f, "{question}: refused without a terminal to confirm")
+            }
+            WriteError::Answer(e) => write!(f, "cannot read the answer: {e}"),
+            WriteError::Aborted => f.write_str("operation aborted"),
+            WriteError::LastKeyslotKept => {
+                f.write_str("operation aborted, the keyslot was NOT wiped")
+            }
+            WriteError::Passphrase(e) => e.fmt(f),
+            WriteError::EmptyNewKeyFile { file } => write!(
+                f,
+                "the new key file '{file}' is empty: nothing to read; nothing was written"
+            ),
+            WriteError::NewPassphraseStdin(e) => {
+                write!(f, "cannot read the new passphrase from standard input: {e}")
+            }
+            WriteError::NewPassphraseTooLong => f.write_str("the new passphrase is too long"),
+            WriteError::Prompt(e) => write!(f, "cannot read passphrase: {e}"),
+            WriteError::PromptTooLong => f.write_str("the passphrase is too long"),
+            WriteError::Mismatch => f.write_str("passphrases do not match"),
+            WriteError::Pbkdf2Benchmark { hash } => {
+                write!(f, "cannot measure PBKDF2-{hash} on this machine")
+            }
+            WriteError::Argon2Benchmark(e) => write!(f, "argon2 benchmark: {e}"),
+            WriteError::UnknownHash { hash } => write!(f, "unknown hash '{hash}'"),
+            WriteError::UnknownPbkdf { pbkdf } => {
+                write!(f, "unknown PBKDF '{pbkdf}' (argon2id, argon2i or pbkdf2)")
+            }
+            WriteError::Type { luks_type } => {
+                write!(f, "--type {luks_type}: tazpod writes only luks2")
+            }
+            WriteError::KeySize { bits } => {
+                write!(f, "--key-size {bits} is not a whole number of bytes")
+            }
+            WriteError::Cipher {
+                cipher,
+                bits,
+                error,
+            } => write!(f, "cipher {cipher} with a {bits}-bit key: {error}"),
+            WriteError::EssivWhirlpool { cipher, bits } => write!(
+                f,
+                "cipher {cipher}: cryptsetup cannot use the ESSIV hash wp{bits} for LUKS2 \
+                 keyslot encryption, so the volume would not open there"
+            ),
+            WriteError::Random(e) => f.write_str(e),
+            WriteError::Format { what, error } => write!(f, "{what}: {error}"),
+            WriteError::Device(e) => e.fmt(f),
+            WriteError::Luks { shown, error } => write!(f, "{shown}: {error}"),
+            WriteError::Luks1 { shown } => {
+                write!(f, "{shown}: LUKS1 headers are read-only in tazpod")
+            }
+            WriteError::SlotNotInUse { shown, slot } => {
+                write!(f, "{shown}: keyslot {slot} is not in use")
+            }
+            WriteError::Unlock(e) => f.write_str(&e.message),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+/// A header that could not be written: exit 4 for a device that cannot be opened, sized or
+/// written, 5 for a busy one, 2 for a refused confirmation or a passphrase mismatch, 3 for a
+/// KDF out of memory, else 1; the errors passed through keep their own.
+impl From<WriteError> for CliError {
+    fn from(e: WriteError) -> Self {
+        const IN_USE: &str = "unmount it, close its mapping (`tazpod close NAME`) or stop the \
+                              program that holds it; /sys/class/block/<device>/holders lists \
+                              device-mapper users";
+        let (code, hint) = match e {
+            WriteError::Passphrase(e) => return e.into(),
+            WriteError::Device(e) => return e.into(),
+            WriteError::Luks { shown, error } => return CliError::luks(&shown, error),
+            WriteError::Unlock(e) => return *e,
+            WriteError::OpenForWrite { .. } | WriteError::Size { .. } => (code::DEVICE, None),
+            WriteError::Write { .. } => (
+                code::DEVICE,
+                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
+            ),
+            WriteError::InUseWithSignature { .. } => (code::INVALID, Some(IN_USE)),
+            WriteError::InUse { .. } => (code::BUSY, Some(IN_USE)),
+            WriteError::NoTerminal { .. } => (code::INVALID, Some("add --batch-mode to confirm")),
+            WriteError::Aborted | WriteError::LastKeyslotKept | WriteError::Mismatch => {
+                (code::PERMISSION, None)
+            }
+            WriteError::EmptyNewKeyFile { .. } => (
+                code::INVALID,
+                Some("a new key needs at least one byte; check the file"),
+            ),
+            WriteError::EssivWhirlpool { .. } => (
+                code::INVALID,
+                Some("use another ESSIV hash (essiv:sha256) or plain64"),
+            ),
+            WriteError::Argon2Benchmark(KdfError::OutOfMemory { .. })
+            | WriteError::Format {
+                error: FormatError::Kdf(KdfError::OutOfMemory { .. }),
+                ..
+            } => (code::NOMEM, None),
+            WriteError::Answer(_)
+            | WriteError::NewPassphraseStdin(_)
+            | WriteError::NewPassphraseTooLong
+            | WriteError::Prompt(_)
+            | WriteError::PromptTooLong
+            | WriteError::Pbkdf2Benchmark { .. }
+            | WriteError::Argon2Benchmark(_)
+            | WriteError::UnknownHash { .. }
+            | WriteError::UnknownPbkdf { .. }
+            | WriteError::Type { .. }
+            | WriteError::KeySize { .. }
+            | WriteError::Cipher { .. }
+            | WriteError::Random(_)
+            | WriteError::Format { .. }
+            | WriteError::Luks1 { .. }
+            | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
+impl From<PassphraseError> for WriteError {
+    fn from(e: PassphraseError) -> Self {
+        WriteError::Passphrase(e)
+    }
+}
+
+impl From<TryError> for WriteError {
+    fn from(e: TryError) -> Self {
+        match e {
+            TryError::Passphrase(e) => WriteError::Passphrase(e),
+            TryError::Library { device, error } => WriteError::Luks {
+                shown: device,
+                error,
+            },
+        }
+    }
+}
+
+impl From<DeviceError> for WriteError {
+    fn from(e: DeviceError) -> Self {
+        WriteError::Device(e)
+    }
+}
 
 /// cryptsetup's defaults for a new LUKS2 header (the command line shows the same values).
 pub const DEFAULT_PBKDF: &str = "argon2id";
@@ -144,34 +397,32 @@ pub fn os_random(buf: &mut [u8]) -> Result<(), String> {
         .map_err(|e| format!("/dev/urandom: {e}"))
 }
 
-pub fn fmt_err(what: &str, e: FormatError) -> CliError {
-    let c = match e {
-        FormatError::Kdf(luks2::error::KdfError::OutOfMemory { .. }) => code::NOMEM,
-        _ => code::INVALID,
-    };
-    CliError::new(c, format!("{what}: {e}"))
+/// The writer's refusal of a change to `what` (a device, or "layout").
+pub fn fmt_err(what: &str, error: FormatError) -> WriteError {
+    WriteError::Format {
+        what: what.to_string(),
+        error,
+    }
 }
 
 /// Opens the header device read-write.
-pub fn open_rw(path: &Path, create: bool) -> Result<File, CliError> {
+pub fn open_rw(path: &Path, create: bool) -> Result<File, WriteError> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
         .truncate(false)
         .open(path)
-        .map_err(|e| {
-            CliError::new(
-                code::DEVICE,
-                format!("cannot open {} for writing: {e}", path.display()),
-            )
+        .map_err(|error| WriteError::OpenForWrite {
+            path: path.to_path_buf(),
+            error,
         })
 }
 
 /// Opens the device `format` writes its header to: read-write, and on a block device with
 /// `O_EXCL`, as cryptsetup does, so that a mounted, mapped or otherwise claimed device is refused
 /// (and stays unclaimed by others while tazpod writes). Regular files get no such check.
-pub fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
+pub fn open_for_format(path: &Path, create: bool) -> Result<File, WriteError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let is_block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
     let mut o = OpenOptions::new();
@@ -182,10 +433,10 @@ pub fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
     match o.open(path) {
         Ok(f) => Ok(f),
         Err(e) if is_block && e.raw_os_error() == Some(libc::EBUSY) => Err(busy(path)),
-        Err(e) => Err(CliError::new(
-            code::DEVICE,
-            format!("cannot open {} for writing: {e}", path.display()),
-        )),
+        Err(error) => Err(WriteError::OpenForWrite {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
@@ -195,22 +446,12 @@ pub fn open_for_format(path: &Path, create: bool) -> Result<File, CliError> {
 /// device without one, the library's own exclusive open fails with "Cannot use device X which
 /// is in use (already mapped or mounted)." (exit 5). tazpod knows two signatures, the ones a
 /// vault has: a LUKS header and an ext2/3/4 superblock.
-fn busy(path: &Path) -> CliError {
-    let shown = path.display();
-    let hint = "unmount it, close its mapping (`tazpod close NAME`) or stop the program that \
-                holds it; /sys/class/block/<device>/holders lists device-mapper users";
-    if has_known_signature(path) {
-        CliError::new(
-            code::INVALID,
-            format!("cannot exclusively open {shown}, device in use"),
-        )
-        .hint(hint)
+fn busy(path: &Path) -> WriteError {
+    let path = path.to_path_buf();
+    if has_known_signature(&path) {
+        WriteError::InUseWithSignature { path }
     } else {
-        CliError::new(
-            code::BUSY,
-            format!("cannot use device {shown} which is in use (already mapped or mounted)"),
-        )
-        .hint(hint)
+        WriteError::InUse { path }
     }
 }
 
@@ -229,14 +470,12 @@ fn has_known_signature(path: &Path) -> bool {
         || head.get(EXT_MAGIC_AT..EXT_MAGIC_AT + 2) == Some(&[0x53, 0xEF][..])
 }
 
-pub fn size_of(f: &File, path: &Path) -> Result<u64, CliError> {
+pub fn size_of(f: &File, path: &Path) -> Result<u64, WriteError> {
     use std::io::{Seek, SeekFrom};
     let mut f = f;
-    f.seek(SeekFrom::End(0)).map_err(|e| {
-        CliError::new(
-            code::DEVICE,
-            format!("cannot get the size of {}: {e}", path.display()),
-        )
+    f.seek(SeekFrom::End(0)).map_err(|error| WriteError::Size {
+        path: path.to_path_buf(),
+        error,
     })
 }
 
@@ -259,44 +498,37 @@ impl Sink for File {
 
 /// Runs the plan in order, syncing after every write (the order is what keeps one header
 /// copy consistent at any interruption).
-pub fn execute(plan: &Plan, sink: &mut dyn Sink, shown: &str) -> Result<(), CliError> {
+pub fn execute(plan: &Plan, sink: &mut dyn Sink, shown: &str) -> Result<(), WriteError> {
     for w in &plan.writes {
         sink.write_at(&w.data, w.offset)
             .and_then(|()| sink.sync())
-            .map_err(|e| {
-                CliError::new(
-                    code::DEVICE,
-                    format!(
-                        "{shown}: writing the {} at offset {} failed: {e}",
-                        w.what, w.offset
-                    ),
-                )
-                .hint("the header keeps its previous or its new state; check it with `tazpod dump`")
+            .map_err(|error| WriteError::Write {
+                shown: shown.to_string(),
+                what: w.what.clone(),
+                offset: w.offset,
+                error,
             })?;
     }
     Ok(())
 }
 
 /// Asks for a typed "YES" on the terminal; refuses without one.
-pub fn confirm(question: &str) -> Result<(), CliError> {
-    confirm_or(question, "operation aborted")
+pub fn confirm(question: &str) -> Result<(), WriteError> {
+    confirm_or(question, WriteError::Aborted)
 }
 
-/// [`confirm`] with the message for an answer other than "YES".
-fn confirm_or(question: &str, aborted: &str) -> Result<(), CliError> {
+/// [`confirm`] with the error for an answer other than "YES".
+fn confirm_or(question: &str, aborted: WriteError) -> Result<(), WriteError> {
     if !tty::stdin_is_tty() {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("{question}: refused without a terminal to confirm"),
-        )
-        .hint("add --batch-mode to confirm"));
+        return Err(WriteError::NoTerminal {
+            question: question.to_string(),
+        });
     }
     eprint!("{question}\nAre you sure? (Type 'yes' in capital letters): ");
-    let answer = tty::read_line_secret(64)
-        .map_err(|e| CliError::new(code::INVALID, format!("cannot read the answer: {e}")))?;
+    let answer = tty::read_line_secret(64).map_err(WriteError::Answer)?;
     match answer {
         Some(a) if a.as_bytes() == b"YES" => Ok(()),
-        _ => Err(CliError::new(code::PERMISSION, aborted)),
+        _ => Err(aborted),
     }
 }
 
@@ -305,23 +537,19 @@ pub fn new_passphrase(
     keyfile: Option<&PathBuf>,
     key: Option<&KeyArgs>,
     shown: &str,
-) -> Result<Passphrase, CliError> {
+) -> Result<Passphrase, WriteError> {
     let copy = |p: &Passphrase| Ok(Passphrase::from_vec(p.as_bytes().to_vec()));
     // A new key from a file must hold at least one byte: an empty file is a mistake (a file
     // not yet written, a failed redirection), never a key. cryptsetup would take it as an empty
     // key; tazpod refuses, writing nothing. `-` that ends at once is "Nothing to read".
-    let from_file = |args: &KeyArgs| -> Result<Passphrase, CliError> {
+    let from_file = |args: &KeyArgs| -> Result<Passphrase, WriteError> {
         let p = with_passphrase(args, shown, copy)?;
         if p.as_bytes().is_empty() {
             let file = args
                 .key_file
                 .as_ref()
                 .map_or(String::new(), |f| f.display().to_string());
-            return Err(CliError::new(
-                code::INVALID,
-                format!("the new key file '{file}' is empty: nothing to read; nothing was written"),
-            )
-            .hint("a new key needs at least one byte; check the file"));
+            return Err(WriteError::EmptyNewKeyFile { file });
         }
         Ok(p)
     };
@@ -341,21 +569,11 @@ pub fn new_passphrase(
         // A line of standard input. Input that has already ended (an earlier prompt took the
         // last line) is "Nothing to read on input." (exit 1), as in cryptsetup, never an empty
         // passphrase; an empty line is one, as in cryptsetup, with a warning.
-        let line = tty::read_line(PASSPHRASE_MAX).map_err(|e| {
-            CliError::new(
-                code::INVALID,
-                format!("cannot read the new passphrase from standard input: {e}"),
-            )
-        })?;
+        let line = tty::read_line(PASSPHRASE_MAX).map_err(WriteError::NewPassphraseStdin)?;
         let p = match line {
             tty::Line::Text(p) => p,
             tty::Line::Eof => return Err(PassphraseError::NothingToRead.into()),
-            tty::Line::TooLong => {
-                return Err(CliError::new(
-                    code::INVALID,
-                    "the new passphrase is too long",
-                ))
-            }
+            tty::Line::TooLong => return Err(WriteError::NewPassphraseTooLong),
         };
         if p.as_bytes().is_empty() {
             eprintln!(
@@ -364,17 +582,24 @@ pub fn new_passphrase(
         }
         return Ok(Passphrase::new(p));
     }
-    let read = |prompt: &str| -> Result<SecretBuf, CliError> {
+    let read = |prompt: &str| -> Result<SecretBuf, WriteError> {
         tty::prompt_passphrase(prompt, PASSPHRASE_MAX)
-            .map_err(|e| CliError::new(code::INVALID, format!("cannot read passphrase: {e}")))?
-            .ok_or_else(|| CliError::new(code::INVALID, "the passphrase is too long"))
+            .map_err(WriteError::Prompt)?
+            .ok_or(WriteError::PromptTooLong)
     };
     let a = read(&format!("Enter passphrase for {shown}: "))?;
     let b = read("Verify passphrase: ")?;
     if a.as_bytes() != b.as_bytes() {
-        return Err(CliError::new(code::PERMISSION, "passphrases do not match"));
+        return Err(WriteError::Mismatch);
     }
     Ok(Passphrase::new(a))
+}
+
+/// The hash `name` names.
+fn hash_of(name: &str) -> Result<HashAlg, WriteError> {
+    HashAlg::from_name(name).ok_or_else(|| WriteError::UnknownHash {
+        hash: name.to_string(),
+    })
 }
 
 /// Number of CPUs.
@@ -394,25 +619,19 @@ const DIGEST_ITER_TIME_MS: u64 = 125;
 
 /// PBKDF2 iterations that take `target_ms` for a `key_len`-byte output on this machine (the
 /// calibrator `benchmark` uses), at least cryptsetup's minimum.
-fn bench_pbkdf2(hash: HashAlg, key_len: usize, target_ms: u64) -> Result<u32, CliError> {
+fn bench_pbkdf2(hash: HashAlg, key_len: usize, target_ms: u64) -> Result<u32, WriteError> {
     kdfcal::pbkdf2_iterations(
         hash,
         key_len.max(1),
         target_ms,
         format::MIN_PBKDF2_ITERATIONS,
     )
-    .ok_or_else(|| {
-        CliError::new(
-            code::INVALID,
-            format!("cannot measure PBKDF2-{} on this machine", hash.name()),
-        )
-    })
+    .ok_or(WriteError::Pbkdf2Benchmark { hash: hash.name() })
 }
 
 /// The keyslot KDF from the options: forced, or benchmarked to `--iter-time` like cryptsetup.
-fn choose_kdf(a: &KdfOptions, key_len: usize, verbose: bool) -> Result<KdfParams, CliError> {
-    let hash = HashAlg::from_name(&a.hash)
-        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.hash)))?;
+fn choose_kdf(a: &KdfOptions, key_len: usize, verbose: bool) -> Result<KdfParams, WriteError> {
+    let hash = hash_of(&a.hash)?;
     let target = a.iter_time.unwrap_or(DEFAULT_ITER_TIME_MS).max(1);
     let variant = match a.pbkdf.as_str() {
         "pbkdf2" => {
@@ -425,10 +644,9 @@ fn choose_kdf(a: &KdfOptions, key_len: usize, verbose: bool) -> Result<KdfParams
         "argon2i" => Argon2Variant::I,
         "argon2id" => Argon2Variant::Id,
         other => {
-            return Err(CliError::new(
-                code::INVALID,
-                format!("unknown PBKDF '{other}' (argon2id, argon2i or pbkdf2)"),
-            ))
+            return Err(WriteError::UnknownPbkdf {
+                pbkdf: other.to_string(),
+            })
         }
     };
     // Memory: the option, else 1 GiB; never more than half the available memory.
@@ -449,13 +667,7 @@ fn choose_kdf(a: &KdfOptions, key_len: usize, verbose: bool) -> Result<KdfParams
     }
     // cryptsetup's search: memory first (up to the cap above), then time, to --iter-time.
     let (time, memory_kib) = kdfcal::argon2_search(variant, target, memory, cpus, key_len.max(4))
-        .map_err(|e| {
-        let c = match e {
-            luks2::kdf::KdfError::OutOfMemory { .. } => code::NOMEM,
-            _ => code::INVALID,
-        };
-        CliError::new(c, format!("argon2 benchmark: {e}"))
-    })?;
+        .map_err(WriteError::Argon2Benchmark)?;
     if verbose {
         eprintln!(
             "PBKDF {}: time {time}, memory {memory_kib} KiB, {cpus} threads (for {target} ms)",
@@ -502,53 +714,40 @@ pub struct NewHeader {
 }
 
 /// Checks the choices of a new header (those that do not depend on the device).
-pub fn header_spec(a: &FormatOptions) -> Result<HeaderSpec, CliError> {
+pub fn header_spec(a: &FormatOptions) -> Result<HeaderSpec, WriteError> {
     if a.luks_type != "luks2" {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("--type {}: tazpod writes only luks2", a.luks_type),
-        ));
+        return Err(WriteError::Type {
+            luks_type: a.luks_type.clone(),
+        });
     }
     let key_bits = a
         .key_size
         .unwrap_or(if a.cipher.contains("xts") { 512 } else { 256 });
     if key_bits % 8 != 0 || key_bits == 0 {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("--key-size {key_bits} is not a whole number of bytes"),
-        ));
+        return Err(WriteError::KeySize { bits: key_bits });
     }
     let key_len = key_bits / 8;
-    let parsed = luks2::cipher::CipherSpec::parse(&a.cipher, key_len).map_err(|e| {
-        CliError::new(
-            code::INVALID,
-            format!("cipher {} with a {key_bits}-bit key: {e}", a.cipher),
-        )
+    let parsed = luks2::cipher::CipherSpec::parse(&a.cipher, key_len).map_err(|error| {
+        WriteError::Cipher {
+            cipher: a.cipher.clone(),
+            bits: key_bits,
+            error,
+        }
     })?;
     // The keyslots are encrypted with the data cipher (as cryptsetup does), and cryptsetup's
     // keyslot code has no truncated Whirlpool: it refuses this format and could not open the
     // volume tazpod would write. LUKS1 volumes with it (read only here) do open.
     if let luks2::cipher::IvMode::EssivWp(bits) = parsed.iv_mode() {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "cipher {}: cryptsetup cannot use the ESSIV hash wp{bits} for LUKS2 keyslot \
-                 encryption, so the volume would not open there",
-                a.cipher
-            ),
-        )
-        .hint("use another ESSIV hash (essiv:sha256) or plain64"));
+        return Err(WriteError::EssivWhirlpool {
+            cipher: a.cipher.clone(),
+            bits,
+        });
     }
-    let hash = HashAlg::from_name(&a.kdf.hash)
-        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", a.kdf.hash)))?;
+    let hash = hash_of(&a.kdf.hash)?;
     if !matches!(a.kdf.pbkdf.as_str(), "argon2id" | "argon2i" | "pbkdf2") {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "unknown PBKDF '{}' (argon2id, argon2i or pbkdf2)",
-                a.kdf.pbkdf
-            ),
-        ));
+        return Err(WriteError::UnknownPbkdf {
+            pbkdf: a.kdf.pbkdf.clone(),
+        });
     }
     let layout = Layout::cryptsetup(a.metadata_size, a.keyslots_size, a.detached)
         .map_err(|e| fmt_err("layout", e))?;
@@ -589,7 +788,7 @@ pub fn write_header(
     hdr_name: &str,
     verbose: bool,
     old: Option<&Luks2Header>,
-) -> Result<NewHeader, CliError> {
+) -> Result<NewHeader, WriteError> {
     let kdf = choose_kdf(&spec.kdf, spec.key_len, verbose)?;
     let digest_iterations = if spec.kdf.force_iterations.is_some() {
         format::MIN_PBKDF2_ITERATIONS
@@ -613,7 +812,7 @@ pub fn write_header(
         digest_iterations,
     };
     let mut vk = SecretBuf::zeroed(spec.key_len);
-    os_random(vk.as_mut_bytes()).map_err(|e| CliError::new(code::INVALID, e))?;
+    os_random(vk.as_mut_bytes()).map_err(WriteError::Random)?;
     // Over an existing LUKS2 header, the order that keeps the old passphrases working until
     // the new header is complete (see `format_over`), where the layouts allow it.
     let over = match old {
@@ -652,14 +851,17 @@ pub struct Loaded {
 }
 
 /// Opens the header read-write, takes the writers' lock and loads it (LUKS2 only).
-pub fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliError> {
+pub fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, WriteError> {
     let path = header.map_or(device, |h| h.as_path());
     let shown = path.display().to_string();
     let mut f = open_rw(path, false)?;
     // The header is read only once the writers' lock is held, so the update starts from the
     // latest state; the lock stays held until the last write is synced.
     let lock = metadata_lock(&f, &shown, flock::Mode::Exclusive)?;
-    let h = luks2::read_header(&mut f).map_err(|e| CliError::luks(&shown, e))?;
+    let h = luks2::read_header(&mut f).map_err(|error| WriteError::Luks {
+        shown: shown.clone(),
+        error,
+    })?;
     match h {
         luks2::Header::Luks2(h) => Ok(Loaded {
             file: f,
@@ -667,10 +869,7 @@ pub fn load_rw(device: &Path, header: Option<&PathBuf>) -> Result<Loaded, CliErr
             header: *h,
             _lock: lock,
         }),
-        luks2::Header::Luks1(_) => Err(CliError::new(
-            code::INVALID,
-            format!("{shown}: LUKS1 headers are read-only in tazpod"),
-        )),
+        luks2::Header::Luks1(_) => Err(WriteError::Luks1 { shown }),
     }
 }
 
@@ -685,21 +884,22 @@ pub fn unlock_for_new_key(
     new_keyfile: Option<&PathBuf>,
     kdf: &KdfOptions,
     verbose: bool,
-) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), CliError> {
+) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), WriteError> {
     let read = HeaderRead::of(luks2::Header::Luks2(Box::new(h.clone())), shown);
-    let u = read.unlock(
-        f,
-        &KeyRequest {
-            key,
-            keyslot: slot,
-            limits: crate::unlock::default_limits(),
-            verbose,
-        },
-    )?;
+    let u = read
+        .unlock(
+            f,
+            &KeyRequest {
+                key,
+                keyslot: slot,
+                limits: crate::unlock::default_limits(),
+                verbose,
+            },
+        )
+        .map_err(|e| WriteError::Unlock(Box::new(e)))?;
     let new = new_passphrase(new_keyfile, None, shown)?;
     let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
-    let hash = HashAlg::from_name(&kdf.hash)
-        .ok_or_else(|| CliError::new(code::INVALID, format!("unknown hash '{}'", kdf.hash)))?;
+    let hash = hash_of(&kdf.hash)?;
     let encryption = h
         .metadata
         .keyslots
@@ -722,12 +922,12 @@ pub fn kill(
     h: &Luks2Header,
     slot: u32,
     batch: bool,
-) -> Result<(), CliError> {
+) -> Result<(), WriteError> {
     if !h.metadata.keyslots.contains_key(&slot) {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("{shown}: keyslot {slot} is not in use"),
-        ));
+        return Err(WriteError::SlotNotInUse {
+            shown: shown.to_string(),
+            slot,
+        });
     }
     if h.metadata.keyslots.len() == 1 && !batch {
         last_keyslot_rule(shown, slot)?;
@@ -741,14 +941,14 @@ pub fn kill(
 /// nothing written); without a terminal there is nobody to ask and the keyslot is wiped, with
 /// a warning that the device will not open again. `--batch-mode` skips the question (and for
 /// `kill-slot` a key file does too); the callers check that.
-pub fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), CliError> {
+pub fn last_keyslot_rule(shown: &str, slot: u32) -> Result<(), WriteError> {
     if tty::stdin_is_tty() {
         return confirm_or(
             &format!(
                 "WARNING!\n========\nThis is the last keyslot of {shown}. Device will become \
                  unusable after purging this key."
             ),
-            "operation aborted, the keyslot was NOT wiped",
+            WriteError::LastKeyslotKept,
         );
     }
     eprintln!(
@@ -856,10 +1056,286 @@ mod tests {
             let r = execute(&plan, &mut s, "dev");
             assert_eq!(r.is_ok(), n == 3);
             if let Err(e) = r {
-                assert!(e.message.contains(&format!("w{n}")), "{}", e.message);
+                assert!(e.to_string().contains(&format!("w{n}")), "{e}");
             }
             let written: Vec<u8> = (1..=u8::try_from(n).unwrap_or(0)).collect();
             assert_eq!(s.image, written);
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::testing::{assert_converts, denied as io_err};
+    use crate::error::{code, CliError};
+    use luks2::error::{CipherError, KdfError, UnlockError};
+
+    #[test]
+    fn each_error_has_its_message_hint_and_exit_code() {
+        let denied = io_err().to_string();
+        let d = || PathBuf::from("d");
+        let in_use =
+            "unmount it, close its mapping (`tazpod close NAME`) or stop the program that \
+                      holds it; /sys/class/block/<device>/holders lists device-mapper users";
+        let oom = || KdfError::OutOfMemory { required_kib: 1024 };
+        let unsupported = || CipherError::UnsupportedCipher("foo-xts-plain64".into());
+        let table: Vec<(WriteError, u8, String, Option<&str>)> = vec![
+            (
+                WriteError::OpenForWrite {
+                    path: d(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("cannot open d for writing: {denied}"),
+                None,
+            ),
+            (
+                WriteError::InUseWithSignature { path: d() },
+                code::INVALID,
+                "cannot exclusively open d, device in use".into(),
+                Some(in_use),
+            ),
+            (
+                WriteError::InUse { path: d() },
+                code::BUSY,
+                "cannot use device d which is in use (already mapped or mounted)".into(),
+                Some(in_use),
+            ),
+            (
+                WriteError::Size {
+                    path: d(),
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("cannot get the size of d: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Write {
+                    shown: "d".into(),
+                    what: "primary header".into(),
+                    offset: 4096,
+                    error: io_err(),
+                },
+                code::DEVICE,
+                format!("d: writing the primary header at offset 4096 failed: {denied}"),
+                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
+            ),
+            (
+                WriteError::NoTerminal {
+                    question: "Q".into(),
+                },
+                code::INVALID,
+                "Q: refused without a terminal to confirm".into(),
+                Some("add --batch-mode to confirm"),
+            ),
+            (
+                WriteError::Answer(io_err()),
+                code::INVALID,
+                format!("cannot read the answer: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Aborted,
+                code::PERMISSION,
+                "operation aborted".into(),
+                None,
+            ),
+            (
+                WriteError::LastKeyslotKept,
+                code::PERMISSION,
+                "operation aborted, the keyslot was NOT wiped".into(),
+                None,
+            ),
+            (
+                WriteError::Passphrase(PassphraseError::TooLong),
+                code::INVALID,
+                PassphraseError::TooLong.to_string(),
+                Some("use --key-file for longer keys"),
+            ),
+            (
+                WriteError::EmptyNewKeyFile { file: "k".into() },
+                code::INVALID,
+                "the new key file 'k' is empty: nothing to read; nothing was written".into(),
+                Some("a new key needs at least one byte; check the file"),
+            ),
+            (
+                WriteError::NewPassphraseStdin(io_err()),
+                code::INVALID,
+                format!("cannot read the new passphrase from standard input: {denied}"),
+                None,
+            ),
+            (
+                WriteError::NewPassphraseTooLong,
+                code::INVALID,
+                "the new passphrase is too long".into(),
+                None,
+            ),
+            (
+                WriteError::Prompt(io_err()),
+                code::INVALID,
+                format!("cannot read passphrase: {denied}"),
+                None,
+            ),
+            (
+                WriteError::PromptTooLong,
+                code::INVALID,
+                "the passphrase is too long".into(),
+                None,
+            ),
+            (
+                WriteError::Mismatch,
+                code::PERMISSION,
+                "passphrases do not match".into(),
+                None,
+            ),
+            (
+                WriteError::Pbkdf2Benchmark { hash: "sha256" },
+                code::INVALID,
+                "cannot measure PBKDF2-sha256 on this machine".into(),
+                None,
+            ),
+            (
+                WriteError::Argon2Benchmark(oom()),
+                code::NOMEM,
+                format!("argon2 benchmark: {}", oom()),
+                None,
+            ),
+            (
+                WriteError::Argon2Benchmark(KdfError::Failed("x".into())),
+                code::INVALID,
+                format!("argon2 benchmark: {}", KdfError::Failed("x".into())),
+                None,
+            ),
+            (
+                WriteError::UnknownHash { hash: "md4".into() },
+                code::INVALID,
+                "unknown hash 'md4'".into(),
+                None,
+            ),
+            (
+                WriteError::UnknownPbkdf {
+                    pbkdf: "scrypt".into(),
+                },
+                code::INVALID,
+                "unknown PBKDF 'scrypt' (argon2id, argon2i or pbkdf2)".into(),
+                None,
+            ),
+            (
+                WriteError::Type {
+                    luks_type: "luks1".into(),
+                },
+                code::INVALID,
+                "--type luks1: tazpod writes only luks2".into(),
+                None,
+            ),
+            (
+                WriteError::KeySize { bits: 12 },
+                code::INVALID,
+                "--key-size 12 is not a whole number of bytes".into(),
+                None,
+            ),
+            (
+                WriteError::Cipher {
+                    cipher: "foo-xts-plain64".into(),
+                    bits: 512,
+                    error: unsupported(),
+                },
+                code::INVALID,
+                format!(
+                    "cipher foo-xts-plain64 with a 512-bit key: {}",
+                    unsupported()
+                ),
+                None,
+            ),
+            (
+                WriteError::EssivWhirlpool {
+                    cipher: "aes-cbc-essiv:wp256".into(),
+                    bits: 256,
+                },
+                code::INVALID,
+                "cipher aes-cbc-essiv:wp256: cryptsetup cannot use the ESSIV hash wp256 for \
+                 LUKS2 keyslot encryption, so the volume would not open there"
+                    .into(),
+                Some("use another ESSIV hash (essiv:sha256) or plain64"),
+            ),
+            (
+                WriteError::Random("/dev/urandom: gone".into()),
+                code::INVALID,
+                "/dev/urandom: gone".into(),
+                None,
+            ),
+            (
+                fmt_err("layout", FormatError::BadMetadataSize(5)),
+                code::INVALID,
+                format!("layout: {}", FormatError::BadMetadataSize(5)),
+                None,
+            ),
+            (
+                fmt_err("d", FormatError::Kdf(oom())),
+                code::NOMEM,
+                format!("d: {}", FormatError::Kdf(oom())),
+                None,
+            ),
+            (
+                WriteError::Device(DeviceError::Size {
+                    name: "d".into(),
+                    error: io_err(),
+                }),
+                code::DEVICE,
+                format!("cannot get the size of d: {denied}"),
+                None,
+            ),
+            (
+                WriteError::Luks {
+                    shown: "d".into(),
+                    error: luks2::Error::Unlock(UnlockError::WrongPassphrase),
+                },
+                code::PERMISSION,
+                format!("d: {}", luks2::Error::Unlock(UnlockError::WrongPassphrase)),
+                None,
+            ),
+            (
+                WriteError::Luks1 { shown: "d".into() },
+                code::INVALID,
+                "d: LUKS1 headers are read-only in tazpod".into(),
+                None,
+            ),
+            (
+                WriteError::SlotNotInUse {
+                    shown: "d".into(),
+                    slot: 3,
+                },
+                code::INVALID,
+                "d: keyslot 3 is not in use".into(),
+                None,
+            ),
+            (
+                WriteError::Unlock(Box::new(CliError::new(code::NOMEM, "u").hint("h"))),
+                code::NOMEM,
+                "u".into(),
+                Some("h"),
+            ),
+        ];
+        assert_converts(table);
+    }
+
+    /// A library error of a passphrase attempt keeps the device it was met on.
+    #[test]
+    fn a_failed_attempt_names_its_device() {
+        let e = WriteError::from(TryError::Library {
+            device: "d".into(),
+            error: luks2::Error::Unlock(UnlockError::WrongPassphrase),
+        });
+        assert!(
+            matches!(&e, WriteError::Luks { shown, .. } if shown == "d"),
+            "{e:?}"
+        );
+        let e = WriteError::from(TryError::Passphrase(PassphraseError::NothingToRead));
+        assert!(matches!(
+            e,
+            WriteError::Passphrase(PassphraseError::NothingToRead)
+        ));
     }
 }

@@ -493,7 +493,7 @@ pub fn cmd_config(a: ConfigArgs, _verbose: bool) -> Result<(), CliError> {
     } = load_rw(&a.device, a.header.as_ref())?;
     let plan = format::configure(&h, a.label.as_deref(), priority, &mut os_random)
         .map_err(|e| fmt_err(&shown, e))?;
-    execute(&plan, &mut f, &shown)
+    Ok(execute(&plan, &mut f, &shown)?)
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ pub fn new_passphrase(key: &KeyArgs, vault: &Path) -> Result<Passphrase, CliErro
             "standard input is not a terminal: cannot ask for the new passphrase twice",
         ));
     }
-    write::new_passphrase(None, Some(key), &shown)
+    Ok(write::new_passphrase(None, Some(key), &shown)?)
 }
 
 /// Whether the caller (whose filesystem rights are active) may replace `vault`: a regular

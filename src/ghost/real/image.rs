@@ -328,9 +328,13 @@ impl Image for RealHost {
             req.verbose,
             None,
         )
-        .map_err(|e| match e.hint {
-            Some(h) => fail("format", format!("{} ({h})", e.message)),
-            None => fail("format", e.message),
+        .map_err(|e| {
+            // The CLI's message and hint, as an `Other` I/O error: exit 1 for every failure.
+            let e = crate::error::CliError::from(e);
+            match e.hint {
+                Some(h) => fail("format", format!("{} ({h})", e.message)),
+                None => fail("format", e.message),
+            }
         })?;
         // Read back through the reader: what is mapped is what a later unlock will see.
         let mut f = &c.file;
