@@ -385,6 +385,10 @@ pub fn cgroup_limit(root: &Path, proc_self_cgroup: &str) -> Option<(u64, u64, Pa
     best
 }
 
+/// Where the default KDF memory limit comes from ("the container memory limit 200 MiB …"),
+/// set once when the KDF limits are made, for the hint of a keyslot over that limit.
+pub static MEMORY_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The memory a key derivation may use: the machine's available memory, or, when tighter,
 /// the free room under this process's cgroup memory limit less [`CGROUP_HEADROOM`] (a
 /// container's limit; `/proc/meminfo` still shows the host's memory there).

@@ -2,18 +2,16 @@
 
 use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
+use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
 use crate::rootless::error::RootlessError;
 use crate::rootless::tree::TreeError;
+use crate::write::WriteError;
 use ext4_view::Ext4Error;
 use luks2::error::{Error, KdfError, UnlockError, VolumeError};
+use luks2::format::FormatError;
 use std::fmt;
-use std::sync::OnceLock;
-
-/// Where the default KDF memory limit comes from ("the container memory limit 200 MiB …"),
-/// set once by the binary at start, for the hint of a keyslot over that limit.
-pub static MEMORY_NOTE: OnceLock<String> = OnceLock::new();
 
 /// cryptsetup's exit codes, which tazpod uses too.
 pub mod code {
@@ -83,7 +81,7 @@ impl CliError {
             Error::Unlock(UnlockError::KdfOverLimit {
                 error: KdfError::MemoryOverLimit { .. },
                 ..
-            }) => Some(match MEMORY_NOTE.get() {
+            }) => Some(match crate::device::MEMORY_NOTE.get() {
                 Some(budget) => format!(
                     "without --max-kdf-memory the limit is 3/4 of {budget}; --max-kdf-memory KiB \
                      sets it"
@@ -337,6 +335,89 @@ impl From<RootlessError> for CliError {
 }
 
 /// Helpers for the tests of the typed errors' conversions.
+impl From<MapError> for CliError {
+    /// cryptsetup's exit code for the kind; a library error as every verb reports one.
+    fn from(e: MapError) -> CliError {
+        match e {
+            MapError::Failed {
+                kind,
+                message,
+                hint,
+                ..
+            } => {
+                let c = match kind {
+                    Kind::Invalid => code::INVALID,
+                    Kind::Device => code::DEVICE,
+                    Kind::Busy => code::BUSY,
+                };
+                let e = CliError::new(c, message);
+                match hint {
+                    Some(h) => e.hint(h),
+                    None => e,
+                }
+            }
+            MapError::Library { device, error } => CliError::luks(&device, error),
+        }
+    }
+}
+
+/// A header that could not be written: exit 4 for a device that cannot be opened, sized or
+/// written, 5 for a busy one, 2 for a refused confirmation or a passphrase mismatch, 3 for a
+/// KDF out of memory, else 1; the errors passed through keep their own.
+impl From<WriteError> for CliError {
+    fn from(e: WriteError) -> Self {
+        const IN_USE: &str = "unmount it, close its mapping (`tazpod close NAME`) or stop the \
+                              program that holds it; /sys/class/block/<device>/holders lists \
+                              device-mapper users";
+        let (code, hint) = match e {
+            WriteError::Passphrase(e) => return e.into(),
+            WriteError::Device(e) => return e.into(),
+            WriteError::Luks { shown, error } => return CliError::luks(&shown, error),
+            WriteError::OpenForWrite { .. } | WriteError::Size { .. } => (code::DEVICE, None),
+            WriteError::Write { .. } => (
+                code::DEVICE,
+                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
+            ),
+            WriteError::InUseWithSignature { .. } => (code::INVALID, Some(IN_USE)),
+            WriteError::InUse { .. } => (code::BUSY, Some(IN_USE)),
+            WriteError::NoTerminal { .. } => (code::INVALID, Some("add --batch-mode to confirm")),
+            WriteError::Aborted | WriteError::LastKeyslotKept | WriteError::Mismatch => {
+                (code::PERMISSION, None)
+            }
+            WriteError::EmptyNewKeyFile { .. } => (
+                code::INVALID,
+                Some("a new key needs at least one byte; check the file"),
+            ),
+            WriteError::EssivWhirlpool { .. } => (
+                code::INVALID,
+                Some("use another ESSIV hash (essiv:sha256) or plain64"),
+            ),
+            WriteError::Argon2Benchmark(KdfError::OutOfMemory { .. })
+            | WriteError::Format {
+                error: FormatError::Kdf(KdfError::OutOfMemory { .. }),
+                ..
+            } => (code::NOMEM, None),
+            WriteError::Answer(_)
+            | WriteError::NewPassphraseStdin(_)
+            | WriteError::NewPassphraseTooLong
+            | WriteError::Prompt(_)
+            | WriteError::PromptTooLong
+            | WriteError::Pbkdf2Benchmark { .. }
+            | WriteError::Argon2Benchmark(_)
+            | WriteError::UnknownHash { .. }
+            | WriteError::UnknownPbkdf { .. }
+            | WriteError::Type { .. }
+            | WriteError::KeySize { .. }
+            | WriteError::Cipher { .. }
+            | WriteError::Random(_)
+            | WriteError::Format { .. }
+            | WriteError::Luks1 { .. }
+            | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
 #[cfg(test)]
 pub mod testing {
     use super::CliError;

@@ -11,7 +11,6 @@
 //!
 //! Any failure undoes what the earlier steps made, in reverse order.
 
-use crate::error::{code, CliError};
 use crate::kernel::dm::{self, Control, DmError, Target};
 use crate::kernel::keyring::LogonKey;
 use crate::kernel::loopdev::{self, LoopDevice};
@@ -179,32 +178,6 @@ impl fmt::Display for MapError {
                 }
             }
             MapError::Library { device, error } => write!(f, "{device}: {error}"),
-        }
-    }
-}
-
-impl From<MapError> for CliError {
-    /// cryptsetup's exit code for the kind; a library error as every verb reports one.
-    fn from(e: MapError) -> CliError {
-        match e {
-            MapError::Failed {
-                kind,
-                message,
-                hint,
-                ..
-            } => {
-                let c = match kind {
-                    Kind::Invalid => code::INVALID,
-                    Kind::Device => code::DEVICE,
-                    Kind::Busy => code::BUSY,
-                };
-                let e = CliError::new(c, message);
-                match hint {
-                    Some(h) => e.hint(h),
-                    None => e,
-                }
-            }
-            MapError::Library { device, error } => CliError::luks(&device, error),
         }
     }
 }

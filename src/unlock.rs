@@ -15,9 +15,8 @@
 //! file whose passphrase was checked is the file that is then mapped or read.
 
 use crate::device;
-use crate::error::CliError;
 use crate::mapping::VolumeInfo;
-use crate::passphrase::{with_passphrase, KeyArgs};
+use crate::passphrase::{with_passphrase, KeyArgs, TryError};
 use luks2::kdf::KdfLimits;
 use luks2::unlock::{unlock, UnlockOptions, Unlocked};
 use luks2::volume::DataSegment;
@@ -31,7 +30,7 @@ pub fn kdf_limits_from(
     max_argon2_time: Option<u32>,
 ) -> KdfLimits {
     let budget = device::memory_budget();
-    let _ = crate::error::MEMORY_NOTE.set(budget.to_string());
+    let _ = device::MEMORY_NOTE.set(budget.to_string());
     // Nothing known about memory: the library's default limit rather than none at all.
     let mut limits = if budget.bytes > 0 {
         KdfLimits::for_available_memory(budget.bytes)
@@ -78,8 +77,11 @@ pub struct HeaderRead {
 }
 
 /// Step 1: reads the header from `src`.
-pub fn read_header<R: Read + Seek>(mut src: R, shown: &str) -> Result<HeaderRead, CliError> {
-    let header = luks2::read_header(&mut src).map_err(|e| CliError::luks(shown, e))?;
+pub fn read_header<R: Read + Seek>(mut src: R, shown: &str) -> Result<HeaderRead, TryError> {
+    let header = luks2::read_header(&mut src).map_err(|e| TryError::Library {
+        device: shown.to_string(),
+        error: e,
+    })?;
     Ok(HeaderRead::of(header, shown))
 }
 
@@ -96,8 +98,11 @@ impl HeaderRead {
     /// Step 1, for a verb that maps or decrypts: the data segment, refused here when it
     /// cannot be used, before any passphrase (a passphrase test needs no segment, as in
     /// cryptsetup).
-    pub fn need_segment(&mut self) -> Result<&DataSegment, CliError> {
-        let seg = DataSegment::of(&self.header).map_err(|e| CliError::luks(&self.shown, e))?;
+    pub fn need_segment(&mut self) -> Result<&DataSegment, TryError> {
+        let seg = DataSegment::of(&self.header).map_err(|e| TryError::Library {
+            device: self.shown.clone(),
+            error: e,
+        })?;
         Ok(self.segment.insert(seg))
     }
 
@@ -107,7 +112,7 @@ impl HeaderRead {
         &self,
         mut src: R,
         req: &KeyRequest,
-    ) -> Result<Unlocked, CliError> {
+    ) -> Result<Unlocked, TryError> {
         let opts = UnlockOptions {
             keyslot: req.keyslot,
             limits: req.limits,
@@ -123,7 +128,7 @@ impl HeaderRead {
 
     /// Step 4: the volume as the mapping sees it, with the digest that verified `u`'s key
     /// (the data segment is the one step 1 checked, or checked now).
-    pub fn volume(&mut self, u: &Unlocked) -> Result<VolumeInfo, CliError> {
+    pub fn volume(&mut self, u: &Unlocked) -> Result<VolumeInfo, TryError> {
         let seg = match &self.segment {
             Some(seg) => seg.clone(),
             None => self.need_segment()?.clone(),

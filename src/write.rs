@@ -8,12 +8,10 @@
 //! old or the new keyslots (`luks2/tests/format_crash.rs` checks every interruption point).
 
 use crate::device::{self, metadata_lock, DeviceError};
-use crate::error::{code, CliError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
 use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, TryError, PASSPHRASE_MAX};
 use crate::unlock::{HeaderRead, KeyRequest};
-use luks2::error::KdfError;
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
 use luks2::header::Luks2Header;
@@ -101,8 +99,6 @@ pub enum WriteError {
     Luks1 { shown: String },
     /// The keyslot to wipe is not in use.
     SlotNotInUse { shown: String, slot: u32 },
-    /// The unlock pipeline's error (it reports in the CLI's terms already).
-    Unlock(Box<CliError>),
 }
 
 impl fmt::Display for WriteError {
@@ -189,70 +185,11 @@ impl fmt::Display for WriteError {
             WriteError::SlotNotInUse { shown, slot } => {
                 write!(f, "{shown}: keyslot {slot} is not in use")
             }
-            WriteError::Unlock(e) => f.write_str(&e.message),
         }
     }
 }
 
 impl std::error::Error for WriteError {}
-/// A header that could not be written: exit 4 for a device that cannot be opened, sized or
-/// written, 5 for a busy one, 2 for a refused confirmation or a passphrase mismatch, 3 for a
-/// KDF out of memory, else 1; the errors passed through keep their own.
-impl From<WriteError> for CliError {
-    fn from(e: WriteError) -> Self {
-        const IN_USE: &str = "unmount it, close its mapping (`tazpod close NAME`) or stop the \
-                              program that holds it; /sys/class/block/<device>/holders lists \
-                              device-mapper users";
-        let (code, hint) = match e {
-            WriteError::Passphrase(e) => return e.into(),
-            WriteError::Device(e) => return e.into(),
-            WriteError::Luks { shown, error } => return CliError::luks(&shown, error),
-            WriteError::Unlock(e) => return *e,
-            WriteError::OpenForWrite { .. } | WriteError::Size { .. } => (code::DEVICE, None),
-            WriteError::Write { .. } => (
-                code::DEVICE,
-                Some("the header keeps its previous or its new state; check it with `tazpod dump`"),
-            ),
-            WriteError::InUseWithSignature { .. } => (code::INVALID, Some(IN_USE)),
-            WriteError::InUse { .. } => (code::BUSY, Some(IN_USE)),
-            WriteError::NoTerminal { .. } => (code::INVALID, Some("add --batch-mode to confirm")),
-            WriteError::Aborted | WriteError::LastKeyslotKept | WriteError::Mismatch => {
-                (code::PERMISSION, None)
-            }
-            WriteError::EmptyNewKeyFile { .. } => (
-                code::INVALID,
-                Some("a new key needs at least one byte; check the file"),
-            ),
-            WriteError::EssivWhirlpool { .. } => (
-                code::INVALID,
-                Some("use another ESSIV hash (essiv:sha256) or plain64"),
-            ),
-            WriteError::Argon2Benchmark(KdfError::OutOfMemory { .. })
-            | WriteError::Format {
-                error: FormatError::Kdf(KdfError::OutOfMemory { .. }),
-                ..
-            } => (code::NOMEM, None),
-            WriteError::Answer(_)
-            | WriteError::NewPassphraseStdin(_)
-            | WriteError::NewPassphraseTooLong
-            | WriteError::Prompt(_)
-            | WriteError::PromptTooLong
-            | WriteError::Pbkdf2Benchmark { .. }
-            | WriteError::Argon2Benchmark(_)
-            | WriteError::UnknownHash { .. }
-            | WriteError::UnknownPbkdf { .. }
-            | WriteError::Type { .. }
-            | WriteError::KeySize { .. }
-            | WriteError::Cipher { .. }
-            | WriteError::Random(_)
-            | WriteError::Format { .. }
-            | WriteError::Luks1 { .. }
-            | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
-        };
-        CliError::typed(code, &e, hint)
-    }
-}
-
 impl From<PassphraseError> for WriteError {
     fn from(e: PassphraseError) -> Self {
         WriteError::Passphrase(e)
@@ -886,17 +823,15 @@ pub fn unlock_for_new_key(
     verbose: bool,
 ) -> Result<(luks2::unlock::Unlocked, Passphrase, KeyslotSpec), WriteError> {
     let read = HeaderRead::of(luks2::Header::Luks2(Box::new(h.clone())), shown);
-    let u = read
-        .unlock(
-            f,
-            &KeyRequest {
-                key,
-                keyslot: slot,
-                limits: crate::unlock::default_limits(),
-                verbose,
-            },
-        )
-        .map_err(|e| WriteError::Unlock(Box::new(e)))?;
+    let u = read.unlock(
+        f,
+        &KeyRequest {
+            key,
+            keyslot: slot,
+            limits: crate::unlock::default_limits(),
+            verbose,
+        },
+    )?;
     let new = new_passphrase(new_keyfile, None, shown)?;
     let params = choose_kdf(kdf, u.volume_key.len(), verbose)?;
     let hash = hash_of(&kdf.hash)?;
@@ -1068,7 +1003,7 @@ mod tests {
 mod error_tests {
     use super::*;
     use crate::error::testing::{assert_converts, denied as io_err};
-    use crate::error::{code, CliError};
+    use crate::error::code;
     use luks2::error::{CipherError, KdfError, UnlockError};
 
     #[test]
@@ -1310,12 +1245,6 @@ mod error_tests {
                 code::INVALID,
                 "d: keyslot 3 is not in use".into(),
                 None,
-            ),
-            (
-                WriteError::Unlock(Box::new(CliError::new(code::NOMEM, "u").hint("h"))),
-                code::NOMEM,
-                "u".into(),
-                Some("h"),
             ),
         ];
         assert_converts(table);
