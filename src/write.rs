@@ -1002,8 +1002,8 @@ mod tests {
 #[cfg(test)]
 mod error_tests {
     use super::*;
-    use crate::error::testing::{assert_converts, denied as io_err};
     use crate::error::code;
+    use crate::error::testing::{assert_converts, denied as io_err};
     use luks2::error::{CipherError, KdfError, UnlockError};
 
     #[test]

@@ -23,7 +23,7 @@ use crate::passphrase::KeyArgs;
 use crate::shell::{shell_init, valid_guard_name, ShellKind};
 use crate::unlock::KeyRequest;
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
 
@@ -573,17 +573,9 @@ pub fn cmd_env() -> Result<u8, CliError> {
     let config = std::env::var_os("TAZPOD_CONFIG").map(PathBuf::from);
     let files = caller::load_config(config.as_deref(), &Caller::root())?;
     let (mut out, failed) = env_lines(&files.secret, &mount, read_capped);
-    let written = {
-        let mut o = io::stdout().lock();
-        o.write_all(&out).and_then(|()| o.flush())
-    };
+    let written = super::print_bytes(&out);
     out.zeroize();
-    written.map_err(|e| {
-        CliError::new(
-            code::INVALID,
-            format!("cannot write to standard output: {e}"),
-        )
-    })?;
+    written?;
     Ok(if failed == 0 { code::OK } else { code::INVALID })
 }
 
@@ -599,16 +591,7 @@ pub fn cmd_shell_init(args: ShellInitArgs) -> Result<u8, CliError> {
         )
         .hint("use letters, digits, _ and -, starting with a letter or _"));
     }
-    let s = shell_init(args.shell, &args.guard);
-    let mut o = io::stdout().lock();
-    o.write_all(s.as_bytes())
-        .and_then(|()| o.flush())
-        .map_err(|e| {
-            CliError::new(
-                code::INVALID,
-                format!("cannot write to standard output: {e}"),
-            )
-        })?;
+    super::print_out(&shell_init(args.shell, &args.guard))?;
     Ok(code::OK)
 }
 

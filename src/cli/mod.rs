@@ -174,13 +174,16 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
 }
 
 pub(crate) fn print_out(s: &str) -> Result<(), CliError> {
+    print_bytes(s.as_bytes())
+}
+
+/// Writes `b` to standard output and flushes it.
+pub(crate) fn print_bytes(b: &[u8]) -> Result<(), CliError> {
     let mut o = std::io::stdout().lock();
-    o.write_all(s.as_bytes())
-        .and_then(|()| o.flush())
-        .map_err(|e| {
-            CliError::new(
-                code::INVALID,
-                format!("cannot write to standard output: {e}"),
-            )
-        })
+    o.write_all(b).and_then(|()| o.flush()).map_err(|e| {
+        CliError::new(
+            code::INVALID,
+            format!("cannot write to standard output: {e}"),
+        )
+    })
 }

@@ -114,12 +114,9 @@ pub struct FormatArgs {
     pub device: PathBuf,
 }
 
-/// `tazpod add-key`.
+/// What `add-key` and `change-key` share: the new key, its KDF, the header and the old key.
 #[derive(Args, Debug)]
-pub struct AddKeyArgs {
-    /// Slot for the new key [default: the first free one]
-    #[arg(short = 'S', long = "key-slot", value_name = "N")]
-    pub key_slot: Option<u32>,
+pub struct NewKeyArgs {
     /// Read the new key from FILE instead of asking for it
     #[arg(long = "new-keyfile", value_name = "FILE")]
     pub new_keyfile: Option<PathBuf>,
@@ -134,24 +131,24 @@ pub struct AddKeyArgs {
     pub device: PathBuf,
 }
 
+/// `tazpod add-key`.
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    /// Slot for the new key [default: the first free one]
+    #[arg(short = 'S', long = "key-slot", value_name = "N")]
+    pub key_slot: Option<u32>,
+    #[command(flatten)]
+    pub new: NewKeyArgs,
+}
+
 /// `tazpod change-key`.
 #[derive(Args, Debug)]
 pub struct ChangeKeyArgs {
     /// Change only the passphrase of this keyslot
     #[arg(short = 'S', long = "key-slot", value_name = "N")]
     pub key_slot: Option<u32>,
-    /// Read the new key from FILE instead of asking for it
-    #[arg(long = "new-keyfile", value_name = "FILE")]
-    pub new_keyfile: Option<PathBuf>,
     #[command(flatten)]
-    pub kdf: KdfArgs,
-    /// Header file (detached header)
-    #[arg(long, value_name = "FILE")]
-    pub header: Option<PathBuf>,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The LUKS device or image file
-    pub device: PathBuf,
+    pub new: NewKeyArgs,
 }
 
 /// `tazpod remove-key`.
@@ -301,24 +298,45 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
-pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let (u, new, spec) = unlock_for_new_key(
-        &mut f,
-        &shown,
-        &h,
+/// The old key's unlock, the new key and the new keyslot's spec.
+type NewKey = (
+    luks2::unlock::Unlocked,
+    luks2::Passphrase,
+    luks2::format::KeyslotSpec,
+);
+
+/// The header under the writers' lock, the old key's unlock (only `slot`, when given), the
+/// new key and its keyslot's spec: the first half of `add-key` and `change-key`.
+fn open_for_new_key(
+    a: &NewKeyArgs,
+    slot: Option<u32>,
+    verbose: bool,
+) -> Result<(Loaded, NewKey), CliError> {
+    let mut l = load_rw(&a.device, a.header.as_ref())?;
+    let k = unlock_for_new_key(
+        &mut l.file,
+        &l.shown,
+        &l.header,
         &a.key,
-        a.key_slot,
+        slot,
         a.new_keyfile.as_ref(),
         &KdfOptions::from(&a.kdf),
         verbose,
     )?;
+    Ok((l, k))
+}
+
+/// `tazpod change-key`: the keyslot the old key opens gets the new key (same id, new area).
+pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
+    let (
+        Loaded {
+            file: mut f,
+            shown,
+            header: h,
+            _lock,
+        },
+        (u, new, spec),
+    ) = open_for_new_key(&a.new, a.key_slot, verbose)?;
     let slot = u.keyslot;
     let plan = format::change_keyslot(
         &h,
@@ -339,22 +357,15 @@ pub fn cmd_change_key(a: ChangeKeyArgs, verbose: bool) -> Result<(), CliError> {
 
 /// `tazpod add-key`.
 pub fn cmd_add_key(a: AddKeyArgs, verbose: bool) -> Result<(), CliError> {
-    let Loaded {
-        file: mut f,
-        shown,
-        header: h,
-        _lock,
-    } = load_rw(&a.device, a.header.as_ref())?;
-    let (u, new, spec) = unlock_for_new_key(
-        &mut f,
-        &shown,
-        &h,
-        &a.key,
-        None,
-        a.new_keyfile.as_ref(),
-        &KdfOptions::from(&a.kdf),
-        verbose,
-    )?;
+    let (
+        Loaded {
+            file: mut f,
+            shown,
+            header: h,
+            _lock,
+        },
+        (u, new, spec),
+    ) = open_for_new_key(&a.new, None, verbose)?;
     let vk = u.volume_key;
     let (plan, id) = format::add_keyslot(
         &h,
