@@ -75,7 +75,7 @@ impl CreateArgs {
             push("--size", s.to_string());
         }
 
-        let d = KdfOptions::default();
+        let d = KdfArgs::default();
         let k = &self.kdf;
         if d.pbkdf != k.pbkdf {
             push("--pbkdf", k.pbkdf.clone());
