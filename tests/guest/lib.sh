@@ -127,6 +127,10 @@ t_dm_names() {
 # t_dm_count: how many device-mapper devices exist.
 t_dm_count() { t_dm_names | grep -c . || true; }
 
+# t_dm_all_names: every device-mapper device's name, also those sysfs does not show (a
+# device created but never given a table has no block device yet). Needs dmsetup.
+t_dm_all_names() { dmsetup ls 2>/dev/null | awk 'NF == 2 { print $1 }'; }
+
 # t_dm_dev NAME: print /dev/dm-N for the mapping NAME (exit 1 if none).
 t_dm_dev() {
     for _d in /sys/block/dm-*; do

@@ -38,6 +38,62 @@ fn control(name: &str) -> HostResult<dm::Control> {
     dm::Control::open().map_err(|e| dm_os_error("open device-mapper control for", name, e))
 }
 
+/// What to do with a device that already has the vault's mapping name when a session is
+/// about to map it. The caller holds the vault's session lock and no session of it is live,
+/// so such a device is a leftover of an earlier session, or someone else's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    /// Never given a live table and not open: a setup killed between creating the device and
+    /// resuming its table (nothing else can remove it). Removed, then the mapping goes on.
+    Remove,
+    /// Live, with a deferred removal pending: the last session's namespace is still dying.
+    /// Waited for.
+    Wait,
+    /// Live and not going away (someone's device of that name): left alone; the mapping then
+    /// fails as busy (exit 5).
+    Keep,
+}
+
+fn leftover(info: &dm::DeviceInfo) -> Leftover {
+    if !info.active_table() && info.open_count == 0 {
+        Leftover::Remove
+    } else if info.deferred_remove() {
+        Leftover::Wait
+    } else {
+        Leftover::Keep
+    }
+}
+
+/// How long a session waits for the last session's pending deferred removal.
+const LEFTOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Clears the way for the mapping `name`: removes a half-created leftover and waits for a
+/// pending deferred removal (see [`Leftover`]). A device it keeps is reported by the mapping.
+fn clear_leftover(name: &str) -> HostResult<()> {
+    let ctl = control(name)?;
+    let start = std::time::Instant::now();
+    loop {
+        let info = match ctl.info(name) {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(dm_os_error("look up mapping", name, e)),
+        };
+        match leftover(&info) {
+            Leftover::Remove => match ctl.remove(name, false) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => return Ok(()),
+                // Opened in between: look again.
+                Err(e) if e.is_busy() => {}
+                Err(e) => return Err(dm_os_error("remove leftover mapping", name, e)),
+            },
+            Leftover::Wait if start.elapsed() < LEFTOVER_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Leftover::Wait | Leftover::Keep => return Ok(()),
+        }
+    }
+}
+
 impl Mapper for RealHost {
     fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
         // The vault as the caller opened it, or the image being created: by descriptor.
@@ -52,6 +108,7 @@ impl Mapper for RealHost {
                 ))
             }
         };
+        clear_leftover(req.name)?;
         let m = mapping::activate_fd(
             &mapping::MapRequest {
                 name: req.name,
@@ -135,6 +192,40 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::error::code;
+
+    /// Only a device that never got a live table and is not open is removed; a dying
+    /// session's mapping is waited for; anything live is left to fail the mapping as busy.
+    #[test]
+    fn leftovers_by_state() {
+        let info = |flags, open_count| dm::DeviceInfo {
+            name: "tazpod-1-2".into(),
+            uuid: String::new(),
+            dev: crate::kernel::DevId::from_raw(0),
+            open_count,
+            event_nr: 0,
+            target_count: 0,
+            flags,
+        };
+        const A: u32 = dm::flags::ACTIVE_PRESENT;
+        for (flags, open, want) in [
+            // Created, no table: killed between DEV_CREATE and TABLE_LOAD.
+            (0, 0, Leftover::Remove),
+            // Table loaded, never resumed.
+            (dm::flags::INACTIVE_PRESENT, 0, Leftover::Remove),
+            // Opened by someone while tableless: not ours to remove.
+            (0, 1, Leftover::Keep),
+            (A | dm::flags::DEFERRED_REMOVE, 1, Leftover::Wait),
+            (A, 0, Leftover::Keep),
+            (A, 1, Leftover::Keep),
+            (A | dm::flags::INACTIVE_PRESENT, 0, Leftover::Keep),
+        ] {
+            assert_eq!(
+                leftover(&info(flags, open)),
+                want,
+                "flags {flags:#x} open {open}"
+            );
+        }
+    }
 
     /// A busy device is exit 5 in ghost mode as in `open`: the failure keeps its cause
     /// through the host layer (the mapping's exit code, the ioctl's errno).
