@@ -1,7 +1,7 @@
 //! `tazpod benchmark`: its options (a subset of cryptsetup's, same names) over
 //! `crate::benchmark`.
 
-use super::print_out;
+use super::output::print_out;
 use crate::benchmark::{self, BenchmarkOptions};
 use crate::error::CliError;
 

@@ -573,7 +573,7 @@ pub fn cmd_env() -> Result<u8, CliError> {
     let config = std::env::var_os("TAZPOD_CONFIG").map(PathBuf::from);
     let files = caller::load_config(config.as_deref(), &Caller::root())?;
     let (mut out, failed) = env_lines(&files.secret, &mount, read_capped);
-    let written = super::print_bytes(&out);
+    let written = super::output::print_bytes(&out);
     out.zeroize();
     written?;
     Ok(if failed == 0 { code::OK } else { code::INVALID })
@@ -591,7 +591,7 @@ pub fn cmd_shell_init(args: ShellInitArgs) -> Result<u8, CliError> {
         )
         .hint("use letters, digits, _ and -, starting with a letter or _"));
     }
-    super::print_out(&shell_init(args.shell, &args.guard))?;
+    super::output::print_out(&shell_init(args.shell, &args.guard))?;
     Ok(code::OK)
 }
 

@@ -5,7 +5,7 @@
 //! are opened read-only and never written.
 
 use super::args::LimitArgs;
-use super::print_out;
+use super::output::print_out;
 use crate::error::{code, CliError};
 use crate::passphrase::KeyArgs;
 use crate::unlock::{self, HeaderRead, KeyRequest};

@@ -7,7 +7,9 @@
 //! - [`rootless`]: `ls`, `cat`, `run`;
 //! - `benchmark`: `benchmark`;
 //! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
-//! - [`args`]: option groups several verb families share.
+//! - [`args`]: option groups several verb families share; `output`: writing to standard output.
+//!
+//! The verb files import from `args` and `output`, never from this file, which imports them.
 //!
 //! `init` (`crate::ghost::create`) keeps its options beside its service for now.
 
@@ -15,13 +17,13 @@ pub mod args;
 mod benchmark;
 mod ghost;
 mod luks;
+mod output;
 mod rootless;
 pub mod write;
 
 use crate::error::{code, CliError};
 use crate::{alloc, kernel, mapping};
 use clap::{Parser, Subcommand};
-use std::io::Write;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,7 +116,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Close(a) => mapping::close(&a.name, a.deferred)
             .map(|()| code::OK)
             .map_err(CliError::from),
-        Command::Status(a) => print_out(&mapping::status(&a.name)?).map(|()| code::OK),
+        Command::Status(a) => output::print_out(&mapping::status(&a.name)?).map(|()| code::OK),
         Command::Decrypt(a) => luks::cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
         Command::Unlock(a) => self::ghost::cmd_unlock(a, verbose),
@@ -171,19 +173,4 @@ fn protect_if_secret(cmd: &Command, verbose: bool) {
             "Process {dump}; memory not locked (RLIMIT_MEMLOCK too low, or mlockall failed)."
         );
     }
-}
-
-pub(crate) fn print_out(s: &str) -> Result<(), CliError> {
-    print_bytes(s.as_bytes())
-}
-
-/// Writes `b` to standard output and flushes it.
-pub(crate) fn print_bytes(b: &[u8]) -> Result<(), CliError> {
-    let mut o = std::io::stdout().lock();
-    o.write_all(b).and_then(|()| o.flush()).map_err(|e| {
-        CliError::new(
-            code::INVALID,
-            format!("cannot write to standard output: {e}"),
-        )
-    })
 }

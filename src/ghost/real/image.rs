@@ -2,6 +2,7 @@
 //! and locked, its LUKS2 header, its ext4 filesystem (tazpod's formatter or `mkfs.ext4`),
 //! moving it into place, or removing it; and the sweep of what a killed creation left.
 
+use super::creating::Creating;
 use super::{shown, RealHost};
 use crate::ghost::host::{
     FormatRequest, HostError, HostResult, Identity, Image, ImageRequest, Mkfs, NewImage, VaultKey,
@@ -13,34 +14,10 @@ use crate::kernel::privs::FsIdentity;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// An image `create_image` made, until it is published or removed.
-#[derive(Debug)]
-pub(super) struct Creating {
-    /// Open read-write (the header is written through it, and the mapping made from it).
-    pub(super) file: File,
-    /// Its device and inode (it is removed only while it is still this file).
-    dev: u64,
-    ino: u64,
-    /// Whose filesystem rights create, move and remove it.
-    owner: Option<Identity>,
-    /// The directory it is in, opened once (`O_PATH`): it is created, renamed and removed
-    /// by name relative to this descriptor.
-    dir: OwnedFd,
-    /// Its temporary name and its final name in `dir`.
-    temp_name: OsString,
-    final_name: OsString,
-    /// Whether it may replace what is at its path.
-    replace: bool,
-    /// Whether `create_image` took the session lock (released when it is removed).
-    locked: bool,
-    /// The parent directories it created, deepest first (removed with it when empty).
-    made_dirs: Vec<PathBuf>,
-}
 
 /// Switches to `owner`'s filesystem rights (none: stays root).
 fn as_owner(owner: Option<&Identity>) -> io::Result<Option<FsIdentity>> {

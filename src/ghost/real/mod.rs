@@ -18,6 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 mod child;
+mod creating;
 mod image;
 mod mapper;
 mod mounts;
@@ -43,7 +44,7 @@ pub struct RealHost {
     /// Where a new image's session lock is taken (`/run/tazpod`; none in tests).
     lock_dir: Option<PathBuf>,
     /// The image being created.
-    image: Option<image::Creating>,
+    image: Option<creating::Creating>,
     /// The vault, opened once with the caller's rights: the loop device is bound to this
     /// descriptor, never to the path.
     vault_file: Option<File>,
