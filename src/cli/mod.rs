@@ -7,13 +7,14 @@
 //! - [`rootless`]: `ls`, `cat`, `run`;
 //! - `benchmark`: `benchmark`;
 //! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
+//! - `init`: `init`, and the options of creating a vault that `unlock` takes too (the
+//!   creation itself is `crate::ghost::create` and `crate::ghost::session`);
 //! - [`args`]: option groups several verb families share.
-//!
-//! `init` (`crate::ghost::create`) keeps its options beside its service for now.
 
 pub mod args;
 mod benchmark;
 mod ghost;
+mod init;
 mod luks;
 mod rootless;
 pub mod write;
@@ -67,7 +68,7 @@ enum Command {
         replaced only with --force, after a typed YES (or --batch-mode), and never while it \
         is unlocked. `tazpod unlock` then opens it."
     )]
-    Init(crate::ghost::create::InitArgs),
+    Init(self::init::InitArgs),
     /// Inside a ghost session: end it
     Lock,
     /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
@@ -118,7 +119,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Decrypt(a) => luks::cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
         Command::Unlock(a) => self::ghost::cmd_unlock(a, verbose),
-        Command::Init(a) => crate::ghost::create::cmd_init(a, verbose),
+        Command::Init(a) => self::init::cmd_init(a, verbose),
         Command::Lock => self::ghost::cmd_lock(),
         Command::Env => self::ghost::cmd_env(),
         Command::ShellInit(a) => self::ghost::cmd_shell_init(a),
