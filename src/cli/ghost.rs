@@ -124,12 +124,12 @@ fn check_new_vault(args: &UnlockArgs, vault: &Path) -> Result<create::Prepared, 
         )
         .hint("drop --readonly to create it, or check the vault path; nothing was created"));
     }
-    create::prepare(
+    Ok(create::prepare(
         vault,
         &args.create.options(),
         &args.key,
         crate::kernel::tty::stdin_is_tty(),
-    )
+    )?)
 }
 
 /// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock

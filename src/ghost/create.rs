@@ -12,11 +12,17 @@
 //! owned by the session user), and is moved to its path only when complete. A failure at any
 //! step removes the image and undoes the mapping; the vault path never holds a half-made
 //! vault, and `init --force` leaves the old vault in place until the new one replaces it.
+//!
+//! The checks and the passphrase refuse with a [`CreateError`] (its message in `Display`; exit
+//! codes and hints in `crate::error`); the command layer is `cli/init.rs`.
+
+pub mod error;
+
+pub use self::error::CreateError;
 
 use super::host::HostError;
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::session::Mkfs;
-use crate::error::{code, CliError};
 use crate::kernel::loopdev;
 use crate::kernel::tty;
 use crate::passphrase::KeyArgs;
@@ -70,26 +76,12 @@ pub fn human_size(n: u64) -> String {
 }
 
 /// Whether a vault of `size` bytes fits a header ending at `data_offset` and a filesystem.
-pub fn check_size(size: u64, data_offset: u64) -> Result<(), CliError> {
+pub fn check_size(size: u64, data_offset: u64) -> Result<(), CreateError> {
     if size % 4096 != 0 {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("--size {size}: a vault's size must be a multiple of 4096 bytes"),
-        )
-        .hint("give it in K, M or G, such as 512M"));
+        return Err(CreateError::SizeNotAligned { size });
     }
-    let min = data_offset.saturating_add(MIN_FS_SIZE);
-    if size < min {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "--size {}: too small; a vault needs at least {} ({} of LUKS2 header, {} of filesystem)",
-                human_size(size),
-                human_size(min),
-                human_size(data_offset),
-                human_size(MIN_FS_SIZE)
-            ),
-        ));
+    if size < data_offset.saturating_add(MIN_FS_SIZE) {
+        return Err(CreateError::TooSmall { size, data_offset });
     }
     Ok(())
 }
@@ -123,18 +115,8 @@ fn executable(p: &Path) -> bool {
 }
 
 /// `mkfs.ext4`, from the fixed system directories only ([`SBIN_DIRS`]).
-pub fn find_mkfs() -> Result<PathBuf, CliError> {
-    find_tool("mkfs.ext4", None, &SBIN_DIRS, executable).ok_or_else(|| {
-        CliError::new(
-            code::INVALID,
-            "mkfs.ext4 not found (searched /usr/sbin, /sbin, /usr/bin, /bin): creating a vault \
-             needs it for the vault's ext4 filesystem",
-        )
-        .hint(
-            "install e2fsprogs (apt-get install e2fsprogs, dnf install e2fsprogs, apk add \
-             e2fsprogs); nothing was created",
-        )
-    })
+pub fn find_mkfs() -> Result<PathBuf, CreateError> {
+    find_tool("mkfs.ext4", None, &SBIN_DIRS, executable).ok_or(CreateError::NoMkfs)
 }
 
 /// What to do when the image could not be made where the vault goes.
@@ -162,20 +144,11 @@ pub fn prepare(
     create: &CreateOptions,
     key: &KeyArgs,
     stdin_tty: bool,
-) -> Result<Prepared, CliError> {
-    let shown = vault.display();
+) -> Result<Prepared, CreateError> {
     if key.key_file.is_none() && !stdin_tty {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "{shown} does not exist, and a new vault's passphrase is asked twice on a \
-                 terminal: standard input is not one"
-            ),
-        )
-        .hint(
-            "run it on a terminal, or give the new vault's key with --key-file FILE \
-             (--key-file - reads it from standard input); nothing was created",
-        ));
+        return Err(CreateError::PipedPassphrase {
+            vault: vault.to_path_buf(),
+        });
     }
     let spec = write::header_spec(&FormatOptions {
         kdf: create.kdf.clone(),
@@ -193,87 +166,66 @@ pub fn prepare(
 
 /// The new vault's passphrase: the key file, or asked twice on the terminal ("Verify
 /// passphrase:"; a mismatch exits 2 as in cryptsetup). [`prepare`] refused the other cases.
-pub fn new_passphrase(key: &KeyArgs, vault: &Path) -> Result<Passphrase, CliError> {
+pub fn new_passphrase(key: &KeyArgs, vault: &Path) -> Result<Passphrase, CreateError> {
     let shown = vault.display().to_string();
     if key.key_file.is_none() && !tty::stdin_is_tty() {
-        return Err(CliError::new(
-            code::INVALID,
-            "standard input is not a terminal: cannot ask for the new passphrase twice",
-        ));
+        return Err(CreateError::NoTerminal);
     }
     Ok(write::new_passphrase(None, Some(key), &shown)?)
 }
 
 /// Whether the caller (whose filesystem rights are active) may replace `vault`: a regular
 /// file, not a symbolic link, that they can open for writing.
-pub fn replaceable_by_caller(vault: &Path, meta: &std::fs::Metadata) -> Result<(), CliError> {
+pub fn replaceable_by_caller(vault: &Path, meta: &std::fs::Metadata) -> Result<(), CreateError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let shown = vault.display();
     if !meta.file_type().is_file() {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("{shown} is not a regular file; tazpod init replaces only vault image files"),
-        ));
+        return Err(CreateError::NotAFile {
+            vault: vault.to_path_buf(),
+        });
     }
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(vault)
         .map(drop)
-        .map_err(|e| {
-            CliError::new(
-                code::PERMISSION,
-                format!("cannot replace {shown}: {e}; nothing was changed"),
-            )
-            .hint("tazpod init --force replaces only a vault the user who runs it may write")
+        .map_err(|error| CreateError::NotWritable {
+            vault: vault.to_path_buf(),
+            error,
         })
 }
 
 /// An existing vault `init --force` may replace: a regular file, unlocked in no session
 /// (its session lock is returned, held, so that none starts while it is replaced), attached to
 /// no loop device.
-pub fn check_replaceable(vault: &Path, meta: &std::fs::Metadata) -> Result<SessionLock, CliError> {
-    let shown = vault.display();
+pub fn check_replaceable(
+    vault: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<SessionLock, CreateError> {
     if !meta.file_type().is_file() {
-        return Err(CliError::new(
-            code::INVALID,
-            format!("{shown} is not a regular file; tazpod init replaces only vault image files"),
-        ));
+        return Err(CreateError::NotAFile {
+            vault: vault.to_path_buf(),
+        });
     }
     let runtime = Path::new(RUNTIME_DIR);
-    let lock_err = |e: io::Error| {
-        CliError::new(
-            code::BUSY,
-            format!("cannot take the session lock in {RUNTIME_DIR}: {e}"),
-        )
-    };
-    lock::ensure_runtime_dir(runtime).map_err(lock_err)?;
+    lock::ensure_runtime_dir(runtime).map_err(CreateError::SessionLock)?;
     let held = match lock::acquire(runtime, &lock::vault_id(meta), lock::find_ns_member)
-        .map_err(lock_err)?
+        .map_err(CreateError::SessionLock)?
     {
         Acquired::Holder(l) => l,
         Acquired::Joiner { record, pid, .. } => {
-            return Err(CliError::new(
-                code::BUSY,
-                format!(
-                    "{shown} is unlocked in a ghost session (process {pid}, mounted at {}); it \
-                     cannot be replaced now",
-                    record.mount
-                ),
-            )
-            .hint(
-                "exit the session's shells (or `tazpod lock` in it) first; nothing was changed",
-            ));
+            return Err(CreateError::Unlocked {
+                vault: vault.to_path_buf(),
+                pid,
+                mount: record.mount,
+            });
         }
     };
     let loops = loopdev::attached_to(meta.dev(), meta.ino());
     if !loops.is_empty() {
-        let names: Vec<String> = loops.iter().map(|l| l.display().to_string()).collect();
-        return Err(CliError::new(
-            code::BUSY,
-            format!("{shown} is in use: attached to {}", names.join(", ")),
-        )
-        .hint("close what maps it (`tazpod close NAME`, `cryptsetup close NAME`) first; nothing was changed"));
+        return Err(CreateError::Attached {
+            vault: vault.to_path_buf(),
+            loops,
+        });
     }
     Ok(held)
 }
@@ -289,10 +241,13 @@ mod tests {
         assert!(check_size(512 << 20, off).is_ok());
         assert!(check_size(17 << 20, off).is_ok());
         let e = check_size(16 << 20, off).unwrap_err();
-        assert_eq!(e.code, code::INVALID);
-        assert!(e.message.contains("at least 17 MiB"), "{}", e.message);
+        assert!(
+            matches!(e, CreateError::TooSmall { size, data_offset } if size == 16 << 20 && data_offset == off),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at least 17 MiB"), "{e}");
         let e = check_size((32 << 20) + 512, off).unwrap_err();
-        assert!(e.message.contains("multiple of 4096"), "{}", e.message);
+        assert!(matches!(e, CreateError::SizeNotAligned { .. }), "{e}");
     }
 
     #[test]
@@ -348,9 +303,11 @@ mod tests {
         let e = prepare(Path::new("/x/vault.img"), &create, &key, false)
             .err()
             .unwrap();
-        assert_eq!(e.code, code::INVALID);
-        assert!(e.message.contains("asked twice"), "{}", e.message);
-        assert!(e.hint.unwrap().contains("--key-file"));
+        assert!(
+            matches!(&e, CreateError::PipedPassphrase { vault } if vault == Path::new("/x/vault.img")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("asked twice"), "{e}");
         // with a key file, or on a terminal, the checks go on
         let key = KeyArgs {
             key_file: Some(PathBuf::from("/k")),
@@ -359,7 +316,7 @@ mod tests {
         let r = prepare(Path::new("/x/vault.img"), &create, &key, false);
         if let Err(e) = r {
             // only a missing mkfs.ext4 may stop it on this machine
-            assert!(e.message.contains("mkfs.ext4"), "{}", e.message);
+            assert!(matches!(e, CreateError::NoMkfs), "{e}");
         }
         let small = CreateOptions {
             size: 8 << 20,
@@ -368,7 +325,7 @@ mod tests {
         let e = prepare(Path::new("/x/v"), &small, &key, true)
             .err()
             .unwrap();
-        assert!(e.message.contains("too small"), "{}", e.message);
+        assert!(matches!(e, CreateError::TooSmall { .. }), "{e}");
         let bad = CreateOptions {
             kdf: KdfOptions {
                 pbkdf: "scrypt".into(),
@@ -376,7 +333,8 @@ mod tests {
             },
             ..CreateOptions::default()
         };
-        assert!(prepare(Path::new("/x/v"), &bad, &key, true).is_err());
+        let e = prepare(Path::new("/x/v"), &bad, &key, true).err().unwrap();
+        assert!(matches!(e, CreateError::Write(_)), "{e}");
     }
 
     #[test]
@@ -384,8 +342,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = std::fs::metadata(d.path()).unwrap();
         let e = check_replaceable(d.path(), &m).err().unwrap();
-        assert_eq!(e.code, code::INVALID);
-        assert!(e.message.contains("not a regular file"));
+        assert!(matches!(e, CreateError::NotAFile { .. }), "{e}");
     }
 
     #[test]
@@ -398,7 +355,8 @@ mod tests {
         let l = d.path().join("link");
         std::os::unix::fs::symlink(&f, &l).unwrap();
         let m = std::fs::symlink_metadata(&l).unwrap();
-        assert!(replaceable_by_caller(&l, &m).is_err());
+        let e = replaceable_by_caller(&l, &m).err().unwrap();
+        assert!(matches!(e, CreateError::NotAFile { .. }), "{e}");
     }
 
     #[test]
