@@ -2,6 +2,7 @@
 
 use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
+use crate::ghost::create::error::CreateError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -413,6 +414,57 @@ impl From<WriteError> for CliError {
             | WriteError::Format { .. }
             | WriteError::Luks1 { .. }
             | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
+/// A vault that cannot be created (or replaced) as asked: exit 2 for a vault the caller may
+/// not write, 5 for one in use (session lock, a session, a loop device), else 1; the writer's
+/// errors keep their own.
+impl From<CreateError> for CliError {
+    fn from(e: CreateError) -> Self {
+        let (code, hint) = match e {
+            CreateError::Write(e) => return e.into(),
+            CreateError::SizeNotAligned { .. } => {
+                (code::INVALID, Some("give it in K, M or G, such as 512M"))
+            }
+            CreateError::NoMkfs => (
+                code::INVALID,
+                Some(
+                    "install e2fsprogs (apt-get install e2fsprogs, dnf install e2fsprogs, apk \
+                     add e2fsprogs); nothing was created",
+                ),
+            ),
+            CreateError::PipedPassphrase { .. } => (
+                code::INVALID,
+                Some(
+                    "run it on a terminal, or give the new vault's key with --key-file FILE \
+                     (--key-file - reads it from standard input); nothing was created",
+                ),
+            ),
+            CreateError::NotWritable { .. } => (
+                code::PERMISSION,
+                Some("tazpod init --force replaces only a vault the user who runs it may write"),
+            ),
+            CreateError::Unlocked { .. } => (
+                code::BUSY,
+                Some(
+                    "exit the session's shells (or `tazpod lock` in it) first; nothing was \
+                     changed",
+                ),
+            ),
+            CreateError::Attached { .. } => (
+                code::BUSY,
+                Some(
+                    "close what maps it (`tazpod close NAME`, `cryptsetup close NAME`) first; \
+                     nothing was changed",
+                ),
+            ),
+            CreateError::SessionLock(_) => (code::BUSY, None),
+            CreateError::TooSmall { .. }
+            | CreateError::NoTerminal
+            | CreateError::NotAFile { .. } => (code::INVALID, None),
         };
         CliError::typed(code, &e, hint)
     }

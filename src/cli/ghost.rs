@@ -2,11 +2,12 @@
 //! then hold or join the session), `lock`, `env`, `shell-init`. The session engine, the
 //! shell's environment, the secrets map and the checks `lock` makes are in `crate::ghost`.
 
+use super::init::CreateArgs;
 use crate::cli::args::LimitArgs;
 use crate::config::{expand_home, Flags, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::ghost::caller::{self, Caller, Policy, POLICY_FILE};
-use crate::ghost::create::{self, CreateArgs};
+use crate::ghost::create;
 use crate::ghost::ending::{is_ancestor, lock_target_ok, proc_ppid, LockFacts};
 use crate::ghost::exec::{build_exec, ExecInputs, GHOST_MODE_VAR};
 use crate::ghost::host::{FormatRequest, HostError, ImageRequest};
@@ -123,12 +124,12 @@ fn check_new_vault(args: &UnlockArgs, vault: &Path) -> Result<create::Prepared, 
         )
         .hint("drop --readonly to create it, or check the vault path; nothing was created"));
     }
-    create::prepare(
+    Ok(create::prepare(
         vault,
-        &args.create,
+        &args.create.options(),
         &args.key,
         crate::kernel::tty::stdin_is_tty(),
-    )
+    )?)
 }
 
 /// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock

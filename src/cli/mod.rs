@@ -7,15 +7,16 @@
 //! - [`rootless`]: `ls`, `cat`, `run`;
 //! - `benchmark`: `benchmark`;
 //! - `ghost`: `unlock`, `lock`, `env`, `shell-init` (the session engine is `crate::ghost`);
+//! - `init`: `init`, and the options of creating a vault that `unlock` takes too (the
+//!   creation itself is `crate::ghost::create` and `crate::ghost::session`);
 //! - [`args`]: option groups several verb families share; `output`: writing to standard output.
 //!
 //! The verb files import from `args` and `output`, never from this file, which imports them.
-//!
-//! `init` (`crate::ghost::create`) keeps its options beside its service for now.
 
 pub mod args;
 mod benchmark;
 mod ghost;
+mod init;
 mod luks;
 mod output;
 mod rootless;
@@ -69,7 +70,7 @@ enum Command {
         replaced only with --force, after a typed YES (or --batch-mode), and never while it \
         is unlocked. `tazpod unlock` then opens it."
     )]
-    Init(crate::ghost::create::InitArgs),
+    Init(self::init::InitArgs),
     /// Inside a ghost session: end it
     Lock,
     /// Inside a ghost session: print `export NAME='value'` lines for the secrets map
@@ -120,7 +121,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Decrypt(a) => luks::cmd_decrypt(a, verbose).map(|()| code::OK),
         // Ghost mode (src/ghost): these return the session's exit status.
         Command::Unlock(a) => self::ghost::cmd_unlock(a, verbose),
-        Command::Init(a) => crate::ghost::create::cmd_init(a, verbose),
+        Command::Init(a) => self::init::cmd_init(a, verbose),
         Command::Lock => self::ghost::cmd_lock(),
         Command::Env => self::ghost::cmd_env(),
         Command::ShellInit(a) => self::ghost::cmd_shell_init(a),
