@@ -3,6 +3,7 @@
 use crate::benchmark::BenchmarkError;
 use crate::device::DeviceError;
 use crate::ghost::create::error::CreateError;
+use crate::ghost::host::HostError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -470,6 +471,49 @@ impl From<CreateError> for CliError {
     }
 }
 
+/// The exit code of a failed host step (cryptsetup's meaning of its errno): a busy device 5,
+/// a missing one 4, anything else 1.
+pub fn host_exit_code(e: &HostError) -> u8 {
+    use std::io::ErrorKind as K;
+    match (e.source.raw_os_error(), e.source.kind()) {
+        (Some(libc::EBUSY) | Some(libc::EEXIST), _) => code::BUSY,
+        (Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV), _) => code::DEVICE,
+        (Some(_), _) => code::INVALID,
+        (None, K::ResourceBusy | K::AlreadyExists) => code::BUSY,
+        (None, K::NotFound) => code::DEVICE,
+        (None, K::PermissionDenied) => code::PERMISSION,
+        (None, K::OutOfMemory) => code::NOMEM,
+        (None, _) => code::INVALID,
+    }
+}
+
+/// A failed ghost-session step as the CLI reports it: its exit code and its text
+/// ("op target: cause"). A step that failed in the header writer (formatting a new vault)
+/// carries the [`WriteError`]: its code, message and hint are the writer's, as for `format`.
+pub fn host_failure(e: HostError) -> (u8, String) {
+    if !e.source.get_ref().is_some_and(|r| r.is::<WriteError>()) {
+        return (host_exit_code(&e), e.to_string());
+    }
+    let HostError { op, target, source } = e;
+    match source.into_inner().map(|b| b.downcast::<WriteError>()) {
+        Some(Ok(w)) => {
+            let c = CliError::from(*w);
+            let cause = match c.hint {
+                Some(h) => format!("{} ({h})", c.message),
+                None => c.message,
+            };
+            let step = HostError::new(op, target, std::io::Error::other(cause));
+            (c.code, step.to_string())
+        }
+        // Not reached (checked above); reported as it is.
+        Some(Err(b)) => {
+            let step = HostError::new(op, target, std::io::Error::other(b));
+            (host_exit_code(&step), step.to_string())
+        }
+        None => (code::INVALID, format!("{op} {target}")),
+    }
+}
+
 #[cfg(test)]
 pub mod testing {
     use super::CliError;
@@ -491,5 +535,47 @@ pub mod testing {
             assert_eq!(e.message, message);
             assert_eq!(e.hint.as_deref(), hint, "{message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// A formatting step keeps the writer's error: its exit code, message and hint, as
+    /// `tazpod format` gives them; any other step's code comes from its errno or kind.
+    #[test]
+    fn host_failures_keep_their_cause() {
+        let format = |w: WriteError| HostError::new("format", "/v.img", io::Error::other(w));
+        let (c, text) = host_failure(format(WriteError::InUse {
+            path: "/v.img".into(),
+        }));
+        assert_eq!(c, code::BUSY);
+        assert!(
+            text.starts_with("format /v.img: cannot use device /v.img which is in use")
+                && text.ends_with("device-mapper users)"),
+            "{text}"
+        );
+        let (c, text) = host_failure(format(WriteError::Aborted));
+        assert_eq!(
+            (c, text.as_str()),
+            (code::PERMISSION, "format /v.img: operation aborted")
+        );
+        let (c, text) = host_failure(format(WriteError::Argon2Benchmark(KdfError::OutOfMemory {
+            required_kib: 1 << 20,
+        })));
+        assert_eq!(c, code::NOMEM, "{text}");
+        let busy = HostError::new(
+            "mount ext4",
+            "/m",
+            io::Error::from_raw_os_error(libc::EBUSY),
+        );
+        assert_eq!(host_failure(busy).0, code::BUSY);
+        let other = HostError::new("format", "/v.img", io::Error::other("no image"));
+        assert_eq!(
+            host_failure(other),
+            (code::INVALID, "format /v.img: no image".to_string())
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::ghost::caller::{self, Caller, Policy, POLICY_FILE};
 use crate::ghost::create;
 use crate::ghost::ending::{is_ancestor, lock_target_ok, proc_ppid, LockFacts};
 use crate::ghost::exec::{build_exec, ExecInputs, GHOST_MODE_VAR};
-use crate::ghost::host::{FormatRequest, HostError, ImageRequest};
+use crate::ghost::host::{FormatRequest, ImageRequest};
 use crate::ghost::lock::{self, Acquired, RUNTIME_DIR};
 use crate::ghost::real::RealHost;
 use crate::ghost::secrets::{env_lines, read_capped};
@@ -462,7 +462,6 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
         "some steps could not be undone (warnings above); the kernel removes the rest when \
          the session's processes are gone"
     };
-    let code_of = HostError::exit_code;
     match report.end {
         SessionEnd::Shell(st) => {
             if report.torn_down {
@@ -475,14 +474,14 @@ fn finish(report: Report, created: bool) -> Result<u8, CliError> {
             }
             Ok(u8::try_from(st.code()).unwrap_or(255))
         }
-        SessionEnd::SetupFailed(e) => Err(CliError::new(
-            code_of(&e),
-            format!("cannot set up the ghost session: {e}"),
-        )
-        .hint(match create::where_hint(&e).filter(|_| created) {
-            Some(h) => format!("{h}; {undone_hint}"),
-            None => undone_hint.to_string(),
-        })),
+        SessionEnd::SetupFailed(e) => {
+            let hint = match create::where_hint(&e).filter(|_| created) {
+                Some(h) => format!("{h}; {undone_hint}"),
+                None => undone_hint.to_string(),
+            };
+            let (code, step) = crate::error::host_failure(e);
+            Err(CliError::new(code, format!("cannot set up the ghost session: {step}")).hint(hint))
+        }
         SessionEnd::Interrupted(sig) => Err(CliError::new(
             u8::try_from(128 + sig).unwrap_or(255),
             format!("interrupted by signal {sig} during setup"),

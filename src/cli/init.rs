@@ -307,14 +307,15 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
                 "some steps could not be undone (warnings above)"
             };
             return Err(match f.error {
-                SetupError::Host(e) => CliError::new(
-                    e.exit_code(),
-                    format!("cannot create the vault {shown}: {e}"),
-                )
-                .hint(match create::where_hint(&e) {
-                    Some(h) => format!("{h}; {hint}"),
-                    None => hint.to_string(),
-                }),
+                SetupError::Host(e) => {
+                    let hint = match create::where_hint(&e) {
+                        Some(h) => format!("{h}; {hint}"),
+                        None => hint.to_string(),
+                    };
+                    let (code, step) = crate::error::host_failure(e);
+                    CliError::new(code, format!("cannot create the vault {shown}: {step}"))
+                        .hint(hint)
+                }
                 SetupError::Interrupted(sig) => CliError::new(
                     u8::try_from(128 + sig).unwrap_or(255),
                     format!("interrupted by signal {sig} while creating the vault {shown}"),

@@ -17,8 +17,10 @@
 //! codes and hints in `crate::error`); the command layer is `cli/init.rs`.
 
 pub mod error;
+mod size;
 
 pub use self::error::CreateError;
+pub use self::size::{human_size, DEFAULT_SIZE, MIN_FS_SIZE};
 
 use super::host::HostError;
 use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
@@ -34,10 +36,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Size of a new vault (TazPod's).
-pub const DEFAULT_SIZE: u64 = 512 << 20;
-/// The smallest filesystem a new vault gets (after the LUKS2 header).
-pub const MIN_FS_SIZE: u64 = 1 << 20;
 /// The only directories `mkfs.ext4` is taken from: fixed system directories, never `PATH`
 /// (root runs it).
 pub const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
@@ -63,16 +61,6 @@ impl Default for CreateOptions {
             kdf: KdfOptions::default(),
         }
     }
-}
-
-/// `n` bytes for people: whole GiB, MiB or KiB when exact, else bytes.
-pub fn human_size(n: u64) -> String {
-    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
-            return format!("{} {unit}", n >> shift);
-        }
-    }
-    format!("{n} bytes")
 }
 
 /// Whether a vault of `size` bytes fits a header ending at `data_offset` and a filesystem.

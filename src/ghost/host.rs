@@ -3,7 +3,6 @@
 //! them, the recording double of the tests only writes them down. The orchestration in [`session`](super::session) calls
 //! nothing else, so its order and its unwinding are tested without root.
 
-use crate::error::code;
 use crate::kernel::privs::WaitStatus;
 use crate::write::HeaderSpec;
 use luks2::{Passphrase, VolumeKey};
@@ -31,24 +30,6 @@ impl HostError {
             op,
             target: target.into(),
             source,
-        }
-    }
-}
-
-impl HostError {
-    /// The exit code for this failure (cryptsetup's meaning of its errno): a busy device 5,
-    /// a missing one 4, anything else 1.
-    pub fn exit_code(&self) -> u8 {
-        use std::io::ErrorKind as K;
-        match (self.source.raw_os_error(), self.source.kind()) {
-            (Some(libc::EBUSY) | Some(libc::EEXIST), _) => code::BUSY,
-            (Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV), _) => code::DEVICE,
-            (Some(_), _) => code::INVALID,
-            (None, K::ResourceBusy | K::AlreadyExists) => code::BUSY,
-            (None, K::NotFound) => code::DEVICE,
-            (None, K::PermissionDenied) => code::PERMISSION,
-            (None, K::OutOfMemory) => code::NOMEM,
-            (None, _) => code::INVALID,
         }
     }
 }

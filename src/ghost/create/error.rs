@@ -1,7 +1,7 @@
 //! What the checks of a new vault refuse, and what stops its passphrase. The messages are in
 //! `Display`; `crate::error` gives the exit codes and hints (`From<CreateError> for CliError`).
 
-use super::{human_size, MIN_FS_SIZE};
+use super::size::{human_size, MIN_FS_SIZE};
 use crate::ghost::lock::RUNTIME_DIR;
 use crate::write::WriteError;
 use std::fmt;

@@ -305,14 +305,9 @@ impl Image for RealHost {
             req.verbose,
             None,
         )
-        .map_err(|e| {
-            // The CLI's message and hint, as an `Other` I/O error: exit 1 for every failure.
-            let e = crate::error::CliError::from(e);
-            match e.hint {
-                Some(h) => fail("format", format!("{} ({h})", e.message)),
-                None => fail("format", e.message),
-            }
-        })?;
+        // The writer's typed error rides inside the I/O error: the CLI reads it back for its
+        // message, hint and exit code (`error::host_failure`).
+        .map_err(|e| HostError::new("format", name.clone(), io::Error::other(e)))?;
         // Read back through the reader: what is mapped is what a later unlock will see.
         let mut f = &c.file;
         let header = luks2::read_header(&mut f)

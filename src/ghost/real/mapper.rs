@@ -191,7 +191,7 @@ impl Mapper for RealHost {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::error::code;
+    use crate::error::{code, host_exit_code};
 
     /// Only a device that never got a live table and is not open is removed; a dying
     /// session's mapping is waited for; anything live is left to fail the mapping as busy.
@@ -242,14 +242,14 @@ mod tests {
             "tazpod-x",
             failed(mapping::Kind::Busy, Some("close it")),
         );
-        assert_eq!(e.exit_code(), code::BUSY);
+        assert_eq!(host_exit_code(&e), code::BUSY);
         assert!(e.to_string().contains("is busy (close it)"), "{e}");
         for (k, want) in [
             (mapping::Kind::Device, code::DEVICE),
             (mapping::Kind::Invalid, code::INVALID),
         ] {
             let e = mapping_error("map the vault as", "v", failed(k, None));
-            assert_eq!(e.exit_code(), want, "{k:?}");
+            assert_eq!(host_exit_code(&e), want, "{k:?}");
         }
         let dm = |errno| DmError {
             op: "DEV_CREATE",
@@ -257,11 +257,11 @@ mod tests {
             kind: dm::DmErrorKind::Os(crate::kernel::Errno(errno)),
         };
         let e = dm_os_error("remove mapping", "tazpod-x", dm(libc::EBUSY));
-        assert_eq!(e.exit_code(), code::BUSY);
+        assert_eq!(host_exit_code(&e), code::BUSY);
         assert!(e.to_string().contains("DEV_CREATE"), "{e}");
         let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::ENXIO));
-        assert_eq!(e.exit_code(), code::DEVICE);
+        assert_eq!(host_exit_code(&e), code::DEVICE);
         let e = dm_os_error("look up mapping", "tazpod-x", dm(libc::EINVAL));
-        assert_eq!(e.exit_code(), code::INVALID);
+        assert_eq!(host_exit_code(&e), code::INVALID);
     }
 }
