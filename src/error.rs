@@ -1,7 +1,9 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
 use crate::benchmark::BenchmarkError;
+use crate::config::LoadError;
 use crate::device::DeviceError;
+use crate::ghost::caller::error::{CallerError, WithRights};
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -415,6 +417,80 @@ impl From<WriteError> for CliError {
             | WriteError::SlotNotInUse { .. } => (code::INVALID, None),
         };
         CliError::typed(code, &e, hint)
+    }
+}
+
+/// Who ran tazpod, or the session user, that cannot be told or is refused: exit 2 for a
+/// session user the caller may not choose, else 1.
+impl From<CallerError> for CliError {
+    fn from(e: CallerError) -> Self {
+        const USER: &str = "pass --user USER|UID, or set `user` in the config";
+        let (code, hint) = match &e {
+            CallerError::Unknown(_) => (code::INVALID, Some("run tazpod through sudo, or as root")),
+            CallerError::CallerNoPasswd { .. } => (
+                code::INVALID,
+                Some("add the user to /etc/passwd (or the user database) first"),
+            ),
+            CallerError::PolicyUntrusted { .. } => (
+                code::INVALID,
+                Some("make it (and its directory) owned by root and writable by root only"),
+            ),
+            CallerError::PolicyParse { .. } => (
+                code::INVALID,
+                Some("fix the file (see docs/threat-model.md)"),
+            ),
+            // The path is `ghost::caller::POLICY_FILE` (the conversion test checks it).
+            CallerError::NotAllowed { .. } => (
+                code::PERMISSION,
+                Some(
+                    "drop --user (and `user` from the config), or ask an administrator to allow \
+                     it in /etc/tazpod/policy.toml",
+                ),
+            ),
+            CallerError::NoPasswd { .. } => (
+                code::INVALID,
+                Some("add the user first, or pass --user with an existing user"),
+            ),
+            CallerError::NoDefaultUser | CallerError::UserNotFound { .. } | CallerError::Root => {
+                (code::INVALID, Some(USER))
+            }
+            CallerError::CallerLookup { .. }
+            | CallerError::Rights { .. }
+            | CallerError::UserLookup { .. }
+            | CallerError::ReadConfig { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
+/// The caller's rights that cannot be taken, or what failed with them, as each says.
+impl<E> From<WithRights<E>> for CliError
+where
+    CliError: From<E>,
+{
+    fn from(e: WithRights<E>) -> Self {
+        match e {
+            WithRights::Rights(e) => e.into(),
+            WithRights::Failed(e) => e.into(),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded: exit 1 (a file that does not parse: fix or remove
+/// it); the reader's error as it says.
+impl<E> From<LoadError<E>> for CliError
+where
+    CliError: From<E>,
+    E: fmt::Display,
+{
+    fn from(e: LoadError<E>) -> Self {
+        match e {
+            LoadError::Read(e) => e.into(),
+            LoadError::Parse(e) => {
+                CliError::typed(code::INVALID, &e, Some("fix or remove the file"))
+            }
+            LoadError::NotFound { .. } => CliError::typed(code::INVALID, &e, None),
+        }
     }
 }
 

@@ -63,7 +63,10 @@ pub struct Vault {
 /// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `explicit` or
 /// `~/.config/tazpod/config.toml`).
 pub fn load_config(explicit: Option<&Path>) -> Result<ConfigFile, CliError> {
-    crate::ghost::caller::load_config(explicit, &crate::ghost::caller::Caller::root())
+    Ok(crate::ghost::caller::load_config(
+        explicit,
+        &crate::ghost::caller::Caller::root(),
+    )?)
 }
 
 /// The vault path: `given`, else the config's `vault` (`~` is `$HOME`), else the default.
