@@ -615,4 +615,39 @@ file = "b"
         assert_eq!(UserSpec::parse("tazpod"), UserSpec::Name("tazpod".into()));
         assert_eq!(UserSpec::Uid(5).to_string(), "5");
     }
+
+    #[test]
+    fn load_errors_convert() {
+        use crate::error::code;
+        use crate::error::testing::{assert_converts, denied};
+        use crate::ghost::caller::CallerError;
+        let denied = denied();
+        let load = |e| LoadError::<CallerError>::Read(e);
+        let parse = || ConfigFile::parse("vaultt = 1", "/c.toml").unwrap_err();
+        assert_converts(vec![
+            (
+                load(CallerError::ReadConfig {
+                    path: "/c.toml".into(),
+                    error: crate::error::testing::denied(),
+                }),
+                code::INVALID,
+                format!("cannot read config /c.toml: {denied}"),
+                None,
+            ),
+            (
+                LoadError::Parse(parse()),
+                code::INVALID,
+                format!("config /c.toml: {}", parse().message),
+                Some("fix or remove the file"),
+            ),
+            (
+                LoadError::NotFound {
+                    path: "/c.toml".into(),
+                },
+                code::INVALID,
+                "config file /c.toml not found".into(),
+                None,
+            ),
+        ]);
+    }
 }

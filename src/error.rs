@@ -267,13 +267,16 @@ impl From<TreeError> for CliError {
     }
 }
 
-/// A rootless verb that failed: the walk's and the device's exit codes; 2 or 3 as the
-/// library says for a header; 3 for an in-memory file that cannot be made; 127 for a command
+/// A rootless verb that failed: the walk's, the configuration's, the device's and the unlock
+/// pipeline's exit codes; 2 or 3 as the library says for a header; 3 for an in-memory file that cannot be made; 127 for a command
 /// not found and 126 for one that cannot be executed (as in shells); else 1.
 impl From<RootlessError> for CliError {
     fn from(e: RootlessError) -> Self {
         let (code, hint) = match e {
             RootlessError::Tree(e) => return e.into(),
+            RootlessError::Config(e) => return e.into(),
+            RootlessError::Device(e) => return e.into(),
+            RootlessError::Unlock(e) => return e.into(),
             RootlessError::Vault { error, given } => {
                 let mut e = CliError::from(error);
                 if !given {

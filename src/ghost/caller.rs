@@ -647,36 +647,5 @@ mod tests {
                 user,
             ),
         ]);
-        let load = |e| LoadError::<CallerError>::Read(e);
-        assert_converts(vec![
-            (
-                load(CallerError::ReadConfig {
-                    path: "/c.toml".into(),
-                    error: crate::error::testing::denied(),
-                }),
-                code::INVALID,
-                format!("cannot read config /c.toml: {denied}"),
-                None,
-            ),
-            (
-                LoadError::Parse(ConfigFile::parse("vaultt = 1", "/c.toml").unwrap_err()),
-                code::INVALID,
-                format!(
-                    "config /c.toml: {}",
-                    ConfigFile::parse("vaultt = 1", "/c.toml")
-                        .unwrap_err()
-                        .message
-                ),
-                Some("fix or remove the file"),
-            ),
-            (
-                LoadError::NotFound {
-                    path: "/c.toml".into(),
-                },
-                code::INVALID,
-                "config file /c.toml not found".into(),
-                None,
-            ),
-        ]);
     }
 }
