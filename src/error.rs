@@ -4,6 +4,7 @@ use crate::benchmark::BenchmarkError;
 use crate::config::LoadError;
 use crate::device::DeviceError;
 use crate::ghost::caller::error::{CallerError, WithRights};
+use crate::ghost::sudo::SudoError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -463,6 +464,22 @@ impl From<CallerError> for CliError {
             | CallerError::ReadConfig { .. } => (code::INVALID, None),
         };
         CliError::typed(code, &e, hint)
+    }
+}
+
+/// tazpod that cannot run itself again as root: exit 1, with what to try instead.
+impl From<SudoError> for CliError {
+    fn from(e: SudoError) -> Self {
+        let hint = match &e {
+            SudoError::CurrentExe(_) => None,
+            SudoError::Exec { .. } if e.tool_not_found() => {
+                Some("run it as root, install sudo, or name another tool with --sudo-command")
+            }
+            SudoError::Exec { .. } => {
+                Some("run it as root, or name an installed tool on PATH with --sudo-command")
+            }
+        };
+        CliError::typed(code::INVALID, &e, hint)
     }
 }
 

@@ -399,7 +399,7 @@ pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
         }
         let exe = super::sudo::current_exe()?;
         let argv = init_root_argv(&args, &exe, verbose);
-        return Err(super::sudo::exec_as_root(&args.sudo_command, &argv, "init"));
+        return Err(super::sudo::exec_as_root(&args.sudo_command, &argv, "init").into());
     }
     init_as_root(args, verbose)
 }
