@@ -4,6 +4,7 @@ use crate::benchmark::BenchmarkError;
 use crate::config::LoadError;
 use crate::device::DeviceError;
 use crate::ghost::caller::error::{CallerError, WithRights};
+use crate::ghost::ending::LockTargetError;
 use crate::ghost::sudo::SudoError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
@@ -464,6 +465,17 @@ impl From<CallerError> for CliError {
             | CallerError::ReadConfig { .. } => (code::INVALID, None),
         };
         CliError::typed(code, &e, hint)
+    }
+}
+
+/// A process `tazpod lock` may not end: exit 1.
+impl From<LockTargetError> for CliError {
+    fn from(e: LockTargetError) -> Self {
+        CliError::typed(
+            code::INVALID,
+            &e,
+            Some("exit the session shell to lock the vault"),
+        )
     }
 }
 
