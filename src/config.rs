@@ -23,7 +23,6 @@
 //! Scalars of a later layer replace earlier ones; `bind` entries with the same `target` and
 //! `secret` entries with the same `env` replace earlier ones, others are added.
 
-use crate::error::{code, CliError};
 use crate::shell::valid_env_name;
 use serde::Deserialize;
 use std::fmt;
@@ -349,32 +348,58 @@ pub fn expand_home(p: &Path, home: &Path) -> PathBuf {
 /// Reads configuration files with one user's filesystem rights (a root process reads only
 /// what that user may read).
 pub trait ConfigReader {
+    /// What goes wrong while reading (taking the rights, reading the file).
+    type Error;
     /// The text of the regular file `path` (at most 1 MiB); `Ok(None)` when it does not exist.
     /// Errors never quote the file.
-    fn read_text(&self, path: &Path) -> Result<Option<String>, CliError>;
+    fn read_text(&self, path: &Path) -> Result<Option<String>, Self::Error>;
     /// The home directory whose `~/.config/tazpod/config.toml` is this reader's.
     fn home(&self) -> Option<PathBuf>;
 }
 
+/// Why the configuration cannot be loaded; `E` is the reader's error.
+#[derive(Debug)]
+pub enum LoadError<E> {
+    /// The reader failed.
+    Read(E),
+    /// A file does not parse, or breaks a rule.
+    Parse(ConfigError),
+    /// The file given explicitly (`--config`) does not exist.
+    NotFound { path: PathBuf },
+}
+
+impl<E: fmt::Display> fmt::Display for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read(e) => e.fmt(f),
+            LoadError::Parse(e) => e.fmt(f),
+            LoadError::NotFound { path } => write!(f, "config file {} not found", path.display()),
+        }
+    }
+}
+
 /// Reads and parses one config file with `reader`'s rights; `Ok(None)` when it does not exist.
-fn read_config(path: &Path, reader: &dyn ConfigReader) -> Result<Option<ConfigFile>, CliError> {
+fn read_config<R: ConfigReader + ?Sized>(
+    path: &Path,
+    reader: &R,
+) -> Result<Option<ConfigFile>, LoadError<R::Error>> {
     let shown = path.display().to_string();
-    let Some(text) = reader.read_text(path)? else {
+    let Some(text) = reader.read_text(path).map_err(LoadError::Read)? else {
         return Ok(None);
     };
     ConfigFile::parse(&text, &shown)
         .map(Some)
-        .map_err(|e| CliError::new(code::INVALID, e.to_string()).hint("fix or remove the file"))
+        .map_err(LoadError::Parse)
 }
 
 /// The configuration: [`SYSTEM_CONFIG`] read by `system`, then `explicit` (which must exist)
 /// or the user's `~/.config/tazpod/config.toml` read by `user`, the later overriding the
 /// earlier.
-pub fn load(
+pub fn load<R: ConfigReader + ?Sized>(
     explicit: Option<&Path>,
-    system: &dyn ConfigReader,
-    user: &dyn ConfigReader,
-) -> Result<ConfigFile, CliError> {
+    system: &R,
+    user: &R,
+) -> Result<ConfigFile, LoadError<R::Error>> {
     let mut merged = ConfigFile::default();
     if let Some(sys) = read_config(Path::new(SYSTEM_CONFIG), system)? {
         merged = merged.merge(sys);
@@ -385,12 +410,7 @@ pub fn load(
     if let Some(p) = user_path {
         match read_config(&p, user)? {
             Some(c) => merged = merged.merge(c),
-            None if explicit.is_some() => {
-                return Err(CliError::new(
-                    code::INVALID,
-                    format!("config file {} not found", p.display()),
-                ))
-            }
+            None if explicit.is_some() => return Err(LoadError::NotFound { path: p }),
             None => {}
         }
     }
@@ -594,5 +614,40 @@ file = "b"
         assert_eq!(UserSpec::parse("1000"), UserSpec::Uid(1000));
         assert_eq!(UserSpec::parse("tazpod"), UserSpec::Name("tazpod".into()));
         assert_eq!(UserSpec::Uid(5).to_string(), "5");
+    }
+
+    #[test]
+    fn load_errors_convert() {
+        use crate::error::code;
+        use crate::error::testing::{assert_converts, denied};
+        use crate::ghost::caller::CallerError;
+        let denied = denied();
+        let load = |e| LoadError::<CallerError>::Read(e);
+        let parse = || ConfigFile::parse("vaultt = 1", "/c.toml").unwrap_err();
+        assert_converts(vec![
+            (
+                load(CallerError::ReadConfig {
+                    path: "/c.toml".into(),
+                    error: crate::error::testing::denied(),
+                }),
+                code::INVALID,
+                format!("cannot read config /c.toml: {denied}"),
+                None,
+            ),
+            (
+                LoadError::Parse(parse()),
+                code::INVALID,
+                format!("config /c.toml: {}", parse().message),
+                Some("fix or remove the file"),
+            ),
+            (
+                LoadError::NotFound {
+                    path: "/c.toml".into(),
+                },
+                code::INVALID,
+                "config file /c.toml not found".into(),
+                None,
+            ),
+        ]);
     }
 }

@@ -1,9 +1,13 @@
 //! CLI errors: what failed, where, what to try next, and cryptsetup's exit code.
 
 use crate::benchmark::BenchmarkError;
+use crate::config::LoadError;
 use crate::device::DeviceError;
+use crate::ghost::caller::error::{CallerError, WithRights};
 use crate::ghost::create::error::CreateError;
+use crate::ghost::ending::LockTargetError;
 use crate::ghost::host::HostError;
+use crate::ghost::sudo::SudoError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
 use crate::preflight::PreflightError;
@@ -267,13 +271,16 @@ impl From<TreeError> for CliError {
     }
 }
 
-/// A rootless verb that failed: the walk's and the device's exit codes; 2 or 3 as the
-/// library says for a header; 3 for an in-memory file that cannot be made; 127 for a command
+/// A rootless verb that failed: the walk's, the configuration's, the device's and the unlock
+/// pipeline's exit codes; 2 or 3 as the library says for a header; 3 for an in-memory file that cannot be made; 127 for a command
 /// not found and 126 for one that cannot be executed (as in shells); else 1.
 impl From<RootlessError> for CliError {
     fn from(e: RootlessError) -> Self {
         let (code, hint) = match e {
             RootlessError::Tree(e) => return e.into(),
+            RootlessError::Config(e) => return e.into(),
+            RootlessError::Device(e) => return e.into(),
+            RootlessError::Unlock(e) => return e.into(),
             RootlessError::Vault { error, given } => {
                 let mut e = CliError::from(error);
                 if !given {
@@ -471,6 +478,49 @@ impl From<CreateError> for CliError {
     }
 }
 
+/// Who ran tazpod, or the session user, that cannot be told or is refused: exit 2 for a
+/// session user the caller may not choose, else 1.
+impl From<CallerError> for CliError {
+    fn from(e: CallerError) -> Self {
+        const USER: &str = "pass --user USER|UID, or set `user` in the config";
+        let (code, hint) = match &e {
+            CallerError::Unknown(_) => (code::INVALID, Some("run tazpod through sudo, or as root")),
+            CallerError::CallerNoPasswd { .. } => (
+                code::INVALID,
+                Some("add the user to /etc/passwd (or the user database) first"),
+            ),
+            CallerError::PolicyUntrusted { .. } => (
+                code::INVALID,
+                Some("make it (and its directory) owned by root and writable by root only"),
+            ),
+            CallerError::PolicyParse { .. } => (
+                code::INVALID,
+                Some("fix the file (see docs/threat-model.md)"),
+            ),
+            // The path is `ghost::caller::POLICY_FILE` (the conversion test checks it).
+            CallerError::NotAllowed { .. } => (
+                code::PERMISSION,
+                Some(
+                    "drop --user (and `user` from the config), or ask an administrator to allow \
+                     it in /etc/tazpod/policy.toml",
+                ),
+            ),
+            CallerError::NoPasswd { .. } => (
+                code::INVALID,
+                Some("add the user first, or pass --user with an existing user"),
+            ),
+            CallerError::NoDefaultUser | CallerError::UserNotFound { .. } | CallerError::Root => {
+                (code::INVALID, Some(USER))
+            }
+            CallerError::CallerLookup { .. }
+            | CallerError::Rights { .. }
+            | CallerError::UserLookup { .. }
+            | CallerError::ReadConfig { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
 /// The exit code of a failed host step (cryptsetup's meaning of its errno): a busy device 5,
 /// a missing one 4, anything else 1.
 pub fn host_exit_code(e: &HostError) -> u8 {
@@ -511,6 +561,64 @@ pub fn host_failure(e: HostError) -> (u8, String) {
             (host_exit_code(&step), step.to_string())
         }
         None => (code::INVALID, format!("{op} {target}")),
+    }
+}
+
+/// A process `tazpod lock` may not end: exit 1.
+impl From<LockTargetError> for CliError {
+    fn from(e: LockTargetError) -> Self {
+        CliError::typed(
+            code::INVALID,
+            &e,
+            Some("exit the session shell to lock the vault"),
+        )
+    }
+}
+
+/// tazpod that cannot run itself again as root: exit 1, with what to try instead.
+impl From<SudoError> for CliError {
+    fn from(e: SudoError) -> Self {
+        let hint = match &e {
+            SudoError::CurrentExe(_) => None,
+            SudoError::Exec { .. } if e.tool_not_found() => {
+                Some("run it as root, install sudo, or name another tool with --sudo-command")
+            }
+            SudoError::Exec { .. } => {
+                Some("run it as root, or name an installed tool on PATH with --sudo-command")
+            }
+        };
+        CliError::typed(code::INVALID, &e, hint)
+    }
+}
+
+/// The caller's rights that cannot be taken, or what failed with them, as each says.
+impl<E> From<WithRights<E>> for CliError
+where
+    CliError: From<E>,
+{
+    fn from(e: WithRights<E>) -> Self {
+        match e {
+            WithRights::Rights(e) => e.into(),
+            WithRights::Failed(e) => e.into(),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded: exit 1 (a file that does not parse: fix or remove
+/// it); the reader's error as it says.
+impl<E> From<LoadError<E>> for CliError
+where
+    CliError: From<E>,
+    E: fmt::Display,
+{
+    fn from(e: LoadError<E>) -> Self {
+        match e {
+            LoadError::Read(e) => e.into(),
+            LoadError::Parse(e) => {
+                CliError::typed(code::INVALID, &e, Some("fix or remove the file"))
+            }
+            LoadError::NotFound { .. } => CliError::typed(code::INVALID, &e, None),
+        }
     }
 }
 

@@ -192,10 +192,10 @@ pub fn root_argv(args: &UnlockArgs, exe: &Path, verbose: bool) -> Vec<OsString> 
 fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
     let exe = match current_exe() {
         Ok(e) => e,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
     let argv = root_argv(args, &exe, verbose);
-    exec_as_root(&args.sudo_command, &argv, "unlock")
+    exec_as_root(&args.sudo_command, &argv, "unlock").into()
 }
 
 /// Opens the vault as the caller (the guard of `caller` must be active): read-write, or
@@ -689,7 +689,11 @@ mod tests {
 
     #[test]
     fn a_missing_sudo_is_exit_1_not_a_wrong_passphrase() {
-        let e = exec_as_root(std::ffi::OsStr::new("/nonexistent/sudo"), &[], "unlock");
+        let e = CliError::from(exec_as_root(
+            std::ffi::OsStr::new("/nonexistent/sudo"),
+            &[],
+            "unlock",
+        ));
         assert_eq!(e.code, code::INVALID, "{e}");
         assert!(e.message.contains("needs root"), "{e}");
     }

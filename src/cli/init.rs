@@ -160,7 +160,7 @@ pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
         }
         let exe = sudo::current_exe()?;
         let argv = init_root_argv(&args, &exe, verbose);
-        return Err(sudo::exec_as_root(&args.sudo_command, &argv, "init"));
+        return Err(sudo::exec_as_root(&args.sudo_command, &argv, "init").into());
     }
     init_as_root(args, verbose)
 }

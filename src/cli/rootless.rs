@@ -110,7 +110,7 @@ fn parse_assignment(s: &str) -> Result<(String, OsString), String> {
 /// `--vault` is absent, or an explicit `--config`.
 fn load_config(v: &VaultArgs, always: bool) -> Result<ConfigFile, CliError> {
     if always || v.vault.is_none() || v.config.is_some() {
-        rootless::load_config(v.config.as_deref())
+        Ok(rootless::load_config(v.config.as_deref())?)
     } else {
         Ok(ConfigFile::default())
     }
@@ -129,7 +129,7 @@ fn open(
         key_slot: v.key_slot,
         limits: v.limits.limits(),
     };
-    rootless::open_vault(&spec, config, key, verbose)
+    Ok(rootless::open_vault(&spec, config, key, verbose)?)
 }
 
 /// Lists `a.path` of the vault. A closed standard output stops quietly.

@@ -12,11 +12,14 @@
 //! A non-root caller must have a passwd entry. Every path such a caller names is opened with
 //! the caller's filesystem rights ([`Caller::rights`]).
 
+pub mod error;
+
+pub use error::{CallerError, Untrusted, WithRights};
+
 use super::host::Identity;
 use crate::config::{
-    self, toml_error, ConfigFile, ConfigReader, UserSpec, DEFAULT_UID, DEFAULT_USER,
+    self, toml_error, ConfigFile, ConfigReader, LoadError, UserSpec, DEFAULT_UID, DEFAULT_USER,
 };
-use crate::error::{code, CliError};
 use crate::kernel::privs::{self, FsIdentity};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -66,7 +69,7 @@ pub fn caller_ids(
 
 impl Caller {
     /// The caller of this process (see the module documentation).
-    pub fn current() -> Result<Caller, CliError> {
+    pub fn current() -> Result<Caller, CallerError> {
         let var = |n: &str| std::env::var_os(n).map(|v| v.to_string_lossy().into_owned());
         let ids = caller_ids(
             privs::getuid(),
@@ -74,22 +77,13 @@ impl Caller {
             var("SUDO_UID").as_deref(),
             var("SUDO_GID").as_deref(),
         )
-        .map_err(|e| {
-            CliError::new(code::INVALID, format!("cannot tell who ran tazpod: {e}"))
-                .hint("run tazpod through sudo, or as root")
-        })?;
+        .map_err(CallerError::Unknown)?;
         let Some((uid, gid)) = ids else {
             return Ok(Caller { user: None });
         };
         let pw = privs::user_by_uid(uid)
-            .map_err(|e| CliError::new(code::INVALID, format!("cannot look up uid {uid}: {e}")))?
-            .ok_or_else(|| {
-                CliError::new(
-                    code::INVALID,
-                    format!("uid {uid}, who ran tazpod, has no passwd entry: no session for it"),
-                )
-                .hint("add the user to /etc/passwd (or the user database) first")
-            })?;
+            .map_err(|error| CallerError::CallerLookup { uid, error })?
+            .ok_or(CallerError::CallerNoPasswd { uid })?;
         let mut groups = privs::group_list(&pw.name, gid).unwrap_or_else(|_| vec![gid]);
         if !groups.contains(&gid) {
             groups.push(gid);
@@ -118,27 +112,22 @@ impl Caller {
 
     /// Switches this process's filesystem rights to the caller's until the guard drops (no-op
     /// for root, or when not running as root).
-    pub fn become_fs(&self) -> Result<Option<FsIdentity>, CliError> {
+    pub fn become_fs(&self) -> Result<Option<FsIdentity>, CallerError> {
         match &self.user {
             Some(u) if privs::geteuid() == 0 => FsIdentity::switch(u.uid, u.gid, &u.groups)
                 .map(Some)
-                .map_err(|e| {
-                    CliError::new(
-                        code::INVALID,
-                        format!("cannot take the filesystem rights of {}: {e}", u.name),
-                    )
+                .map_err(|error| CallerError::Rights {
+                    user: u.name.clone(),
+                    error,
                 }),
             _ => Ok(None),
         }
     }
 
-    /// Runs `f` with the caller's filesystem rights; its error becomes a [`CliError`].
-    pub fn with_rights<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CliError>
-    where
-        CliError: From<E>,
-    {
-        let _guard = self.become_fs()?;
-        f().map_err(CliError::from)
+    /// Runs `f` with the caller's filesystem rights.
+    pub fn with_rights<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, WithRights<E>> {
+        let _guard = self.become_fs().map_err(WithRights::Rights)?;
+        f().map_err(WithRights::Failed)
     }
 }
 
@@ -195,14 +184,10 @@ impl Policy {
 
     /// Reads the policy file at `path` (as root). A missing file allows nothing; a file that
     /// is not root's, or writable by others, or in such a directory, is refused.
-    pub fn load(path: &Path) -> Result<Policy, CliError> {
-        let shown = path.display();
-        let bad = |why: String| {
-            CliError::new(
-                code::INVALID,
-                format!("the tazpod policy {shown} cannot be trusted: {why}"),
-            )
-            .hint("make it (and its directory) owned by root and writable by root only")
+    pub fn load(path: &Path) -> Result<Policy, CallerError> {
+        let bad = |why: Untrusted| CallerError::PolicyUntrusted {
+            path: path.to_path_buf(),
+            why,
         };
         let f = match std::fs::OpenOptions::new()
             .read(true)
@@ -211,24 +196,24 @@ impl Policy {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Policy::default()),
-            Err(e) => return Err(bad(format!("cannot open it: {e}"))),
+            Err(e) => return Err(bad(Untrusted::Open(e))),
         };
-        let m = f.metadata().map_err(|e| bad(e.to_string()))?;
+        let m = f.metadata().map_err(|e| bad(Untrusted::Io(e)))?;
         if !m.file_type().is_file() {
-            return Err(bad("it is not a regular file".into()));
+            return Err(bad(Untrusted::NotAFile));
         }
-        trusted(m.uid(), m.mode()).map_err(bad)?;
+        trusted(m.uid(), m.mode()).map_err(|w| bad(Untrusted::File(w)))?;
         if let Some(dir) = path.parent() {
-            let d = std::fs::symlink_metadata(dir).map_err(|e| bad(e.to_string()))?;
-            trusted(d.uid(), d.mode()).map_err(|w| bad(format!("its directory: {w}")))?;
+            let d = std::fs::symlink_metadata(dir).map_err(|e| bad(Untrusted::Io(e)))?;
+            trusted(d.uid(), d.mode()).map_err(|w| bad(Untrusted::Dir(w)))?;
         }
         let mut text = String::new();
         f.take(1 << 20)
             .read_to_string(&mut text)
-            .map_err(|e| bad(e.to_string()))?;
-        Policy::parse(&text).map_err(|e| {
-            CliError::new(code::INVALID, format!("the tazpod policy {shown}: {e}"))
-                .hint("fix the file (see docs/threat-model.md)")
+            .map_err(|e| bad(Untrusted::Io(e)))?;
+        Policy::parse(&text).map_err(|error| CallerError::PolicyParse {
+            path: path.to_path_buf(),
+            error,
         })
     }
 }
@@ -238,8 +223,8 @@ impl Policy {
 pub fn session_user(
     caller: &Caller,
     requested: Option<&UserSpec>,
-    policy: impl FnOnce() -> Result<Policy, CliError>,
-) -> Result<Identity, CliError> {
+    policy: impl FnOnce() -> Result<Policy, CallerError>,
+) -> Result<Identity, CallerError> {
     let Some(me) = &caller.user else {
         return root_session_user(requested, None);
     };
@@ -260,17 +245,11 @@ pub fn session_user(
     if policy()?.allows(me, &target) {
         return Ok(target);
     }
-    Err(CliError::new(
-        code::PERMISSION,
-        format!(
-            "user {spec}: {} (uid {}) may run a ghost session only as themselves",
-            me.name, me.uid
-        ),
-    )
-    .hint(format!(
-        "drop --user (and `user` from the config), or ask an administrator to allow it in \
-         {POLICY_FILE}"
-    )))
+    Err(CallerError::NotAllowed {
+        requested: spec.clone(),
+        caller: me.name.clone(),
+        uid: me.uid,
+    })
 }
 
 /// The session user as real root chooses it: `--user` / the config's, else `invoker`, else
@@ -278,7 +257,7 @@ pub fn session_user(
 pub fn root_session_user(
     configured: Option<&UserSpec>,
     invoker: Option<u32>,
-) -> Result<Identity, CliError> {
+) -> Result<Identity, CallerError> {
     let (spec, defaulted) = match (configured, invoker) {
         (Some(u), _) => (u.clone(), false),
         (None, Some(uid)) => (UserSpec::Uid(uid), false),
@@ -288,46 +267,25 @@ pub fn root_session_user(
 }
 
 /// Resolves the session user; refuses uid 0.
-pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, CliError> {
-    let lookup_err =
-        |e: io::Error| CliError::new(code::INVALID, format!("cannot look up user {spec}: {e}"));
+pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, CallerError> {
+    let lookup_err = |error: io::Error| CallerError::UserLookup {
+        spec: spec.clone(),
+        error,
+    };
     let pw = match spec {
         UserSpec::Name(n) => privs::user_by_name(n).map_err(lookup_err)?,
         UserSpec::Uid(u) => privs::user_by_uid(*u).map_err(lookup_err)?,
     };
     let pw = match (pw, spec) {
         (Some(pw), _) => pw,
-        (None, UserSpec::Uid(u)) => {
-            return Err(CliError::new(
-                code::INVALID,
-                format!("uid {u} has no passwd entry: no session for it"),
-            )
-            .hint("add the user first, or pass --user with an existing user"))
-        }
+        (None, UserSpec::Uid(u)) => return Err(CallerError::NoPasswd { uid: *u }),
         (None, UserSpec::Name(_)) if defaulted => privs::user_by_uid(DEFAULT_UID)
             .map_err(lookup_err)?
-            .ok_or_else(|| {
-                CliError::new(
-                    code::INVALID,
-                    format!(
-                        "no session user: user '{DEFAULT_USER}' and uid {DEFAULT_UID} do not exist"
-                    ),
-                )
-                .hint("pass --user USER|UID, or set `user` in the config")
-            })?,
-        (None, UserSpec::Name(n)) => {
-            return Err(
-                CliError::new(code::INVALID, format!("user '{n}' not found"))
-                    .hint("pass --user USER|UID, or set `user` in the config"),
-            )
-        }
+            .ok_or(CallerError::NoDefaultUser)?,
+        (None, UserSpec::Name(n)) => return Err(CallerError::UserNotFound { name: n.clone() }),
     };
     if pw.uid == 0 {
-        return Err(CliError::new(
-            code::INVALID,
-            "the session shell runs as an unprivileged user; uid 0 is refused",
-        )
-        .hint("pass --user USER|UID, or set `user` in the config"));
+        return Err(CallerError::Root);
     }
     let groups = privs::group_list(&pw.name, pw.gid).unwrap_or_else(|_| vec![pw.gid]);
     Ok(Identity {
@@ -341,7 +299,9 @@ pub fn resolve_identity(spec: &UserSpec, defaulted: bool) -> Result<Identity, Cl
 }
 
 impl ConfigReader for Caller {
-    fn read_text(&self, path: &Path) -> Result<Option<String>, CliError> {
+    type Error = CallerError;
+
+    fn read_text(&self, path: &Path) -> Result<Option<String>, CallerError> {
         let _guard = self.become_fs()?;
         let read = std::fs::OpenOptions::new()
             .read(true)
@@ -361,10 +321,10 @@ impl ConfigReader for Caller {
         match read {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CliError::new(
-                code::INVALID,
-                format!("cannot read config {}: {e}", path.display()),
-            )),
+            Err(error) => Err(CallerError::ReadConfig {
+                path: path.to_path_buf(),
+                error,
+            }),
         }
     }
 
@@ -379,7 +339,10 @@ impl ConfigReader for Caller {
 
 /// The configuration as `caller` may read it: the system file with root's rights, the
 /// user's (or `explicit`) with the caller's.
-pub fn load_config(explicit: Option<&Path>, caller: &Caller) -> Result<ConfigFile, CliError> {
+pub fn load_config(
+    explicit: Option<&Path>,
+    caller: &Caller,
+) -> Result<ConfigFile, LoadError<CallerError>> {
     config::load(explicit, &Caller::root(), caller)
 }
 
@@ -387,6 +350,8 @@ pub fn load_config(explicit: Option<&Path>, caller: &Caller) -> Result<ConfigFil
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::error::testing::{assert_converts, denied};
+    use crate::error::{code, CliError};
 
     fn id(name: &str, uid: u32) -> Identity {
         Identity {
@@ -426,7 +391,7 @@ mod tests {
         let me = Caller {
             user: Some(id("alice", 1000)),
         };
-        let no_policy = || -> Result<Policy, CliError> { Ok(Policy::default()) };
+        let no_policy = || -> Result<Policy, CallerError> { Ok(Policy::default()) };
         assert_eq!(session_user(&me, None, no_policy).unwrap().uid, 1000);
         let same = UserSpec::Name("alice".into());
         assert_eq!(session_user(&me, Some(&same), no_policy).unwrap().uid, 1000);
@@ -449,6 +414,7 @@ mod tests {
             );
         }
         let e = session_user(&me, Some(&UserSpec::Name("nobody".into())), no_policy).unwrap_err();
+        let e = CliError::from(e);
         assert_eq!(e.code, code::PERMISSION);
         assert!(e.message.contains("only as themselves"), "{}", e.message);
     }
@@ -505,18 +471,181 @@ mod tests {
     #[test]
     fn identity_resolution() {
         let e = resolve_identity(&UserSpec::Uid(0), false).unwrap_err();
-        assert!(e.message.contains("uid 0"));
+        assert!(matches!(e, CallerError::Root), "{e}");
         let e = resolve_identity(&UserSpec::Name("root".into()), false).unwrap_err();
-        assert!(e.message.contains("uid 0"));
+        assert!(matches!(e, CallerError::Root), "{e}");
         let e = resolve_identity(&UserSpec::Name("no-such-user-x".into()), false).unwrap_err();
-        assert!(e.message.contains("not found"));
+        assert!(matches!(e, CallerError::UserNotFound { .. }), "{e}");
         // no session for a uid without a passwd entry (it used to get gid = uid)
         let e = resolve_identity(&UserSpec::Uid(54321), false).unwrap_err();
-        assert!(e.message.contains("no passwd entry"), "{}", e.message);
+        assert!(matches!(e, CallerError::NoPasswd { uid: 54321 }), "{e}");
         // the default user falls back to uid 1000, if it exists
         match resolve_identity(&UserSpec::Name("no-such-user-x".into()), true) {
             Ok(i) => assert_eq!(i.uid, DEFAULT_UID),
-            Err(e) => assert!(e.message.contains("do not exist"), "{}", e.message),
+            Err(e) => assert!(matches!(e, CallerError::NoDefaultUser), "{e}"),
         }
+    }
+
+    #[test]
+    fn caller_errors_convert() {
+        let denied = denied();
+        let user = Some("pass --user USER|UID, or set `user` in the config");
+        let trust = Some("make it (and its directory) owned by root and writable by root only");
+        let policy_hint = format!(
+            "drop --user (and `user` from the config), or ask an administrator to allow it in \
+             {POLICY_FILE}"
+        );
+        let untrusted = |why| CallerError::PolicyUntrusted {
+            path: POLICY_FILE.into(),
+            why,
+        };
+        let p = POLICY_FILE;
+        assert_converts(vec![
+            (
+                CallerError::Unknown("SUDO_UID is set but SUDO_GID is not".into()),
+                code::INVALID,
+                "cannot tell who ran tazpod: SUDO_UID is set but SUDO_GID is not".into(),
+                Some("run tazpod through sudo, or as root"),
+            ),
+            (
+                CallerError::CallerLookup {
+                    uid: 7,
+                    error: crate::error::testing::denied(),
+                },
+                code::INVALID,
+                format!("cannot look up uid 7: {denied}"),
+                None,
+            ),
+            (
+                CallerError::CallerNoPasswd { uid: 7 },
+                code::INVALID,
+                "uid 7, who ran tazpod, has no passwd entry: no session for it".into(),
+                Some("add the user to /etc/passwd (or the user database) first"),
+            ),
+            (
+                CallerError::Rights {
+                    user: "alice".into(),
+                    error: crate::error::testing::denied(),
+                },
+                code::INVALID,
+                format!("cannot take the filesystem rights of alice: {denied}"),
+                None,
+            ),
+            (
+                untrusted(Untrusted::Open(crate::error::testing::denied())),
+                code::INVALID,
+                format!("the tazpod policy {p} cannot be trusted: cannot open it: {denied}"),
+                trust,
+            ),
+            (
+                untrusted(Untrusted::Io(crate::error::testing::denied())),
+                code::INVALID,
+                format!("the tazpod policy {p} cannot be trusted: {denied}"),
+                trust,
+            ),
+            (
+                untrusted(Untrusted::NotAFile),
+                code::INVALID,
+                format!("the tazpod policy {p} cannot be trusted: it is not a regular file"),
+                trust,
+            ),
+            (
+                untrusted(Untrusted::File(trusted(1000, 0o100644).unwrap_err())),
+                code::INVALID,
+                format!(
+                    "the tazpod policy {p} cannot be trusted: it is owned by uid 1000, not by \
+                     root"
+                ),
+                trust,
+            ),
+            (
+                untrusted(Untrusted::Dir(trusted(0, 0o040777).unwrap_err())),
+                code::INVALID,
+                format!(
+                    "the tazpod policy {p} cannot be trusted: its directory: it is writable by \
+                     its group or others (mode 777)"
+                ),
+                trust,
+            ),
+            (
+                CallerError::PolicyParse {
+                    path: POLICY_FILE.into(),
+                    error: "expected `=` (line 1, column 3)".into(),
+                },
+                code::INVALID,
+                format!("the tazpod policy {p}: expected `=` (line 1, column 3)"),
+                Some("fix the file (see docs/threat-model.md)"),
+            ),
+            (
+                CallerError::UserLookup {
+                    spec: UserSpec::Name("bob".into()),
+                    error: crate::error::testing::denied(),
+                },
+                code::INVALID,
+                format!("cannot look up user bob: {denied}"),
+                None,
+            ),
+            (
+                CallerError::NoPasswd { uid: 54321 },
+                code::INVALID,
+                "uid 54321 has no passwd entry: no session for it".into(),
+                Some("add the user first, or pass --user with an existing user"),
+            ),
+            (
+                CallerError::NoDefaultUser,
+                code::INVALID,
+                "no session user: user 'tazpod' and uid 1000 do not exist".into(),
+                user,
+            ),
+            (
+                CallerError::UserNotFound { name: "bob".into() },
+                code::INVALID,
+                "user 'bob' not found".into(),
+                user,
+            ),
+            (
+                CallerError::Root,
+                code::INVALID,
+                "the session shell runs as an unprivileged user; uid 0 is refused".into(),
+                user,
+            ),
+            (
+                CallerError::ReadConfig {
+                    path: "/c.toml".into(),
+                    error: crate::error::testing::denied(),
+                },
+                code::INVALID,
+                format!("cannot read config /c.toml: {denied}"),
+                None,
+            ),
+            (
+                CallerError::NotAllowed {
+                    requested: UserSpec::Uid(1001),
+                    caller: "alice".into(),
+                    uid: 1000,
+                },
+                code::PERMISSION,
+                "user 1001: alice (uid 1000) may run a ghost session only as themselves".into(),
+                Some(&policy_hint),
+            ),
+        ]);
+        let rights = |e| WithRights::<CallerError>::Rights(e);
+        assert_converts(vec![
+            (
+                rights(CallerError::Rights {
+                    user: "alice".into(),
+                    error: crate::error::testing::denied(),
+                }),
+                code::INVALID,
+                format!("cannot take the filesystem rights of alice: {denied}"),
+                None,
+            ),
+            (
+                WithRights::Failed(CallerError::Root),
+                code::INVALID,
+                "the session shell runs as an unprivileged user; uid 0 is refused".into(),
+                user,
+            ),
+        ]);
     }
 }

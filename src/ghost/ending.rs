@@ -1,8 +1,9 @@
 //! Which shell `tazpod lock` may end: only the session shell of the caller's own session
 //! (an ancestor of the caller, in the caller's mount namespace, which is not the host's,
-//! owned by the caller).
+//! owned by the caller). The refusal's message is in [`LockTargetError`]'s `Display`;
+//! `crate::error` gives the exit code and hint.
 
-use crate::error::{code, CliError};
+use std::fmt;
 
 /// The parent pid in a `/proc/<pid>/stat` line (the command name may hold spaces and
 /// parentheses, so fields are counted after the last `)`).
@@ -44,35 +45,64 @@ pub struct LockFacts {
     pub pid: u32,
 }
 
+/// Why `tazpod lock` may not end the process `pid` (`TAZPOD_SHELL_PID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockTargetError {
+    /// It is neither this command nor one of its ancestors.
+    NotAncestor { pid: u32 },
+    /// It is not in this process's mount namespace (or either is unknown).
+    OtherNamespace { pid: u32 },
+    /// This process is in the system's mount namespace: not in a ghost session.
+    SystemNamespace { pid: u32 },
+    /// It does not belong to `caller_uid`, who runs `tazpod lock`.
+    OtherUser { pid: u32, caller_uid: u32 },
+}
+
+impl fmt::Display for LockTargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (LockTargetError::NotAncestor { pid }
+        | LockTargetError::OtherNamespace { pid }
+        | LockTargetError::SystemNamespace { pid }
+        | LockTargetError::OtherUser { pid, .. }) = self;
+        write!(f, "process {pid} (TAZPOD_SHELL_PID) ")?;
+        match self {
+            LockTargetError::NotAncestor { .. } => f.write_str("is not a parent of this command"),
+            LockTargetError::OtherNamespace { .. } => {
+                f.write_str("is not in this ghost session's mount namespace")
+            }
+            LockTargetError::SystemNamespace { .. } => {
+                f.write_str("is in the system's mount namespace: this is not a ghost session")
+            }
+            LockTargetError::OtherUser { caller_uid, .. } => {
+                write!(
+                    f,
+                    "does not belong to uid {caller_uid}, who runs tazpod lock"
+                )
+            }
+        }
+    }
+}
+
 /// Whether `tazpod lock` may end the process of `f`: an ancestor in this very session (the
 /// same mount namespace, which is not the system's), of the caller's own uid. So even run
 /// through sudo with a forged `TAZPOD_SHELL_PID`, it ends only the caller's session shell.
-pub fn lock_target_ok(f: &LockFacts) -> Result<(), CliError> {
+pub fn lock_target_ok(f: &LockFacts) -> Result<(), LockTargetError> {
     let pid = f.pid;
-    let no = |why: String| {
-        CliError::new(
-            code::INVALID,
-            format!("process {pid} (TAZPOD_SHELL_PID) {why}"),
-        )
-        .hint("exit the session shell to lock the vault")
-    };
     if !f.ancestor {
-        return Err(no("is not a parent of this command".into()));
+        return Err(LockTargetError::NotAncestor { pid });
     }
     match (f.mine, f.target_ns) {
         (Some(a), Some(b)) if a == b => {}
-        _ => return Err(no("is not in this ghost session's mount namespace".into())),
+        _ => return Err(LockTargetError::OtherNamespace { pid }),
     }
     if f.init_ns.is_some() && f.init_ns == f.mine {
-        return Err(no(
-            "is in the system's mount namespace: this is not a ghost session".into(),
-        ));
+        return Err(LockTargetError::SystemNamespace { pid });
     }
     if f.caller_uid != 0 && f.target_uid != Some(f.caller_uid) {
-        return Err(no(format!(
-            "does not belong to uid {}, who runs tazpod lock",
-            f.caller_uid
-        )));
+        return Err(LockTargetError::OtherUser {
+            pid,
+            caller_uid: f.caller_uid,
+        });
     }
     Ok(())
 }
@@ -174,8 +204,48 @@ mod tests {
                 "uid 1000",
             ),
         ] {
-            let e = lock_target_ok(&bad).unwrap_err();
-            assert!(e.message.contains(why), "{}", e.message);
+            let e = lock_target_ok(&bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn lock_target_errors_convert() {
+        use crate::error::code;
+        use crate::error::testing::assert_converts;
+        let hint = Some("exit the session shell to lock the vault");
+        assert_converts(vec![
+            (
+                LockTargetError::NotAncestor { pid: 77 },
+                code::INVALID,
+                "process 77 (TAZPOD_SHELL_PID) is not a parent of this command".into(),
+                hint,
+            ),
+            (
+                LockTargetError::OtherNamespace { pid: 77 },
+                code::INVALID,
+                "process 77 (TAZPOD_SHELL_PID) is not in this ghost session's mount namespace"
+                    .into(),
+                hint,
+            ),
+            (
+                LockTargetError::SystemNamespace { pid: 77 },
+                code::INVALID,
+                "process 77 (TAZPOD_SHELL_PID) is in the system's mount namespace: this is not \
+                 a ghost session"
+                    .into(),
+                hint,
+            ),
+            (
+                LockTargetError::OtherUser {
+                    pid: 77,
+                    caller_uid: 1000,
+                },
+                code::INVALID,
+                "process 77 (TAZPOD_SHELL_PID) does not belong to uid 1000, who runs tazpod lock"
+                    .into(),
+                hint,
+            ),
+        ]);
     }
 }

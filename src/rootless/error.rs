@@ -1,11 +1,15 @@
 //! What the rootless service reports: the filesystem walk's errors ([`TreeError`]), a panic
-//! caught by [`super::guarded`], a vault or header that cannot be read, and what stops `run`
-//! (the secrets map, a secret that cannot be served, the command that cannot start). The
-//! messages are in `Display`; `crate::error` gives the exit codes and hints.
+//! caught by [`super::guarded`], a configuration, vault or header that cannot be read, the
+//! unlock pipeline's errors, and what stops `run` (the secrets map, a secret that cannot be
+//! served, the command that cannot start). The messages are in `Display`; `crate::error`
+//! gives the exit codes and hints.
 
 use super::tree::{shown, TreeError};
+use crate::config::LoadError;
 use crate::device::DeviceError;
+use crate::ghost::caller::error::CallerError;
 use crate::kernel::Errno;
+use crate::passphrase::TryError;
 use std::fmt;
 use std::io;
 
@@ -20,9 +24,16 @@ pub enum RootlessError {
     Tree(TreeError),
     /// The ext4 reader panicked inside [`super::guarded`]: `note` says where and why.
     Panic { vault: String, note: String },
+    /// The configuration cannot be loaded.
+    Config(LoadError<CallerError>),
     /// The vault file cannot be opened; `given` when its path was given by the caller, not
     /// taken from the config or the default.
     Vault { error: DeviceError, given: bool },
+    /// The header file cannot be opened, or the vault or header file cannot be locked or
+    /// sized.
+    Device(DeviceError),
+    /// The unlock pipeline failed (the data segment, the passphrase tries).
+    Unlock(TryError),
     /// The header cannot be read from `device`; `detached` when it is a header file apart
     /// from the vault.
     Header {
@@ -76,6 +87,12 @@ impl From<TreeError> for RootlessError {
     }
 }
 
+impl From<TryError> for RootlessError {
+    fn from(e: TryError) -> Self {
+        RootlessError::Unlock(e)
+    }
+}
+
 impl fmt::Display for RootlessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -85,7 +102,10 @@ impl fmt::Display for RootlessError {
                 "{vault}: {PANIC_STOP} (a panic: {note}); the filesystem in the vault is \
                  probably corrupt"
             ),
+            RootlessError::Config(e) => e.fmt(f),
             RootlessError::Vault { error, .. } => error.fmt(f),
+            RootlessError::Device(e) => e.fmt(f),
+            RootlessError::Unlock(e) => e.fmt(f),
             RootlessError::Header { device, error, .. } | RootlessError::Luks { device, error } => {
                 write!(f, "{device}: {error}")
             }
@@ -153,6 +173,12 @@ mod tests {
         let corrupt = "`tazpod decrypt VAULT fs.img && e2fsck -fn fs.img` shows the damage \
                        (remove fs.img after)";
         let missing_msg = missing().to_string();
+        let header_missing = DeviceError::Missing {
+            role: "header file".into(),
+            name: "h".into(),
+            error: crate::error::testing::denied(),
+        }
+        .to_string();
         let p = Some(&b"/a"[..]);
         let tree = |e| RootlessError::Tree(e);
         assert_converts(vec![
@@ -284,6 +310,33 @@ mod tests {
                 code::DEVICE,
                 missing_msg,
                 Some("pass --vault FILE, or set `vault` in the config"),
+            ),
+            (
+                RootlessError::Config(LoadError::NotFound {
+                    path: "/c.toml".into(),
+                }),
+                code::INVALID,
+                "config file /c.toml not found".into(),
+                None,
+            ),
+            (
+                RootlessError::Device(DeviceError::Missing {
+                    role: "header file".into(),
+                    name: "h".into(),
+                    error: crate::error::testing::denied(),
+                }),
+                code::DEVICE,
+                header_missing,
+                Some("check the path and your permissions"),
+            ),
+            (
+                RootlessError::Unlock(TryError::Library {
+                    device: "v".into(),
+                    error: Error::Unlock(UnlockError::WrongPassphrase),
+                }),
+                code::PERMISSION,
+                format!("v: {}", Error::Unlock(UnlockError::WrongPassphrase)),
+                None,
             ),
             (
                 RootlessError::Header {

@@ -23,7 +23,6 @@ pub use error::RootlessError;
 
 use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
-use crate::error::CliError;
 use crate::passphrase::KeyArgs;
 use crate::unlock::{HeaderRead, KeyRequest};
 use ext4_view::Ext4;
@@ -62,8 +61,9 @@ pub struct Vault {
 
 /// The configuration (ghost mode's: `/etc/tazpod/config.toml`, then `explicit` or
 /// `~/.config/tazpod/config.toml`).
-pub fn load_config(explicit: Option<&Path>) -> Result<ConfigFile, CliError> {
+pub fn load_config(explicit: Option<&Path>) -> Result<ConfigFile, RootlessError> {
     crate::ghost::caller::load_config(explicit, &crate::ghost::caller::Caller::root())
+        .map_err(RootlessError::Config)
 }
 
 /// The vault path: `given`, else the config's `vault` (`~` is `$HOME`), else the default.
@@ -84,13 +84,13 @@ pub fn vault_file(given: Option<&Path>, config: &ConfigFile) -> PathBuf {
 /// the reader (wiped on drop).
 ///
 /// The unlock pipeline's own errors (the data segment, the passphrase tries) come as it gives
-/// them; the rest are [`RootlessError`]s.
+/// them, in [`RootlessError::Unlock`].
 pub fn open_vault(
     v: &VaultSpec,
     config: &ConfigFile,
     key: &KeyArgs,
     verbose: bool,
-) -> Result<Vault, CliError> {
+) -> Result<Vault, RootlessError> {
     let path = vault_file(v.vault, config);
     let mut f =
         device::ReadOnly::open_as(&path, "vault").map_err(|error| RootlessError::Vault {
@@ -101,14 +101,16 @@ pub fn open_vault(
     // With a detached header, the header and keyslots come from that file; the vault file is
     // only the data segment's device.
     let mut detached = match v.header {
-        Some(h) => Some(device::ReadOnly::open_as(h, "header file")?),
+        Some(h) => {
+            Some(device::ReadOnly::open_as(h, "header file").map_err(RootlessError::Device)?)
+        }
         None => None,
     };
     let hdr_name = detached
         .as_ref()
         .map_or_else(|| name.clone(), |h| h.name.clone());
     let src = detached.as_mut().unwrap_or(&mut f);
-    src.lock_shared()?;
+    src.lock_shared().map_err(RootlessError::Device)?;
     let header = luks2::read_header(src).map_err(|error| RootlessError::Header {
         device: hdr_name.clone(),
         error,
@@ -116,7 +118,7 @@ pub fn open_vault(
     })?;
     let mut read = HeaderRead::of(header, &hdr_name);
     let seg = read.need_segment()?.clone();
-    let size = f.size()?;
+    let size = f.size().map_err(RootlessError::Device)?;
     let luks = |device: &str| {
         let device = device.to_string();
         move |error| RootlessError::Luks { device, error }
@@ -222,7 +224,7 @@ pub fn vault_path(p: &std::ffi::OsStr) -> Vec<u8> {
 mod tests {
     use super::error::PANIC_STOP;
     use super::*;
-    use crate::error::code;
+    use crate::error::{code, CliError};
 
     #[test]
     fn paths_are_made_absolute() {
