@@ -7,6 +7,7 @@ use crate::ghost::caller::error::{CallerError, WithRights};
 use crate::ghost::create::error::CreateError;
 use crate::ghost::ending::LockTargetError;
 use crate::ghost::host::HostError;
+use crate::ghost::start::error::{OpenError, StartError};
 use crate::ghost::sudo::SudoError;
 use crate::mapping::{Kind, MapError};
 use crate::passphrase::{PassphraseError, TryError};
@@ -516,6 +517,49 @@ impl From<CallerError> for CliError {
             | CallerError::Rights { .. }
             | CallerError::UserLookup { .. }
             | CallerError::ReadConfig { .. } => (code::INVALID, None),
+        };
+        CliError::typed(code, &e, hint)
+    }
+}
+
+/// A vault the caller cannot open: exit 4, with what the caller's rights must allow.
+impl From<OpenError> for CliError {
+    fn from(e: OpenError) -> Self {
+        let hint = match &e {
+            OpenError::Open { how, .. } => Some(format!(
+                "the vault is opened with the rights of the user who ran tazpod: that user must \
+                 be able to {how} it"
+            )),
+            OpenError::BlockNotWritable { .. } => {
+                Some("a block device is a vault only for a user who may write it".to_string())
+            }
+            OpenError::Stat { .. } | OpenError::NotAFile { .. } => None,
+        };
+        CliError::typed(code::DEVICE, &e, hint.as_deref())
+    }
+}
+
+/// A ghost session that cannot start: each step's error as it says; a vault in another
+/// user's session or a session lock that cannot be taken is busy (exit 5).
+impl From<StartError> for CliError {
+    fn from(e: StartError) -> Self {
+        let (code, hint) = match e {
+            StartError::Caller(e) => return e.into(),
+            StartError::Config(e) => return e.into(),
+            StartError::Open(e) => return e.into(),
+            StartError::Create(e) => return e.into(),
+            StartError::NewPassphrase(e) => return e.into(),
+            StartError::Preflight(e) => return e.into(),
+            StartError::Device(e) => return e.into(),
+            StartError::Unlock(e) => return e.into(),
+            StartError::UnlockAsCaller(e) => return e.into(),
+            StartError::ReadonlyCreate { .. } => (
+                code::INVALID,
+                Some("drop --readonly to create it, or check the vault path; nothing was created"),
+            ),
+            StartError::Stat { .. } => (code::DEVICE, None),
+            StartError::SessionLock(_) => (code::BUSY, None),
+            StartError::OtherUser { .. } => (code::BUSY, Some("wait until that session ends")),
         };
         CliError::typed(code, &e, hint)
     }

@@ -4,25 +4,19 @@
 
 use super::init::CreateArgs;
 use crate::cli::args::LimitArgs;
-use crate::config::{expand_home, Flags, Settings, UserSpec};
+use crate::config::{Flags, UserSpec};
 use crate::error::{code, CliError};
-use crate::ghost::caller::{self, Caller, Policy, POLICY_FILE};
+use crate::ghost::caller::{self, Caller};
 use crate::ghost::create;
 use crate::ghost::ending::{is_ancestor, lock_target_ok, proc_ppid, LockFacts};
-use crate::ghost::exec::{build_exec, ExecInputs, GHOST_MODE_VAR};
-use crate::ghost::host::{FormatRequest, ImageRequest};
-use crate::ghost::lock::{self, Acquired, RUNTIME_DIR};
-use crate::ghost::real::RealHost;
+use crate::ghost::exec::GHOST_MODE_VAR;
 use crate::ghost::secrets::{env_lines, read_capped};
-use crate::ghost::session::{
-    run_creator, run_holder, run_joiner, Bind, JoinTarget, NewVault, Report, SessionEnd,
-    SessionPlan, ShellPlan, VaultKey,
-};
+use crate::ghost::session::{Report, SessionEnd};
+use crate::ghost::start::{self, Notice, StartRequest};
 use crate::ghost::sudo::{absolute, current_exe, exec_as_root};
 use crate::kernel::privs;
 use crate::passphrase::KeyArgs;
 use crate::shell::{shell_init, valid_guard_name, ShellKind};
-use crate::unlock::KeyRequest;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -97,39 +91,19 @@ pub fn cmd_unlock(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
     }
     if privs::geteuid() != 0 {
         // A kernel that cannot map the vault is said before sudo asks for a password.
-        crate::preflight::kernel_can_map(vault_is_image(args.vault.as_deref()))?;
+        crate::preflight::kernel_can_map(start::vault_is_image(args.vault.as_deref()))?;
         // A vault named on the command line that does not exist is created as root: what
         // would stop that is checked now, before sudo asks for a password.
         if let Some(v) = &args.vault {
             let v = absolute(v);
             if matches!(std::fs::symlink_metadata(&v), Err(e) if e.kind() == io::ErrorKind::NotFound)
             {
-                check_new_vault(&args, &v)?;
+                start::check_new_vault(&v, args.readonly, &args.create.options(), &args.key)?;
             }
         }
         return Err(reexec_as_root(&args, verbose));
     }
     unlock_as_root(args, verbose)
-}
-
-/// The checks before a missing vault is created by `unlock`.
-fn check_new_vault(args: &UnlockArgs, vault: &Path) -> Result<create::Prepared, CliError> {
-    if args.readonly {
-        return Err(CliError::new(
-            code::INVALID,
-            format!(
-                "{} does not exist, and a new vault cannot be created read-only",
-                vault.display()
-            ),
-        )
-        .hint("drop --readonly to create it, or check the vault path; nothing was created"));
-    }
-    Ok(create::prepare(
-        vault,
-        &args.create.options(),
-        &args.key,
-        crate::kernel::tty::stdin_is_tty(),
-    )?)
 }
 
 /// The command line that runs `tazpod unlock` again as root: `SUDO -- EXE [-v] unlock
@@ -198,248 +172,35 @@ fn reexec_as_root(args: &UnlockArgs, verbose: bool) -> CliError {
     exec_as_root(&args.sudo_command, &argv, "unlock").into()
 }
 
-/// Opens the vault as the caller (the guard of `caller` must be active): read-write, or
-/// read-only for `--readonly`; a block device only if the caller may open it read-write.
-/// `Ok(None)` when nothing is there.
-pub fn open_vault(vault: &Path, readonly: bool) -> Result<Option<std::fs::File>, CliError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let shown = vault.display();
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(!readonly)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(vault)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            let how = if readonly { "read" } else { "read and write" };
-            return Err(
-                CliError::new(code::DEVICE, format!("cannot open the vault {shown}: {e}")).hint(
-                    format!(
-                "the vault is opened with the rights of the user who ran tazpod: that user must \
-                 be able to {how} it"
-            ),
-                ),
-            );
-        }
-    };
-    let ft = f
-        .metadata()
-        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?
-        .file_type();
-    if ft.is_block_device() && readonly {
-        // Reopening the very same device through the descriptor checks the caller's write
-        // permission without a second lookup of the path.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&f)
-            ))
-            .map_err(|e| {
-                CliError::new(
-                    code::DEVICE,
-                    format!("cannot use the block device {shown} as a vault: {e}"),
-                )
-                .hint("a block device is a vault only for a user who may write it")
-            })?;
-    } else if !(ft.is_file() || ft.is_block_device()) {
-        return Err(CliError::new(
-            code::DEVICE,
-            format!("the vault {shown} is not a regular file or block device"),
-        ));
-    }
-    Ok(Some(f))
-}
-
-/// Whether the vault (when named) is an image file that needs a loop device (not a block
-/// device); an unnamed or missing vault is taken to be one.
-pub fn vault_is_image(vault: Option<&Path>) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    !vault
-        .and_then(|v| std::fs::metadata(v).ok())
-        .is_some_and(|m| m.file_type().is_block_device())
-}
-
+/// `unlock` as root: the session service, and what it says on the way.
 fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
-    let caller = Caller::current()?;
-    let files = caller::load_config(args.config.as_deref(), &caller)?;
-    let flags = Flags {
-        vault: args.vault.clone(),
-        mount: args.mount.clone(),
-        user: args.user.as_deref().map(UserSpec::parse),
-        shell: args.shell.clone(),
-        no_new_privs: args.no_new_privs,
-    };
-    let settings = Settings::resolve(files, &flags);
-    let user = caller::session_user(&caller, settings.user.as_ref(), || {
-        Policy::load(Path::new(POLICY_FILE))
-    })?;
-    let vault = expand_home(&settings.vault, &user.home);
-    let mount = expand_home(&settings.mount, &user.home);
-    let binds: Vec<Bind> = settings
-        .binds
-        .iter()
-        .map(|b| Bind {
-            source: b.source.clone(),
-            target: expand_home(&b.target, &user.home),
-            readonly: b.readonly,
-        })
-        .collect();
-
-    let config_var = args.config.as_deref().map(absolute);
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let cwd = std::env::current_dir().ok();
-    let exec_for = |mount: &Path| {
-        let exec = build_exec(&ExecInputs {
-            user: &user,
-            shell: settings.shell.as_deref(),
-            command: &args.command,
-            vault: &vault,
-            mount,
-            config: config_var.as_deref(),
-            secrets: &settings.secrets,
-            inherited: &inherited,
-            cwd: cwd.as_deref(),
-        });
-        ShellPlan {
-            user: user.clone(),
-            exec,
-            no_new_privs: settings.no_new_privs,
-            drop_bounding_set: true,
-        }
-    };
-    let plan_named = |name: String| SessionPlan {
-        vault: vault.clone(),
-        name,
+    let req = StartRequest {
+        config: args.config.as_deref(),
+        flags: Flags {
+            vault: args.vault.clone(),
+            mount: args.mount.clone(),
+            user: args.user.as_deref().map(UserSpec::parse),
+            shell: args.shell.clone(),
+            no_new_privs: args.no_new_privs,
+        },
+        command: &args.command,
         readonly: args.readonly,
-        mapper_dir: PathBuf::from("/dev/mapper"),
-        mount_point: mount.clone(),
-        binds: binds.clone(),
-        user: user.clone(),
-    };
-
-    // The vault is opened once, with the caller's rights; from here on only this descriptor
-    // is used: header, passphrase check, session id, lock and loop device.
-    let opened = caller.with_rights(|| open_vault(&vault, args.readonly))?;
-
-    // No vault yet: create it, then the session goes on as usual on the new vault.
-    let Some(file) = opened else {
-        let prepared = check_new_vault(&args, &vault)?;
-        eprintln!(
-            "tazpod: {} does not exist: creating a new vault ({})",
-            vault.display(),
-            create::human_size(prepared.size)
-        );
-        // Device-mapper and loop devices, before the passphrase or the KDF.
-        crate::preflight::can_map(true)?;
-        let pass = caller.with_rights(|| create::new_passphrase(&args.key, &vault))?;
-        let new = NewVault {
-            image: ImageRequest {
-                path: vault.clone(),
-                size: prepared.size,
-                owner: caller.rights().cloned(),
-                replace: false,
-            },
-            format: FormatRequest {
-                spec: &prepared.spec,
-                passphrase: &pass,
-                verbose,
-            },
-            mkfs: prepared.mkfs.clone(),
-            root_owner: (user.uid, user.gid),
-        };
-        // The mapping is named after the new file's identity, known once it exists.
-        let plan = plan_named(String::new());
-        let shell = exec_for(&mount);
-        let mut host = RealHost::creating(&vault, &mount, user.uid);
-        let report = run_creator(&mut host, &plan, &shell, &new);
-        drop(pass);
-        return finish(report, true);
-    };
-
-    // Before anything is created: the header, the passphrase, the volume key.
-    let shown = vault.display().to_string();
-    // cryptsetup's shared metadata lock while the header and keyslots are read, so that no
-    // tazpod or cryptsetup writer changes them in between; released before the mapping.
-    // Device-mapper and loop devices, before the passphrase or the KDF.
-    crate::preflight::can_map(!file.metadata().is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_block_device()
-    }))?;
-    let header_lock =
-        crate::device::metadata_lock(&file, &shown, crate::kernel::flock::Mode::Shared)?;
-    let mut read = crate::unlock::read_header(&file, &shown)?;
-    read.need_segment()?;
-    let req = KeyRequest {
         key: &args.key,
-        keyslot: None,
         limits: args.limits.limits(),
+        create: args.create.options(),
         verbose,
     };
-    // The key file is read with the caller's rights: it can be only a file they may read.
-    let unlocked = caller.with_rights(|| read.unlock(&file, &req))?;
-    drop(header_lock);
-
-    // The session is named after the file whose passphrase was just checked (fstat of the
-    // same descriptor), whatever the path leads to now.
-    let meta = file
-        .metadata()
-        .map_err(|e| CliError::new(code::DEVICE, format!("cannot stat {shown}: {e}")))?;
-    let id = lock::vault_id(&meta);
-    let runtime = Path::new(RUNTIME_DIR);
-    let lock_err = |e: io::Error| {
-        CliError::new(
-            code::BUSY,
-            format!("cannot take the session lock in {RUNTIME_DIR}: {e}"),
-        )
-    };
-    lock::ensure_runtime_dir(runtime).map_err(lock_err)?;
-    let acquired = lock::acquire(runtime, &id, lock::find_ns_member).map_err(lock_err)?;
-    match acquired {
-        Acquired::Holder(lock) => {
-            let shell = exec_for(&mount);
-            let plan = plan_named(lock::mapping_name(&id));
-            let mut host = RealHost::holder(lock, file, &vault, &mount, user.uid);
-            let volume = read.volume(&unlocked)?;
-            let key = VaultKey {
-                volume,
-                key: unlocked.volume_key,
-            };
-            let report = run_holder(&mut host, &plan, &shell, key);
-            finish(report, false)
-        }
-        Acquired::Joiner { lock, record, pid } => {
-            drop(unlocked);
-            drop(file);
-            if record.uid != user.uid {
-                return Err(CliError::new(
-                    code::BUSY,
-                    format!(
-                        "{shown} is unlocked in a ghost session of another user (uid {}); a \
-                         session is joined only by its own user",
-                        record.uid
-                    ),
-                )
-                .hint("wait until that session ends"));
-            }
-            eprintln!(
-                "tazpod: this vault is already unlocked in a session; joining it (mounted at {})",
-                record.mount
-            );
-            let shell = exec_for(Path::new(&record.mount));
-            let mut host = RealHost::joiner(lock);
-            let target = JoinTarget {
-                pid,
-                ns_dev: record.ns.dev,
-                ns_ino: record.ns.ino,
-            };
-            let report = run_joiner(&mut host, target, &shell);
-            finish(report, false)
-        }
-    }
+    let started = start::start(&req, &mut |n| match n {
+        Notice::Creating { vault, size } => eprintln!(
+            "tazpod: {} does not exist: creating a new vault ({})",
+            vault.display(),
+            create::human_size(size)
+        ),
+        Notice::Joining { mount } => eprintln!(
+            "tazpod: this vault is already unlocked in a session; joining it (mounted at {mount})"
+        ),
+    })?;
+    finish(started.report, started.created)
 }
 
 /// Turns a session report into messages and the exit status (`created`: the session was to

@@ -35,6 +35,7 @@ pub mod real;
 mod recording;
 pub mod secrets;
 pub mod session;
+pub mod start;
 pub mod sudo;
 #[cfg(test)]
 mod tests;
