@@ -58,7 +58,7 @@ impl CreateArgs {
             push("--size", s.to_string());
         }
 
-        let d = KdfArgs::default();
+        let d = KdfOptions::default();
         let k = &self.kdf;
         if d.pbkdf != k.pbkdf {
             push("--pbkdf", k.pbkdf.clone());

@@ -43,20 +43,6 @@ pub struct KdfArgs {
     pub hash: String,
 }
 
-impl Default for KdfArgs {
-    /// The command line's defaults: argon2id with sha256, everything else calibrated.
-    fn default() -> Self {
-        KdfArgs {
-            pbkdf: DEFAULT_PBKDF.into(),
-            iter_time: None,
-            pbkdf_memory: None,
-            pbkdf_parallel: None,
-            force_iterations: None,
-            hash: DEFAULT_HASH.into(),
-        }
-    }
-}
-
 impl From<&KdfArgs> for KdfOptions {
     fn from(a: &KdfArgs) -> KdfOptions {
         KdfOptions {
@@ -520,7 +506,6 @@ mod tests {
             .unwrap();
         let parsed = FormatArgs::from_arg_matches(&m).unwrap();
         assert_eq!(parsed.options(), FormatOptions::default());
-        assert_eq!(parsed.kdf, KdfArgs::default());
-        assert_eq!(KdfOptions::from(&KdfArgs::default()), KdfOptions::default());
+        assert_eq!(KdfOptions::from(&parsed.kdf), KdfOptions::default());
     }
 }
