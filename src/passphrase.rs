@@ -18,30 +18,27 @@ pub const KEYFILE_MAX: u64 = 8 * 1024 * 1024;
 /// Largest passphrase typed at the prompt or piped on stdin (cryptsetup's default).
 pub const PASSPHRASE_MAX: usize = 512;
 
-/// The key options shared by every verb that needs a passphrase.
-#[derive(clap::Args, Debug, Clone)]
-pub struct KeyArgs {
-    /// Read the key from FILE (- is standard input); the whole file is the key
-    #[arg(short = 'd', long = "key-file", value_name = "FILE")]
+/// Where a passphrase comes from, for every verb that needs one (the command line's
+/// `--key-file`, `--keyfile-offset`, `--keyfile-size`, `--tries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// Read the key from this file (`-` is standard input); the whole file is the key.
     pub key_file: Option<PathBuf>,
-    /// Skip N bytes at the start of the key file
-    #[arg(long = "keyfile-offset", value_name = "N", default_value_t = 0)]
+    /// Bytes skipped at the start of the key file.
     pub keyfile_offset: u64,
-    /// Read at most N bytes of the key file
-    #[arg(short = 'l', long = "keyfile-size", value_name = "N")]
+    /// Read at most this many bytes of the key file.
     pub keyfile_size: Option<u64>,
-    /// How many times to prompt for a passphrase
-    #[arg(short = 'T', long = "tries", value_name = "N", default_value_t = DEFAULT_TRIES)]
+    /// How many times to prompt for a passphrase.
     pub tries: u32,
 }
 
 /// cryptsetup's default number of passphrase prompts.
 pub const DEFAULT_TRIES: u32 = 3;
 
-impl Default for KeyArgs {
+impl Default for KeySource {
     /// The command line's defaults: no key file, whole file, three prompts.
     fn default() -> Self {
-        KeyArgs {
+        KeySource {
             key_file: None,
             keyfile_offset: 0,
             keyfile_size: None,
@@ -166,7 +163,7 @@ impl fmt::Display for TryError {
 impl std::error::Error for TryError {}
 
 /// Reads the key file as cryptsetup does.
-fn read_key_file(args: &KeyArgs, path: &PathBuf) -> Result<Passphrase, PassphraseError> {
+fn read_key_file(args: &KeySource, path: &PathBuf) -> Result<Passphrase, PassphraseError> {
     let shown = path.display().to_string();
     let read_error = |error| PassphraseError::KeyFileRead {
         path: shown.clone(),
@@ -253,7 +250,7 @@ fn read_key_file(args: &KeyArgs, path: &PathBuf) -> Result<Passphrase, Passphras
 /// Runs `attempt` with passphrases from the configured source until it succeeds, fails with
 /// another error than a wrong passphrase, or the tries are used up.
 pub fn with_passphrase<T>(
-    args: &KeyArgs,
+    args: &KeySource,
     device: &str,
     mut attempt: impl FnMut(&Passphrase) -> Result<T, Error>,
 ) -> Result<T, TryError> {
@@ -307,7 +304,7 @@ pub fn with_passphrase<T>(
 /// nothing at all: standard input (or `--key-file -`) that ended before its first byte, which
 /// cryptsetup reports as "Nothing to read on input" (an empty line or an empty key file is an
 /// empty passphrase).
-pub fn read_once(args: &KeyArgs, prompt: &str) -> Result<Option<Passphrase>, PassphraseError> {
+pub fn read_once(args: &KeySource, prompt: &str) -> Result<Option<Passphrase>, PassphraseError> {
     if let Some(path) = &args.key_file {
         let pass = read_key_file(args, path)?;
         let from_stdin = path.as_os_str() == "-";

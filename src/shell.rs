@@ -38,7 +38,7 @@ pub fn export_line(name: &str, value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The shells `shell-init` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShellKind {
     /// GNU bash.
     Bash,

@@ -16,7 +16,7 @@
 
 use crate::device;
 use crate::mapping::VolumeInfo;
-use crate::passphrase::{with_passphrase, KeyArgs, TryError};
+use crate::passphrase::{with_passphrase, KeySource, TryError};
 use luks2::kdf::KdfLimits;
 use luks2::unlock::{unlock, UnlockOptions, Unlocked};
 use luks2::volume::DataSegment;
@@ -57,7 +57,7 @@ pub fn default_limits() -> KdfLimits {
 /// How to get the volume key: which key options, which keyslots, under which limits.
 pub struct KeyRequest<'a> {
     /// Key file, offset, size and tries.
-    pub key: &'a KeyArgs,
+    pub key: &'a KeySource,
     /// Try only this keyslot.
     pub keyslot: Option<u32>,
     /// The KDF limits.

@@ -10,7 +10,7 @@
 use crate::device::{self, metadata_lock, DeviceError};
 use crate::kdfcal;
 use crate::kernel::{flock, tty};
-use crate::passphrase::{with_passphrase, KeyArgs, PassphraseError, TryError, PASSPHRASE_MAX};
+use crate::passphrase::{with_passphrase, KeySource, PassphraseError, TryError, PASSPHRASE_MAX};
 use crate::unlock::{HeaderRead, KeyRequest};
 use luks2::format::{self, FormatError, FormatParams, KeyslotSpec, Layout, Plan};
 use luks2::hash::HashAlg;
@@ -472,14 +472,14 @@ fn confirm_or(question: &str, aborted: WriteError) -> Result<(), WriteError> {
 /// A new passphrase: from `keyfile`, asked twice on a terminal, or a line of standard input.
 pub fn new_passphrase(
     keyfile: Option<&PathBuf>,
-    key: Option<&KeyArgs>,
+    key: Option<&KeySource>,
     shown: &str,
 ) -> Result<Passphrase, WriteError> {
     let copy = |p: &Passphrase| Ok(Passphrase::from_vec(p.as_bytes().to_vec()));
     // A new key from a file must hold at least one byte: an empty file is a mistake (a file
     // not yet written, a failed redirection), never a key. cryptsetup would take it as an empty
     // key; tazpod refuses, writing nothing. `-` that ends at once is "Nothing to read".
-    let from_file = |args: &KeyArgs| -> Result<Passphrase, WriteError> {
+    let from_file = |args: &KeySource| -> Result<Passphrase, WriteError> {
         let p = with_passphrase(args, shown, copy)?;
         if p.as_bytes().is_empty() {
             let file = args
@@ -491,7 +491,7 @@ pub fn new_passphrase(
         Ok(p)
     };
     if let Some(path) = keyfile {
-        let args = KeyArgs {
+        let args = KeySource {
             key_file: Some(path.clone()),
             keyfile_offset: 0,
             keyfile_size: None,
@@ -816,7 +816,7 @@ pub fn unlock_for_new_key(
     f: &mut File,
     shown: &str,
     h: &Luks2Header,
-    key: &KeyArgs,
+    key: &KeySource,
     slot: Option<u32>,
     new_keyfile: Option<&PathBuf>,
     kdf: &KdfOptions,

@@ -348,3 +348,30 @@ fn the_checker_sees_circles() {
     assert!(g["b"].contains(""), "{g:?}");
     assert!(!g["a"].contains(""), "{g:?}");
 }
+
+/// The command layer's rule: below `cli/` (and `main.rs`, which parses the command line and
+/// prints the error), no module's code names clap or builds the CLI's error; only `error.rs`,
+/// which maps the services' errors, names `CliError`. Test modules may (they check the mapping).
+#[test]
+fn the_services_never_see_clap_or_the_cli_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut clap = Vec::new();
+    let mut cli_error = Vec::new();
+    for (m, text) in modules(&root) {
+        if m.is_empty() || m == "cli" || m.starts_with("cli::") {
+            continue;
+        }
+        let c = code(&text);
+        if c.contains("clap::") || c.contains("use clap") {
+            clap.push(m.clone());
+        }
+        if m != "error" && c.contains("CliError") {
+            cli_error.push(m);
+        }
+    }
+    assert!(clap.is_empty(), "services naming clap: {clap:?}");
+    assert!(
+        cli_error.is_empty(),
+        "services naming CliError (return a typed error; error.rs maps it): {cli_error:?}"
+    );
+}

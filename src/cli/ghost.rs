@@ -3,6 +3,7 @@
 //! shell's environment, the secrets map and the checks `lock` makes are in `crate::ghost`.
 
 use super::init::CreateArgs;
+use crate::cli::args::KeyArgs;
 use crate::cli::args::LimitArgs;
 use crate::config::{Flags, UserSpec};
 use crate::error::{code, CliError};
@@ -15,7 +16,6 @@ use crate::ghost::session::{Report, SessionEnd};
 use crate::ghost::start::{self, Notice, StartRequest};
 use crate::ghost::sudo::{absolute, current_exe, exec_as_root};
 use crate::kernel::privs;
-use crate::passphrase::KeyArgs;
 use crate::shell::{shell_init, valid_guard_name, ShellKind};
 use std::ffi::OsString;
 use std::io;
@@ -73,6 +73,21 @@ pub struct ShellInitArgs {
     pub guard: Vec<String>,
 }
 
+/// The shell names `shell-init` takes on its command line.
+impl clap::ValueEnum for ShellKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ShellKind::Bash, ShellKind::Zsh]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            ShellKind::Bash => PossibleValue::new("bash").help("GNU bash"),
+            ShellKind::Zsh => PossibleValue::new("zsh").help("Z shell"),
+        })
+    }
+}
+
 fn in_ghost_session() -> bool {
     std::env::var_os(GHOST_MODE_VAR).is_some_and(|v| v == "true")
 }
@@ -98,7 +113,12 @@ pub fn cmd_unlock(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
             let v = absolute(v);
             if matches!(std::fs::symlink_metadata(&v), Err(e) if e.kind() == io::ErrorKind::NotFound)
             {
-                start::check_new_vault(&v, args.readonly, &args.create.options(), &args.key)?;
+                start::check_new_vault(
+                    &v,
+                    args.readonly,
+                    &args.create.options(),
+                    &args.key.source(),
+                )?;
             }
         }
         return Err(reexec_as_root(&args, verbose));
@@ -185,7 +205,7 @@ fn unlock_as_root(args: UnlockArgs, verbose: bool) -> Result<u8, CliError> {
         },
         command: &args.command,
         readonly: args.readonly,
-        key: &args.key,
+        key: &args.key.source(),
         limits: args.limits.limits(),
         create: args.create.options(),
         verbose,

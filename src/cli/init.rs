@@ -4,6 +4,7 @@
 //! checks and the passphrase, `crate::ghost::session::create_vault` for the steps).
 
 use super::write::KdfArgs;
+use crate::cli::args::KeyArgs;
 use crate::config::{expand_home, Flags, Settings, UserSpec};
 use crate::error::{code, CliError};
 use crate::ghost::caller::{self, Caller, Policy, POLICY_FILE};
@@ -13,7 +14,6 @@ use crate::ghost::real::RealHost;
 use crate::ghost::session::{create_vault, NewVault, SetupError};
 use crate::ghost::sudo;
 use crate::kernel::{privs, tty};
-use crate::passphrase::KeyArgs;
 use crate::write::{self, KdfOptions};
 use std::ffi::OsString;
 use std::io;
@@ -156,7 +156,12 @@ pub fn cmd_init(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
             if init_action(exists, args.force, args.batch_mode) == InitAction::Refuse {
                 return Err(exists_error(&v));
             }
-            create::prepare(&v, &args.create.options(), &args.key, tty::stdin_is_tty())?;
+            create::prepare(
+                &v,
+                &args.create.options(),
+                &args.key.source(),
+                tty::stdin_is_tty(),
+            )?;
         }
         let exe = sudo::current_exe()?;
         let argv = init_root_argv(&args, &exe, verbose);
@@ -256,7 +261,7 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
     let prepared = create::prepare(
         &vault,
         &args.create.options(),
-        &args.key,
+        &args.key.source(),
         tty::stdin_is_tty(),
     )?;
     // Held until the new vault has replaced the old one: no session of the old one starts.
@@ -272,7 +277,7 @@ fn init_as_root(args: InitArgs, verbose: bool) -> Result<u8, CliError> {
     }
     // Device-mapper and loop devices, before the passphrase or the KDF.
     crate::preflight::can_map(true)?;
-    let pass = caller.with_rights(|| create::new_passphrase(&args.key, &vault))?;
+    let pass = caller.with_rights(|| create::new_passphrase(&args.key.source(), &vault))?;
     let new = NewVault {
         image: ImageRequest {
             path: vault.clone(),

@@ -6,8 +6,9 @@
 
 use super::args::LimitArgs;
 use super::output::print_out;
+use crate::cli::args::KeyArgs;
 use crate::error::{code, CliError};
-use crate::passphrase::KeyArgs;
+use crate::passphrase::KeySource;
 use crate::unlock::{self, HeaderRead, KeyRequest};
 use crate::{device, dump, kernel, mapping, preflight, table};
 use clap::Args;
@@ -139,7 +140,7 @@ fn open_header(
 
 /// What step 3 of the unlock pipeline needs, from these verbs' options.
 fn key_request<'a>(
-    key: &'a KeyArgs,
+    key: &'a KeySource,
     keyslot: Option<u32>,
     h: &HeaderArgs,
     verbose: bool,
@@ -172,7 +173,10 @@ pub fn cmd_dump(a: DumpArgs, verbose: bool) -> Result<(), CliError> {
         if !a.batch_mode && kernel::tty::stdin_is_tty() && a.key.key_file.is_none() {
             confirm_volume_key_dump()?;
         }
-        let u = read.unlock(&mut f, &key_request(&a.key, a.key_slot, &a.header, verbose))?;
+        let u = read.unlock(
+            &mut f,
+            &key_request(&a.key.source(), a.key_slot, &a.header, verbose),
+        )?;
         dump::volume_key(header, &shown, &u.volume_key)
     } else {
         dump::human(header, &shown).into()
@@ -236,7 +240,10 @@ pub fn cmd_open(a: OpenArgs, verbose: bool) -> Result<(), CliError> {
             }
         }
     }
-    let u = read.unlock(&mut f, &key_request(&a.key, a.key_slot, &a.header, verbose))?;
+    let u = read.unlock(
+        &mut f,
+        &key_request(&a.key.source(), a.key_slot, &a.header, verbose),
+    )?;
     if let Some(name) = name {
         let volume = read.volume(&u)?;
         let flags = table::CryptFlags {
@@ -306,7 +313,7 @@ pub fn cmd_decrypt(a: DecryptArgs, verbose: bool) -> Result<(), CliError> {
     device::Output::check(&a.output, a.force, data.as_ref().unwrap_or(&hf))?;
     let u = read.unlock(
         &mut hf,
-        &key_request(&a.key, a.key_slot, &a.header, verbose),
+        &key_request(&a.key.source(), a.key_slot, &a.header, verbose),
     )?;
     let dec = Decryptor::new(seg, &u.volume_key).map_err(|e| CliError::luks(&shown, e))?;
     drop(u);

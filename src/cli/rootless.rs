@@ -4,9 +4,9 @@
 //! status.
 
 use super::args::LimitArgs;
+use crate::cli::args::KeyArgs;
 use crate::config::ConfigFile;
 use crate::error::CliError;
-use crate::passphrase::KeyArgs;
 use crate::rootless::run::{collect, command, exec, secrets_of};
 use crate::rootless::tree::{write_error, Format, CAT_CHUNK};
 use crate::rootless::walk::{cat_file, list};
@@ -129,7 +129,7 @@ fn open(
         key_slot: v.key_slot,
         limits: v.limits.limits(),
     };
-    Ok(rootless::open_vault(&spec, config, key, verbose)?)
+    Ok(rootless::open_vault(&spec, config, &key.source(), verbose)?)
 }
 
 /// Lists `a.path` of the vault. A closed standard output stops quietly.

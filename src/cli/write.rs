@@ -3,10 +3,11 @@
 //! and config. Each takes the writers' lock on the header (`crate::write`, which does the
 //! header work) and opens keyslots through the unlock pipeline.
 
+use crate::cli::args::KeyArgs;
 use crate::device::metadata_lock;
 use crate::error::{code, CliError};
 use crate::kernel::{flock, tty};
-use crate::passphrase::{KeyArgs, PassphraseError};
+use crate::passphrase::PassphraseError;
 use crate::unlock::{HeaderRead, KeyRequest};
 use crate::write::{
     confirm, execute, fmt_err, kill, last_keyslot_rule, load_rw, new_passphrase, open_for_format,
@@ -273,7 +274,7 @@ pub fn cmd_format(a: FormatArgs, verbose: bool) -> Result<(), CliError> {
             ))?;
         }
     }
-    let pass = new_passphrase(None, Some(&a.key), &shown)?;
+    let pass = new_passphrase(None, Some(&a.key.source()), &shown)?;
     let f = write_header(&spec, &pass, &mut hdr, &hdr_name, verbose, old.as_ref())?;
     drop(f.volume_key);
     drop(hdr);
@@ -303,7 +304,7 @@ fn open_for_new_key(
         &mut l.file,
         &l.shown,
         &l.header,
-        &a.key,
+        &a.key.source(),
         slot,
         a.new_keyfile.as_ref(),
         &KdfOptions::from(&a.kdf),
@@ -383,7 +384,7 @@ pub fn cmd_remove_key(a: RemoveKeyArgs, verbose: bool) -> Result<(), CliError> {
     let u = read.unlock(
         &mut f,
         &KeyRequest {
-            key: &a.key,
+            key: &a.key.source(),
             keyslot: None,
             limits: crate::unlock::default_limits(),
             // Only the removal is reported.
@@ -427,7 +428,7 @@ pub fn cmd_kill_slot(a: KillSlotArgs, verbose: bool) -> Result<(), CliError> {
         if last && !a.batch_mode && !key_file {
             last_keyslot_rule(&shown, slot)?;
         }
-        match crate::passphrase::read_once(&a.key, "Enter any remaining passphrase: ")? {
+        match crate::passphrase::read_once(&a.key.source(), "Enter any remaining passphrase: ")? {
             Some(pass) => {
                 let opened = remaining_opens(&mut f, &h, slot, last, &pass)
                     .map_err(|e| CliError::luks(&shown, e))?;

@@ -27,7 +27,7 @@ use super::lock::{self, Acquired, SessionLock, RUNTIME_DIR};
 use super::session::Mkfs;
 use crate::kernel::loopdev;
 use crate::kernel::tty;
-use crate::passphrase::KeyArgs;
+use crate::passphrase::KeySource;
 use crate::write::{self, FormatOptions, HeaderSpec, KdfOptions};
 use luks2::Passphrase;
 use std::ffi::OsStr;
@@ -130,7 +130,7 @@ pub struct Prepared {
 pub fn prepare(
     vault: &Path,
     create: &CreateOptions,
-    key: &KeyArgs,
+    key: &KeySource,
     stdin_tty: bool,
 ) -> Result<Prepared, CreateError> {
     if key.key_file.is_none() && !stdin_tty {
@@ -154,7 +154,7 @@ pub fn prepare(
 
 /// The new vault's passphrase: the key file, or asked twice on the terminal ("Verify
 /// passphrase:"; a mismatch exits 2 as in cryptsetup). [`prepare`] refused the other cases.
-pub fn new_passphrase(key: &KeyArgs, vault: &Path) -> Result<Passphrase, CreateError> {
+pub fn new_passphrase(key: &KeySource, vault: &Path) -> Result<Passphrase, CreateError> {
     let shown = vault.display().to_string();
     if key.key_file.is_none() && !tty::stdin_is_tty() {
         return Err(CreateError::NoTerminal);
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn a_new_passphrase_is_never_read_from_a_pipe() {
         let create = CreateOptions::default();
-        let key = KeyArgs::default();
+        let key = KeySource::default();
         let e = prepare(Path::new("/x/vault.img"), &create, &key, false)
             .err()
             .unwrap();
@@ -297,9 +297,9 @@ mod tests {
         );
         assert!(e.to_string().contains("asked twice"), "{e}");
         // with a key file, or on a terminal, the checks go on
-        let key = KeyArgs {
+        let key = KeySource {
             key_file: Some(PathBuf::from("/k")),
-            ..KeyArgs::default()
+            ..KeySource::default()
         };
         let r = prepare(Path::new("/x/vault.img"), &create, &key, false);
         if let Err(e) = r {

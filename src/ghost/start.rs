@@ -21,7 +21,7 @@ use super::session::{
 };
 use super::sudo::absolute;
 use crate::config::{expand_home, Flags, Settings};
-use crate::passphrase::KeyArgs;
+use crate::passphrase::KeySource;
 use crate::unlock::KeyRequest;
 use luks2::kdf::KdfLimits;
 use std::ffi::OsString;
@@ -41,7 +41,7 @@ pub struct StartRequest<'a> {
     /// Map and mount the vault read-only.
     pub readonly: bool,
     /// The passphrase source.
-    pub key: &'a KeyArgs,
+    pub key: &'a KeySource,
     /// The KDF limits of the passphrase tries.
     pub limits: KdfLimits,
     /// How a missing vault is created.
@@ -74,7 +74,7 @@ pub fn check_new_vault(
     vault: &Path,
     readonly: bool,
     create: &CreateOptions,
-    key: &KeyArgs,
+    key: &KeySource,
 ) -> Result<Prepared, StartError> {
     if readonly {
         return Err(StartError::ReadonlyCreate {

@@ -23,7 +23,7 @@ pub use error::RootlessError;
 
 use crate::config::{ConfigFile, DEFAULT_VAULT};
 use crate::device;
-use crate::passphrase::KeyArgs;
+use crate::passphrase::KeySource;
 use crate::unlock::{HeaderRead, KeyRequest};
 use ext4_view::Ext4;
 use luks2::kdf::KdfLimits;
@@ -88,7 +88,7 @@ pub fn vault_file(given: Option<&Path>, config: &ConfigFile) -> PathBuf {
 pub fn open_vault(
     v: &VaultSpec,
     config: &ConfigFile,
-    key: &KeyArgs,
+    key: &KeySource,
     verbose: bool,
 ) -> Result<Vault, RootlessError> {
     let path = vault_file(v.vault, config);
