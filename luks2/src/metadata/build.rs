@@ -73,7 +73,9 @@ pub(super) fn get_string(v: &JVal) -> String {
     }
 }
 
-pub(super) fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
+/// A validated keyslot object as the typed [`Keyslot`] (the reader's direction; `format.rs`
+/// builds new keyslots).
+pub(super) fn keyslot_from_json(k: &JObject, offset: u64, size: u64) -> Keyslot {
     let type_name = k.get("type").and_then(JVal::as_cstr).unwrap_or_default();
     let key_size = k.get("key_size").and_then(JVal::valid_u32).unwrap_or(0);
     let priority_value = k.get("priority").map_or(1, JVal::get_int);
@@ -161,7 +163,8 @@ pub(super) fn build_keyslot(k: &JObject, offset: u64, size: u64) -> Keyslot {
     }
 }
 
-pub(super) fn build_digest(d: &JObject, keyslots: Vec<u32>, segments: Vec<u32>) -> Digest {
+/// A validated digest object as the typed [`Digest`], with the keyslots and segments it names.
+pub(super) fn digest_from_json(d: &JObject, keyslots: Vec<u32>, segments: Vec<u32>) -> Digest {
     let type_name = d.get("type").and_then(JVal::as_cstr).unwrap_or_default();
     let mut out = Digest {
         type_name: lossy(type_name),

@@ -1,7 +1,7 @@
 //! Parsing the JSON area and validating it in the order of cryptsetup's
 //! `LUKS2_hdr_validate`, with the field-access helpers that mirror cryptsetup's.
 
-use super::build::{build_digest, build_keyslot, get_int64_u32, get_string, lossy};
+use super::build::{digest_from_json, get_int64_u32, get_string, keyslot_from_json, lossy};
 use super::error::{Location, MetadataError, Section};
 use super::json::{self, cstr, JObject, JVal, JsonType};
 use super::model::{
@@ -582,7 +582,7 @@ pub(super) fn validate(root: &JObject, json_area_size: u64) -> R<Metadata> {
     let mut keyslot_order = Vec::with_capacity(keyslots_s.entries.len());
     for (&(id, _, v), &(_, off, len)) in keyslots_s.entries.iter().zip(&intervals) {
         let k = as_obj(v, Location::Keyslot(id))?;
-        keyslots.insert(id, build_keyslot(k, off, len));
+        keyslots.insert(id, keyslot_from_json(k, off, len));
         keyslot_order.push(id);
     }
     let mut tokens = BTreeMap::new();
@@ -602,7 +602,7 @@ pub(super) fn validate(root: &JObject, json_area_size: u64) -> R<Metadata> {
     let mut digest_order = Vec::with_capacity(digests_s.entries.len());
     for (&(id, _, v), (ks, ss)) in digests_s.entries.iter().zip(digest_refs) {
         let d = as_obj(v, Location::Digest(id))?;
-        digests.insert(id, build_digest(d, ks, ss));
+        digests.insert(id, digest_from_json(d, ks, ss));
         digest_order.push(id);
     }
     let segments = segs.into_iter().map(|(id, s)| (id, s.segment)).collect();
