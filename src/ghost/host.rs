@@ -89,9 +89,11 @@ pub enum Mkfs {
 
 pub use crate::mapping::VolumeInfo;
 
-/// What `map_vault` needs to map the vault through dm-crypt. The key is borrowed and never
-/// copied by the orchestration.
-pub struct MapRequest<'a> {
+/// What `map_vault` needs to map the vault through dm-crypt: the session's side of the
+/// request; the real host turns it into the mapping layer's `mapping::MapRequest` (its key
+/// transport, flags and node policy). The key is borrowed and never copied by the
+/// orchestration.
+pub struct VaultMapRequest<'a> {
     /// The vault image file (to attach to a loop device with autoclear).
     pub vault: &'a Path,
     /// The device-mapper name (globally unique: `tazpod-<dev>-<ino>`).
@@ -285,7 +287,7 @@ pub trait Image {
 pub trait Mapper {
     /// Maps the vault: loop device (autoclear), key in the keyring, dm-crypt table, node in
     /// `req.node_dir`. All or nothing: on error nothing of it is left.
-    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle>;
+    fn map_vault(&mut self, req: &VaultMapRequest<'_>) -> HostResult<MappingHandle>;
     /// Opens the mapping's node and keeps it open, so a deferred removal set now waits.
     fn hold_mapping(&mut self, mapping: &MappingHandle) -> HostResult<()>;
     /// Marks the mapping for deferred removal: the kernel removes it when its last opener

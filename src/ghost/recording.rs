@@ -3,7 +3,7 @@
 
 use super::host::{
     Child, DirMode, DirRef, Fork, FormatRequest, HostError, HostResult, Identity, Image,
-    ImageRequest, Lock, MapRequest, Mapper, MappingHandle, Mounts, NewImage, VolumeInfo,
+    ImageRequest, Lock, Mapper, MappingHandle, Mounts, NewImage, VaultMapRequest, VolumeInfo,
 };
 use super::session::VaultKey;
 use crate::kernel::privs::WaitStatus;
@@ -180,7 +180,7 @@ impl Image for RecordingHost {
 }
 
 impl Mapper for RecordingHost {
-    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+    fn map_vault(&mut self, req: &VaultMapRequest<'_>) -> HostResult<MappingHandle> {
         self.call(
             "map_vault",
             format!(

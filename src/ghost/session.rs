@@ -5,7 +5,7 @@
 
 use super::host::{
     DirMode, DirRef, ExecSpec, Fork, FormatRequest, Host, HostError, HostResult, Identity,
-    ImageRequest, MapRequest, MappingHandle, NewImage,
+    ImageRequest, MappingHandle, NewImage, VaultMapRequest,
 };
 pub use super::host::{Mkfs, VaultKey};
 use super::lock::mapping_name;
@@ -201,7 +201,7 @@ fn setup_steps<H: Host>(
     undo.push(Undo::Umount(plan.mapper_dir.clone()));
     let staging = plan.staging();
     host.make_dir(&staging, 0o700)?;
-    let m = host.map_vault(&MapRequest {
+    let m = host.map_vault(&VaultMapRequest {
         vault: &vault_path,
         name: &name,
         readonly: plan.readonly,
@@ -302,7 +302,7 @@ fn create_steps<H: Host>(
     host.make_rprivate(Path::new("/"))?;
     host.mount_tmpfs(mapper_dir)?;
     undo.push(Undo::Umount(mapper_dir.to_path_buf()));
-    let m = host.map_vault(&MapRequest {
+    let m = host.map_vault(&VaultMapRequest {
         vault: &img.temp,
         name: &mapping_name(&img.id),
         readonly: false,

@@ -1,7 +1,7 @@
 //! The vault's dm-crypt mapping, through the mapping layer and the device-mapper ioctls.
 
 use super::{shown, RealHost};
-use crate::ghost::host::{HostError, HostResult, MapRequest, Mapper, MappingHandle};
+use crate::ghost::host::{HostError, HostResult, Mapper, MappingHandle, VaultMapRequest};
 use crate::kernel::dm::{self, DmError};
 use crate::mapping;
 use crate::table::CryptFlags;
@@ -95,7 +95,7 @@ fn clear_leftover(name: &str) -> HostResult<()> {
 }
 
 impl Mapper for RealHost {
-    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+    fn map_vault(&mut self, req: &VaultMapRequest<'_>) -> HostResult<MappingHandle> {
         // The vault as the caller opened it, or the image being created: by descriptor.
         let data = match (&self.vault_file, &self.image) {
             (Some(f), _) => f,

@@ -4,7 +4,7 @@
 use super::{shown, RealHost};
 use crate::ghost::host::{
     Child, DirMode, DirRef, ExecSpec, Fork, FormatRequest, HostError, HostResult, Identity, Image,
-    ImageRequest, Lock, MapRequest, Mapper, MappingHandle, Mounts, NewImage, VolumeInfo,
+    ImageRequest, Lock, Mapper, MappingHandle, Mounts, NewImage, VaultMapRequest, VolumeInfo,
 };
 use crate::ghost::session::{run_holder, Bind, Mkfs, SessionEnd, SessionPlan, ShellPlan, VaultKey};
 use crate::kernel::mount;
@@ -91,7 +91,7 @@ delegate!(Child {
 
 /// No device-mapper: the mapping exists only as its handle.
 impl Mapper for NoDm {
-    fn map_vault(&mut self, req: &MapRequest<'_>) -> HostResult<MappingHandle> {
+    fn map_vault(&mut self, req: &VaultMapRequest<'_>) -> HostResult<MappingHandle> {
         Ok(MappingHandle {
             name: req.name.into(),
             node: req.node_dir.join(req.name),
