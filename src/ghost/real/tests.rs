@@ -170,6 +170,24 @@ struct Scene {
     user: Identity,
 }
 
+/// The scene of a test that needs root (`None`, said on stderr, when not root).
+fn root_scene() -> Option<Scene> {
+    if privs::geteuid() != 0 {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    Some(scene())
+}
+
+/// A bind of `source` in the vault on `target`.
+fn bind(source: &str, target: PathBuf, readonly: bool) -> Bind {
+    Bind {
+        source: source.into(),
+        target,
+        readonly,
+    }
+}
+
 fn scene() -> Scene {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
@@ -242,22 +260,10 @@ fn nothing_left(s: &Scene) {
 
 #[test]
 fn real_lifecycle_without_device_mapper() {
-    if privs::geteuid() != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let s = scene();
+    let Some(s) = root_scene() else { return };
     let binds = vec![
-        Bind {
-            source: ".cfg".into(),
-            target: s.home.join(".config/tool"),
-            readonly: false,
-        },
-        Bind {
-            source: ".ro".into(),
-            target: s.home.join(".ro"),
-            readonly: true,
-        },
+        bind(".cfg", s.home.join(".config/tool"), false),
+        bind(".ro", s.home.join(".ro"), true),
     ];
     let script = format!(
         "set -e; o={out}; m={home}/secrets; id -u > $o/uid; \
@@ -288,11 +294,7 @@ fn real_lifecycle_without_device_mapper() {
 
 #[test]
 fn sigkill_of_the_session_process_leaves_nothing() {
-    if privs::geteuid() != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let s = scene();
+    let Some(s) = root_scene() else { return };
     let script = format!(
         "echo $$ > {o}/pid.tmp && mv {o}/pid.tmp {o}/pid && exec sleep 60",
         o = s.out.display()
@@ -340,11 +342,7 @@ fn wait_for(p: &Path) {
 
 #[test]
 fn a_second_shell_joins_the_live_session() {
-    if privs::geteuid() != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let s = scene();
+    let Some(s) = root_scene() else { return };
     let o = s.out.display().to_string();
     let m = s.home.join("secrets").display().to_string();
     // The first shell writes a file in the vault, then waits for the joiner to finish.
@@ -393,22 +391,10 @@ fn a_second_shell_joins_the_live_session() {
 
 #[test]
 fn a_bind_over_a_root_directory_is_refused_and_unwound() {
-    if privs::geteuid() != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let s = scene();
+    let Some(s) = root_scene() else { return };
     let binds = vec![
-        Bind {
-            source: ".cfg".into(),
-            target: s.home.join(".config/tool"),
-            readonly: false,
-        },
-        Bind {
-            source: ".x".into(),
-            target: s.home.join("evil"),
-            readonly: false,
-        },
+        bind(".cfg", s.home.join(".config/tool"), false),
+        bind(".x", s.home.join("evil"), false),
     ];
     let (code, report) = session_in_child(
         plan(&s, binds),
