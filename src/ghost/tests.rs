@@ -105,6 +105,35 @@ const STAGING: &str = "/dev/mapper/.tazpod-vault";
 
 /// The setup calls of a successful session, each with what must be undone (in order) when
 /// it is the call that fails.
+/// For a failure injected at row `i` of a table of (call, its unwinding): the failing
+/// operation, a host that fails that call (the nth of its operation), and the calls expected
+/// (the rows up to it, then its unwinding).
+fn failing_at(
+    table: &[(String, Vec<String>)],
+    i: usize,
+) -> (&'static str, RecordingHost, Vec<String>) {
+    let op: &'static str = Box::leak(
+        table[i]
+            .0
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+            .into_boxed_str(),
+    );
+    let nth = table[..=i]
+        .iter()
+        .filter(|(c, _)| c.split(' ').next() == Some(op))
+        .count();
+    let host = RecordingHost {
+        fail: Some((op, nth)),
+        ..RecordingHost::default()
+    };
+    let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
+    want.extend(table[i].1.iter().cloned());
+    (op, host, want)
+}
+
 fn setup_table() -> Vec<(String, Vec<String>)> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let unmap_tmpfs = |pre: &[&str]| {
@@ -228,20 +257,9 @@ fn full_session_order() {
 #[test]
 fn failure_at_each_setup_step_unwinds_exactly_what_was_done() {
     let table = setup_table();
-    for (i, (call, unwind)) in table.iter().enumerate() {
-        let op: &'static str =
-            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
-        let nth = table[..=i]
-            .iter()
-            .filter(|(c, _)| c.split(' ').next() == Some(op))
-            .count();
-        let mut host = RecordingHost {
-            fail: Some((op, nth)),
-            ..RecordingHost::default()
-        };
+    for (i, (call, _)) in table.iter().enumerate() {
+        let (op, mut host, want) = failing_at(&table, i);
         let r = run(&mut host, &plan());
-        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
-        want.extend(unwind.iter().cloned());
         assert_eq!(host.calls, want, "failure injected at {call}");
         match r.end {
             SessionEnd::SetupFailed(e) => assert_eq!(e.op, op, "at {call}"),
@@ -652,20 +670,9 @@ fn unlock_of_a_missing_vault_creates_it_then_runs_the_session() {
 #[test]
 fn failure_at_each_step_of_a_creating_session_removes_the_new_vault() {
     let table = creating_setup_table();
-    for (i, (call, unwind)) in table.iter().enumerate() {
-        let op: &'static str =
-            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
-        let nth = table[..=i]
-            .iter()
-            .filter(|(c, _)| c.split(' ').next() == Some(op))
-            .count();
-        let mut host = RecordingHost {
-            fail: Some((op, nth)),
-            ..RecordingHost::default()
-        };
+    for (i, (call, _)) in table.iter().enumerate() {
+        let (op, mut host, want) = failing_at(&table, i);
         let r = run_new(&mut host);
-        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
-        want.extend(unwind.iter().cloned());
         assert_eq!(host.calls, want, "failure injected at {call}");
         match r.end {
             SessionEnd::SetupFailed(e) => assert_eq!(e.op, op, "at {call}"),
@@ -798,16 +805,9 @@ fn init_creates_maps_makes_the_filesystem_unmaps_then_publishes() {
 #[test]
 fn init_failure_at_each_step_leaves_nothing() {
     let table = init_table();
-    for (i, (call, unwind)) in table.iter().enumerate() {
-        let op: &'static str =
-            Box::leak(call.split(' ').next().unwrap().to_string().into_boxed_str());
-        let mut host = RecordingHost {
-            fail: Some((op, 1)),
-            ..RecordingHost::default()
-        };
+    for (i, (call, _)) in table.iter().enumerate() {
+        let (op, mut host, want) = failing_at(&table, i);
         let f = init_run(&mut host, false).unwrap_err();
-        let mut want: Vec<String> = table[..=i].iter().map(|(c, _)| c.clone()).collect();
-        want.extend(unwind.iter().cloned());
         assert_eq!(host.calls, want, "failure injected at {call}");
         match f.error {
             SetupError::Host(e) => assert_eq!(e.op, op),
