@@ -182,6 +182,8 @@ impl fmt::Display for MapError {
     }
 }
 
+impl std::error::Error for MapError {}
+
 /// Opens `/dev/mapper/control`, failing with a message that says what to load.
 pub fn control() -> Result<Control, MapError> {
     Control::open().map_err(|e| {

@@ -24,14 +24,14 @@ fn dm_os_error(op: &'static str, name: &str, e: DmError) -> HostError {
 }
 
 /// A mapping failure as a host error that keeps its meaning as an error kind (busy, missing)
-/// and its errno where it came from the kernel, and its message and hint as text.
+/// and the mapping's own error (message, hint, the kernel's errno) inside it.
 fn mapping_error(op: &'static str, name: &str, e: mapping::MapError) -> HostError {
     let kind = match e.kind() {
         mapping::Kind::Busy => io::ErrorKind::ResourceBusy,
         mapping::Kind::Device => io::ErrorKind::NotFound,
         mapping::Kind::Invalid => io::ErrorKind::Other,
     };
-    HostError::new(op, name, io::Error::new(kind, e.to_string()))
+    HostError::new(op, name, io::Error::new(kind, e))
 }
 
 fn control(name: &str) -> HostResult<dm::Control> {
@@ -244,6 +244,20 @@ mod tests {
         );
         assert_eq!(host_exit_code(&e), code::BUSY);
         assert!(e.to_string().contains("is busy (close it)"), "{e}");
+        let cause = e
+            .source
+            .get_ref()
+            .and_then(|c| c.downcast_ref::<mapping::MapError>());
+        assert!(
+            matches!(
+                cause,
+                Some(mapping::MapError::Failed {
+                    errno: Some(libc::EBUSY),
+                    ..
+                })
+            ),
+            "{cause:?}"
+        );
         for (k, want) in [
             (mapping::Kind::Device, code::DEVICE),
             (mapping::Kind::Invalid, code::INVALID),
