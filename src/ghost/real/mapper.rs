@@ -82,8 +82,12 @@ fn clear_leftover(name: &str) -> HostResult<()> {
             Leftover::Remove => match ctl.remove(name, false) {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => return Ok(()),
-                // Opened in between: look again.
-                Err(e) if e.is_busy() => {}
+                // Opened in between: look again, for as long as a removal is waited for (then
+                // the mapping reports the device as busy).
+                Err(e) if e.is_busy() && start.elapsed() < LEFTOVER_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if e.is_busy() => return Ok(()),
                 Err(e) => return Err(dm_os_error("remove leftover mapping", name, e)),
             },
             Leftover::Wait if start.elapsed() < LEFTOVER_WAIT => {
